@@ -1,0 +1,486 @@
+"""``MLP``: the stateful shell around the pure core (weights, backend, configuration)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from . import network, train
+from .activations import get_activation
+from .backend import asarray, backend_name, dtype_name, get_dtype, namespace_of, resolve, to_numpy
+from .objectives import get_output
+from .optim import Optimizer, get_optimizer
+
+
+class MLP:
+    """A multilayer perceptron ``[D, n_1, ..., K]`` trained by error backpropagation.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[D, M, K]`` for the notes' two-layer network: D inputs, M hidden units, K outputs.
+    activation : str or (h, dh)
+        Hidden activation: "identity", "tanh", "logistic", "relu", "leaky_relu", "softplus",
+        or a pair of callables ``h(a)``, ``dh(a)`` written with Array API operations.
+    output : {"identity", "logistic", "softmax"}
+        Output activation paired with its loss (squared error, binary or categorical
+        cross-entropy); for each the output error is ``Y - T``.
+    backend : {"numpy", "cupy", "torch", "jax", "array_api_strict"}, module or None
+        ``None`` reads ``XPMLP_BACKEND``, else NumPy.
+    device : str, int or None
+        ``"cuda:1"``, a CuPy device id, ... ``None`` is the backend's default.
+    dtype : {"float32", "float64"}
+    seed : int or numpy Generator
+        Seeds the host generator that draws initial weights, shuffles and splits: the same
+        seed gives the same initial weights on every backend.
+    init : {"glorot", "he", "torch", "sklearn"} or callable
+        Initial weights (see :func:`xpmlp.network.init_weights`).
+
+    Examples
+    --------
+    The notes' two-layer network, W1 of shape M x (D+1) and W2 of shape K x (M+1):
+
+    >>> import numpy as np, xpmlp
+    >>> x = np.linspace(-1, 1, 50)[:, None]
+    >>> net = xpmlp.MLP([1, 3, 1], activation="tanh", output="identity", seed=0)
+    >>> [W.shape for W in net.weights]
+    [(3, 2), (1, 4)]
+    >>> history = net.fit(x, np.sin(np.pi * x), epochs=10, batch_size=1, learning_rate=0.1)
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: Any = "tanh",
+        output: str = "identity",
+        *,
+        backend: Any = None,
+        device: Any = None,
+        dtype: str = "float32",
+        seed: int | np.random.Generator | None = 0,
+        init: str | Callable[..., np.ndarray] = "glorot",
+    ):
+        self.layer_sizes = _check_layer_sizes(layer_sizes)
+        self.activation = get_activation(activation)
+        self.output = get_output(output)
+        if not (isinstance(init, str) and init in network.INITS) and not callable(init):
+            raise ValueError(f"init={init!r} is unknown; accepted: {', '.join(network.INITS)}")
+        self.init = init
+        self.xp, self.device = resolve(backend, device)
+        self.dtype = get_dtype(dtype, xp=self.xp)
+        self.seed = seed
+        if init == "sklearn":  # replays scikit-learn's RandomState draws
+            self.rng = np.random.RandomState(seed)
+        else:
+            self.rng = np.random.default_rng(seed)
+        W0 = network.init_weights(
+            self.layer_sizes, rng=self.rng, init=init, activation=self.activation.name
+        )
+        self._weights = [self._array(W) for W in W0]
+        self.state = train.LoopState()
+        self._optimizer_key: tuple | None = None
+
+    # ------------------------------------------------------------ arrays and weights
+
+    @property
+    def backend(self) -> str:
+        return backend_name(self.xp)
+
+    def _array(self, x):
+        return asarray(x, xp=self.xp, dtype=self.dtype, device=self.device)
+
+    @property
+    def weights(self) -> list:
+        """``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0, in the model's backend."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, weights: Sequence[Any]) -> None:
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(self.layer_sizes) - 1:
+            raise ValueError(
+                f"weights must be a list of {len(self.layer_sizes) - 1} arrays, got "
+                f"{type(weights).__name__} of length {len(weights) if hasattr(weights, '__len__') else '?'}"
+            )
+        new = []
+        for l, W in enumerate(weights):
+            shape = (self.layer_sizes[l + 1], self.layer_sizes[l] + 1)
+            if tuple(getattr(W, "shape", np.shape(W))) != shape:
+                raise ValueError(
+                    f"weights[{l}] has shape {tuple(np.shape(W)) if not hasattr(W, 'shape') else tuple(W.shape)}; "
+                    f"layer {l + 1} needs {shape} (n_{l + 1}, n_{l} + 1), bias in column 0"
+                )
+            W = self.xp.asarray(self._array(W), copy=True)  # never alias the caller's array
+            if not bool(self.xp.all(self.xp.isfinite(W))):
+                raise ValueError(f"weights[{l}] contains NaN or inf")
+            new.append(W)
+        self._weights = new
+
+    def _input(self, X, name: str, width: int):
+        """``X`` as a finite (N, width) array of the model's backend and dtype."""
+        if isinstance(X, (str, bytes)) or X is None:
+            raise TypeError(f"{name} must be an array of numbers, got {type(X).__name__}")
+        if namespace_of(X) is None or backend_name(namespace_of(X)) == "numpy":
+            H = np.asarray(X)
+            if H.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{name} must hold numbers (bool, int or float), got dtype {H.dtype}"
+                )
+            if H.ndim == 1 and width == 1:
+                H = H[:, None]
+            _check_shape(H.shape, name, width)
+            if H.dtype.kind == "f" and not np.isfinite(H).all():
+                raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
+            return self._array(H)
+        A = self._array(X)
+        if A.ndim == 1 and width == 1:
+            A = A[:, None]
+        _check_shape(tuple(A.shape), name, width)
+        if not bool(self.xp.all(self.xp.isfinite(A))):
+            raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
+        return A
+
+    def _pair(self, X, T):
+        X = self._input(X, "X", self.layer_sizes[0])
+        T = self._input(T, "T", self.layer_sizes[-1])
+        if X.shape[0] != T.shape[0]:
+            raise ValueError(
+                f"X and T must have the same number of rows, got {X.shape[0]} and {T.shape[0]}"
+            )
+        if X.shape[0] == 0:
+            raise ValueError("X is empty; at least one sample is needed")
+        return X, T
+
+    # ------------------------------------------------------------ maths
+
+    def forward(self, X) -> network.Cache:
+        """The forward pass with everything it stores (``A``, ``Z``); see :mod:`network`."""
+        X = self._input(X, "X", self.layer_sizes[0])
+        return network.forward(
+            self._weights, X, activation=self.activation, output=self.output, xp=self.xp
+        )
+
+    def predict(self, X) -> Any:
+        """Network output ``Y`` (N, K), an array of the model's backend."""
+        return self.forward(X).Z[-1]
+
+    def loss_and_gradients(self, X, T, *, sample_weight=None, alpha: float = 0.0):
+        """Mean loss over the samples (a float) and ``grads`` shaped like ``weights``."""
+        X, T = self._pair(X, T)
+        sw = None if sample_weight is None else self._sample_weight(sample_weight, X.shape[0])
+        loss, grads = train.loss_and_gradients(
+            self._weights,
+            X,
+            T,
+            activation=self.activation,
+            output=self.output,
+            sample_weight=sw,
+            alpha=_check_nonneg(alpha, "alpha"),
+            xp=self.xp,
+        )
+        return float(loss), grads
+
+    def score(self, X, T) -> float:
+        """R^2 (averaged over outputs) for regression; accuracy for logistic/softmax output."""
+        X, T = self._pair(X, T)
+        return float(self._score(self._weights, X, T))
+
+    def _score(self, weights, X, T):
+        xp = self.xp
+        Y = network.forward(weights, X, activation=self.activation, output=self.output, xp=xp).Z[
+            -1
+        ]
+        if self.output.name == "identity":
+            ss_res = xp.sum((T - Y) ** 2, axis=0)
+            ss_tot = xp.sum((T - xp.mean(T, axis=0)) ** 2, axis=0)
+            safe = xp.where(ss_tot > 0, ss_tot, xp.ones_like(ss_tot))
+            r2 = xp.where(ss_tot > 0, 1 - ss_res / safe, xp.astype(ss_res == 0, Y.dtype))
+            return xp.mean(r2)
+        if self.output.name == "softmax":
+            hit = xp.argmax(Y, axis=1) == xp.argmax(T, axis=1)
+        else:
+            hit = xp.all((Y > 0.5) == (T > 0.5), axis=1)
+        return xp.mean(xp.astype(hit, Y.dtype))
+
+    def _sample_weight(self, sample_weight, N):
+        sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
+        if sw.shape[0] != N:
+            raise ValueError(f"sample_weight has {sw.shape[0]} entries for {N} samples")
+        if bool(self.xp.any(sw < 0)) or not bool(self.xp.sum(sw) > 0):
+            raise ValueError("sample_weight must be >= 0 with a positive sum")
+        return sw
+
+    # ------------------------------------------------------------ training
+
+    def fit(
+        self,
+        X,
+        T,
+        *,
+        epochs: int = 100,
+        batch_size: int | None = 32,
+        learning_rate: float = 0.01,
+        optimizer: str | Optimizer = "sgd",
+        schedule: str = "constant",
+        power_t: float = 0.5,
+        alpha: float = 0.0,
+        clip_norm: float | None = None,
+        shuffle: bool = True,
+        tol: float | None = None,
+        n_iter_no_change: int = 10,
+        early_stopping: bool = False,
+        validation_fraction: float | None = None,
+        validation_data: tuple | None = None,
+        sample_weight=None,
+        callbacks: Sequence[Callable] = (),
+        verbose: bool = False,
+    ) -> dict:
+        """Train by backpropagation and gradient-based updates; returns this call's history.
+
+        Parameters
+        ----------
+        X, T : arrays (N, D), (N, K) of any backend; converted once to the model's.
+        epochs : passes over the training data.
+        batch_size : samples per update; 1 is the notes' per-sample rule, None the full batch.
+        learning_rate : eta > 0, the initial step size.
+        optimizer : "sgd" (the notes' rule), "adam", or an :class:`~xpmlp.optim.Optimizer`
+            such as ``xpmlp.optim.sgd(momentum=0.9, nesterov=True)``. Its state is kept from
+            one ``fit`` to the next while the optimizer stays the same.
+        schedule : "constant", "invscaling" (eta / (t + 1)**power_t, t = samples seen) or
+            "adaptive" (eta / 5 after ``n_iter_no_change`` epochs without a ``tol`` gain).
+        alpha : L2 penalty on the weights (not the biases), scikit-learn's scaling.
+        clip_norm : clip the gradients to this global norm.
+        tol, n_iter_no_change : stop after ``n_iter_no_change`` epochs that improve the loss
+            (or the validation score, with ``early_stopping``) by less than ``tol``;
+            ``tol=None`` trains all ``epochs``.
+        early_stopping : hold out ``validation_fraction`` (default 0.1) of the data, or use
+            ``validation_data``, stop on its score and restore the best weights.
+        validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).
+        sample_weight : array (N,), weights of the samples in the loss.
+        callbacks : callables ``cb(epoch, loss, val_score, model)``; returning True stops.
+        verbose : show a progress bar.
+
+        Returns
+        -------
+        dict with lists ``"loss"`` (mean training loss per epoch) and ``"val_score"``.
+        """
+        config = train.Config(
+            epochs=_check_int(epochs, "epochs", 0),
+            batch_size=None if batch_size is None else _check_int(batch_size, "batch_size", 1),
+            learning_rate=_check_positive(learning_rate, "learning_rate"),
+            schedule=_check_choice(schedule, "schedule", train.SCHEDULES),
+            power_t=_check_nonneg(power_t, "power_t"),
+            alpha=_check_nonneg(alpha, "alpha"),
+            clip_norm=None if clip_norm is None else _check_positive(clip_norm, "clip_norm"),
+            shuffle=bool(shuffle),
+            tol=None if tol is None else _check_nonneg(tol, "tol"),
+            n_iter_no_change=_check_int(n_iter_no_change, "n_iter_no_change", 1),
+            early_stopping=bool(early_stopping),
+        )
+        opt = get_optimizer(optimizer)
+        X, T = self._pair(X, T)
+        sw = None if sample_weight is None else self._sample_weight(sample_weight, X.shape[0])
+        X, T, sw, val = self._validation_split(
+            X, T, sw, validation_fraction, validation_data, early_stopping
+        )
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables, got {cb!r}")
+        return self._train(X, T, sw, val, opt, config, callbacks, verbose)
+
+    def _validation_split(self, X, T, sw, fraction, data, early_stopping, stratify=None):
+        if data is not None:
+            if fraction is not None:
+                raise ValueError("give validation_data or validation_fraction, not both")
+            if not (isinstance(data, (tuple, list)) and len(data) == 2):
+                raise TypeError("validation_data must be a pair (X_val, T_val)")
+            return (X, T, sw, self._pair(*data))
+        if fraction is None:
+            if not early_stopping:
+                return X, T, sw, None
+            fraction = 0.1
+        if not (isinstance(fraction, Real) and 0 < fraction < 1):
+            raise ValueError(f"validation_fraction={fraction!r}; accepted: a number in (0, 1)")
+        N = X.shape[0]
+        n_val = max(1, int(round(fraction * N)))
+        if n_val >= N:
+            raise ValueError(
+                f"validation_fraction={fraction} leaves no training samples out of {N}"
+            )
+        perm = _split_order(self.rng, N, n_val, stratify)
+        take = lambda A, i: self.xp.take(A, self.xp.asarray(i, device=self.device), axis=0)  # noqa: E731
+        tr, va = perm[n_val:], perm[:n_val]
+        sw_tr = None if sw is None else take(sw, tr)
+        return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va))
+
+    def _train(self, X, T, sw, val, opt, config, callbacks, verbose):
+        """Run :func:`train.train` on copies, so that a failed run changes nothing."""
+        xp = self.xp
+        weights = [xp.asarray(W, copy=True) for W in self._weights]
+        state = _copy_state(self.state, xp=xp)
+        key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule)
+        if key != self._optimizer_key:  # a new optimizer starts from a fresh state
+            state.opt_state, state.learning_rate = None, None
+        state.no_improvement = 0
+        before = {k: len(v) for k, v in state.history.items()}
+        validate = None if val is None else (lambda W: self._score(W, *val))
+        saved = self._weights
+        bar = _progress(config.epochs, verbose)
+
+        def on_epoch(epoch, loss, score, W):
+            if bar is not None:
+                bar.update(loss, score)
+            self._weights = W
+            return any(bool(cb(epoch, loss, score, self)) for cb in callbacks)
+
+        try:
+            weights, state = train.train(
+                weights,
+                X,
+                T,
+                activation=self.activation,
+                output=self.output,
+                optimizer=opt,
+                config=config,
+                state=state,
+                rng=self.rng,
+                sample_weight=sw,
+                validate=validate,
+                on_epoch=on_epoch,
+                xp=xp,
+            )
+        except BaseException:
+            self._weights = saved
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        self._weights, self.state, self._optimizer_key = weights, state, key
+        return {k: v[before[k] :] for k, v in state.history.items()}
+
+    @property
+    def history(self) -> dict:
+        """Loss and validation score per epoch over every ``fit`` so far."""
+        return self.state.history
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP({list(self.layer_sizes)}, activation={self.activation.name!r}, "
+            f"output={self.output.name!r}, backend={self.backend!r}, "
+            f"dtype={dtype_name(self.dtype)!r})"
+        )
+
+
+def _progress(epochs, verbose):
+    if not verbose:
+        return None
+    from .progress import ProgressBar
+
+    return ProgressBar(epochs)
+
+
+def _split_order(rng, N, n_val, stratify):
+    """A host permutation whose first ``n_val`` entries are the validation samples."""
+    if stratify is None:
+        return rng.permutation(N)
+    from sklearn.model_selection import train_test_split
+
+    seed = int(rng.integers(2**31 - 1)) if hasattr(rng, "integers") else rng.randint(2**31 - 1)
+    tr, va = train_test_split(np.arange(N), test_size=n_val, stratify=stratify, random_state=seed)
+    return np.concatenate([va, tr])
+
+
+def _copy_state(state: train.LoopState, *, xp) -> train.LoopState:
+    def cp(x):
+        if isinstance(x, list):
+            return [cp(v) for v in x]
+        if isinstance(x, tuple):
+            return type(x)(*[cp(v) for v in x])
+        if namespace_of(x) is not None:
+            return xp.asarray(x, copy=True)
+        return copy.deepcopy(x)
+
+    new = copy.copy(state)
+    new.opt_state = cp(state.opt_state)
+    new.best_weights = cp(state.best_weights)
+    new.history = {k: list(v) for k, v in state.history.items()}
+    return new
+
+
+def _check_layer_sizes(layer_sizes) -> list[int]:
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(
+            f"layer_sizes must be a list of ints [D, n_1, ..., K], got {layer_sizes!r}"
+        )
+    sizes = list(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes={sizes!r} needs at least [D, K] (inputs and outputs)")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+            raise ValueError(f"layer_sizes={sizes!r}: every size must be an int >= 1, got {n!r}")
+    return [int(n) for n in sizes]
+
+
+def _check_shape(shape, name, width):
+    if len(shape) != 2 or shape[1] != width:
+        raise ValueError(f"{name} has shape {tuple(shape)}; the network needs (N, {width})")
+
+
+def _check_int(v, name, low):
+    if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
+        raise ValueError(f"{name}={v!r}; accepted: an int >= {low}")
+    return int(v)
+
+
+def _check_positive(v, name):
+    if isinstance(v, bool) or not isinstance(v, Real) or not (v > 0) or not np.isfinite(v):
+        raise ValueError(f"{name}={v!r}; accepted: a finite number > 0")
+    return float(v)
+
+
+def _check_nonneg(v, name):
+    if isinstance(v, bool) or not isinstance(v, Real) or not (v >= 0) or not np.isfinite(v):
+        raise ValueError(f"{name}={v!r}; accepted: a finite number >= 0")
+    return float(v)
+
+
+def _check_choice(v, name, choices):
+    if v not in choices:
+        raise ValueError(f"{name}={v!r} is unknown; accepted: {', '.join(choices)}")
+    return v
+
+
+def check_gradients(net: MLP, X, T, *, eps: float = 1e-6) -> float:
+    """Largest relative error between backprop and central finite differences, float64.
+
+    The weights are copied to NumPy float64; each entry ``w`` is perturbed by ``+-eps`` and
+    ``(L(w + eps) - L(w - eps)) / (2 eps)`` is compared with the backprop gradient as
+    ``|g - g_fd| / max(|g| + |g_fd|, 1e-8)``.
+    """
+    import array_api_compat.numpy as xp
+
+    X = np.asarray(to_numpy(net._input(X, "X", net.layer_sizes[0])), dtype=np.float64)
+    T = np.asarray(to_numpy(net._input(T, "T", net.layer_sizes[-1])), dtype=np.float64)
+    weights = [np.array(to_numpy(W), dtype=np.float64) for W in net.weights]
+    kw = dict(activation=net.activation, output=net.output, xp=xp)
+
+    def loss(ws):
+        return float(network.batch_loss(network.forward(ws, X, **kw), T, output=net.output, xp=xp))
+
+    cache = network.forward(weights, X, **kw)
+    _, grads = network.backward(weights, cache, T, activation=net.activation, xp=xp)
+    worst = 0.0
+    for W, G in zip(weights, grads):
+        for idx in np.ndindex(W.shape):
+            w0 = W[idx]
+            W[idx] = w0 + eps
+            up = loss(weights)
+            W[idx] = w0 - eps
+            down = loss(weights)
+            W[idx] = w0
+            fd = (up - down) / (2 * eps)
+            worst = max(worst, abs(G[idx] - fd) / max(abs(G[idx]) + abs(fd), 1e-8))
+    return worst

@@ -1,0 +1,204 @@
+"""The mathematics: initial weights, forward pass, backward pass. Pure functions.
+
+Notation (DESIGN.md, Bishop PRML ch. 5), for a network ``[D, n_1, ..., K]`` with ``L`` weight
+layers and a batch of ``N`` samples as rows:
+
+- ``weights[l]`` is ``W`` of layer ``l + 1``, shape ``(n_{l+1}, n_l + 1)``; column 0 is the
+  bias (``x_0 = 1``). For two layers, ``weights == [W1, W2]``, ``W1`` is M x (D+1),
+  ``W2`` is K x (M+1).
+- ``A[l] = Z[l] @ W[l][:, 1:].T + W[l][:, 0]``: pre-activations ``a_j = sum_i w_ji z_i``.
+- ``Z[0] = X``; ``Z[l + 1] = h(A[l])`` for hidden layers and ``Y = Z[L] = f(A[L - 1])``.
+- ``delta[L - 1] = Y - T`` (times the sample weights, see :func:`backward`) and
+  ``delta[l] = h'(A[l]) * (delta[l + 1] @ W[l + 1][:, 1:])``: ``delta_j = h'(a_j) sum_k w_kj
+  delta_k``.
+- ``grads[l][:, 0] = sum_n delta[l]_n`` and ``grads[l][:, 1:] = delta[l].T @ Z[l]``: the
+  gradient is delta times input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .activations import Activation
+from .objectives import Output
+
+
+class Cache(NamedTuple):
+    """What the forward pass stores for backward: ``A`` (L arrays) and ``Z`` (L + 1 arrays,
+    ``Z[0] = X`` and ``Z[L] = Y``)."""
+
+    A: list
+    Z: list
+
+
+# ---------------------------------------------------------------- initial weights (host)
+
+
+def _glorot(fan_in, fan_out, *, rng, activation):
+    # scikit-learn's form: U(-b, b), b = sqrt(6 / (fan_in + fan_out)) (2 instead of 6 for
+    # logistic units), for the weights and the biases alike.
+    factor = 2.0 if activation == "logistic" else 6.0
+    b = np.sqrt(factor / (fan_in + fan_out))
+    return rng.uniform(-b, b, size=(fan_out, fan_in + 1))
+
+
+def _he(fan_in, fan_out, *, rng, activation):
+    # He et al. (2015): w ~ N(0, 2 / fan_in), biases zero.
+    W = np.zeros((fan_out, fan_in + 1))
+    W[:, 1:] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
+    return W
+
+
+def _torch(fan_in, fan_out, *, rng, activation):
+    # torch.nn.Linear.reset_parameters: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    b = 1.0 / np.sqrt(fan_in)
+    W = np.empty((fan_out, fan_in + 1))
+    W[:, 1:] = rng.uniform(-b, b, size=(fan_out, fan_in))
+    W[:, 0] = rng.uniform(-b, b, size=fan_out)
+    return W
+
+
+def _sklearn(fan_in, fan_out, *, rng, activation):
+    # scikit-learn's exact draw order: coef (fan_in, fan_out), then intercept (fan_out).
+    factor = 2.0 if activation == "logistic" else 6.0
+    b = np.sqrt(factor / (fan_in + fan_out))
+    coef = rng.uniform(-b, b, (fan_in, fan_out))
+    intercept = rng.uniform(-b, b, fan_out)
+    return np.concatenate([intercept[:, None], coef.T], axis=1)
+
+
+INITS: dict[str, Callable[..., np.ndarray]] = {
+    "glorot": _glorot,
+    "xavier": _glorot,
+    "he": _he,
+    "kaiming": _he,
+    "torch": _torch,
+    "sklearn": _sklearn,
+}
+
+
+def init_weights(
+    layer_sizes: Sequence[int],
+    *,
+    rng: np.random.Generator | np.random.RandomState,
+    init: str | Callable[..., np.ndarray] = "glorot",
+    activation: str = "tanh",
+) -> list[np.ndarray]:
+    """Draw initial weights on the host, float64, so every backend starts from the same ones.
+
+    Parameters
+    ----------
+    layer_sizes : [D, n_1, ..., K]
+    rng : numpy Generator (RandomState for ``init="sklearn"``, which replays its draws)
+    init : "glorot" (default), "he", "torch", "sklearn" or a callable
+        ``init(fan_in, fan_out, *, rng, activation) -> array (fan_out, fan_in + 1)``.
+
+    Returns
+    -------
+    list of NumPy arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0.
+    """
+    fn = INITS[init] if isinstance(init, str) else init
+    weights = []
+    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        W = np.asarray(fn(fan_in, fan_out, rng=rng, activation=activation), dtype=np.float64)
+        if W.shape != (fan_out, fan_in + 1):
+            raise ValueError(
+                f"init returned shape {W.shape} for a layer {fan_in} -> {fan_out}; "
+                f"expected {(fan_out, fan_in + 1)}"
+            )
+        weights.append(W)
+    return weights
+
+
+# ---------------------------------------------------------------- forward and backward
+
+
+def forward(
+    weights: Sequence[Any], X: Any, *, activation: Activation, output: Output, xp: Any
+) -> Cache:
+    """Forward pass storing ``A`` and ``Z`` of every layer.
+
+    Parameters
+    ----------
+    weights : list of arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1)
+    X : array (N, D)
+
+    Returns
+    -------
+    Cache with ``A[l]`` (N, n_{l+1}) and ``Z[l]`` (N, n_l); ``Z[-1]`` is ``Y`` (N, K).
+    """
+    A, Z = [], [X]
+    last = len(weights) - 1
+    for l, W in enumerate(weights):
+        A_l = Z[l] @ W[:, 1:].T + W[:, 0]  # bias from column 0, no [1 | Z] copy
+        A.append(A_l)
+        Z.append(output.f(A_l, xp=xp) if l == last else activation.h(A_l, xp=xp))
+    return Cache(A, Z)
+
+
+def output_error(Y: Any, T: Any, sample_weight: Any = None, *, xp: Any) -> Any:
+    """``delta = w_n (y_n - t_n)``, the error of the batch loss ``sum_n w_n L_n``.
+
+    With ``sample_weight=None`` the weights are ``w_n = 1/N``: the batch loss is the mean of
+    the per-sample losses and this is the single place where the 1/N of the mean enters.
+    """
+    if sample_weight is None:
+        return (Y - T) * (1.0 / Y.shape[0])
+    return (Y - T) * sample_weight[:, None]
+
+
+def backward(
+    weights: Sequence[Any],
+    cache: Cache,
+    T: Any,
+    *,
+    activation: Activation,
+    sample_weight: Any = None,
+    xp: Any,
+) -> tuple[list, list]:
+    """Backpropagate the output error and return every layer's ``delta`` and gradient.
+
+    Parameters
+    ----------
+    weights : list of arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1)
+    cache : the :class:`Cache` of ``forward(weights, X, ...)``
+    T : array (N, K)
+    sample_weight : array (N,), optional
+        Per-sample weights ``w_n`` of the batch loss ``sum_n w_n L_n``; ``None`` means
+        ``w_n = 1/N`` (the mean). They scale each sample's delta, hence its gradient.
+
+    Returns
+    -------
+    deltas : list of arrays, ``delta[l]`` (N, n_{l+1}) = dL/dA[l] of the batch loss;
+        for one sample (N = 1) exactly the notes' ``delta_k = y_k - t_k`` and
+        ``delta_j = h'(a_j) sum_k w_kj delta_k``.
+    grads : list of arrays shaped like ``weights``: dL/dW[l].
+    """
+    A, Z = cache
+    L = len(weights)
+    deltas: list = [None] * L
+    grads: list = [None] * L
+    delta = output_error(Z[L], T, sample_weight, xp=xp)
+    for l in range(L - 1, -1, -1):
+        deltas[l] = delta
+        # delta times input; the bias's input is x_0 = 1.
+        grads[l] = xp.concat([xp.sum(delta, axis=0)[:, None], delta.T @ Z[l]], axis=1)
+        if l > 0:
+            delta = activation.dh(A[l - 1], Z[l], xp=xp) * (delta @ weights[l][:, 1:])
+    return deltas, grads
+
+
+def batch_loss(cache: Cache, T: Any, *, output: Output, sample_weight: Any = None, xp: Any):
+    """The batch loss ``sum_n w_n L_n`` (``w_n = 1/N`` by default) as a 0-d array."""
+    L_n = output.loss(cache.A[-1], cache.Z[-1], T, xp=xp)
+    if sample_weight is None:
+        return xp.mean(L_n)
+    return xp.sum(L_n * sample_weight)
+
+
+def l2_penalty(weights: Sequence[Any], *, xp: Any):
+    """``1/2 sum_l ||W[l][:, 1:]||^2``: the squared weights, bias columns excluded."""
+    return 0.5 * sum(xp.sum(W[:, 1:] * W[:, 1:]) for W in weights)

@@ -1,0 +1,73 @@
+"""Output activation ``f`` and loss pairs whose output error is ``delta_k = y_k - t_k``.
+
+For each canonical pair (Bishop, PRML 5.2) the derivative of the per-sample loss with
+respect to the output pre-activation is ``dL_n/da_k = y_k - t_k``, so backward starts from
+``Y - T`` whatever the pair. Losses are computed from the pre-activations ``A`` (the logits),
+not from ``Y``, so that no ``log(0)`` or overflow occurs (stable for logits of +-1e4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .activations import logistic, softplus
+
+
+class Output(NamedTuple):
+    """``f(A, *, xp) -> Y`` and the per-sample loss ``loss(A, Y, T, *, xp) -> (N,)``."""
+
+    name: str
+    f: Callable[..., Any]
+    loss: Callable[..., Any]
+
+
+def _identity(A, *, xp):
+    return A
+
+
+def _squared_error(A, Y, T, *, xp):
+    R = Y - T
+    return 0.5 * xp.sum(R * R, axis=1)  # L_n = 1/2 ||y_n - t_n||^2
+
+
+def _binary_cross_entropy(A, Y, T, *, xp):
+    # -t log(sigma(a)) - (1 - t) log(1 - sigma(a)) = softplus(a) - t a
+    return xp.sum(softplus(A, xp=xp) - T * A, axis=1)
+
+
+def _softmax(A, *, xp):
+    E = xp.exp(A - xp.max(A, axis=1, keepdims=True))
+    return E / xp.sum(E, axis=1, keepdims=True)
+
+
+def _categorical_cross_entropy(A, Y, T, *, xp):
+    # -sum_k t_k log softmax(a)_k = logsumexp(a) sum_k t_k - sum_k t_k a_k
+    m = xp.max(A, axis=1, keepdims=True)
+    lse = xp.log(xp.sum(xp.exp(A - m), axis=1)) + m[:, 0]
+    return lse * xp.sum(T, axis=1) - xp.sum(T * A, axis=1)
+
+
+OUTPUTS = {
+    o.name: o
+    for o in (
+        Output("identity", _identity, _squared_error),
+        Output("logistic", logistic, _binary_cross_entropy),
+        Output("softmax", _softmax, _categorical_cross_entropy),
+    )
+}
+ALIASES = {"linear": "identity", "sigmoid": "logistic"}
+
+
+def get_output(output: Any) -> Output:
+    """Resolve an output name (``"identity"``, ``"logistic"``, ``"softmax"``)."""
+    if isinstance(output, Output):
+        return output
+    if isinstance(output, str):
+        name = ALIASES.get(output, output)
+        if name in OUTPUTS:
+            return OUTPUTS[name]
+        raise ValueError(f"output={output!r} is unknown; accepted: {', '.join(OUTPUTS)}")
+    raise TypeError(
+        f"output must be one of the names {', '.join(OUTPUTS)}, got {type(output).__name__}"
+    )

@@ -1,0 +1,129 @@
+"""Optimizers as pure ``(init, update)`` pairs with small NamedTuple states (after optax).
+
+``init(weights, *, xp) -> state`` and
+``update(grads, state, weights, *, learning_rate, xp) -> (weights, state)``.
+
+``update`` returns the new weights. Where the backend's arrays are writeable
+(``array_api_compat.is_writeable_array``) it updates ``weights`` and the state in place and
+returns the same arrays; on JAX it builds new ones. Both paths compute the same numbers.
+The learning rate is an argument, so that schedules (``train.py``) stay outside.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .backend import is_writeable
+
+
+class Optimizer(NamedTuple):
+    name: str
+    init: Callable[..., Any]
+    update: Callable[..., Any]
+    hyperparams: dict
+
+
+def _add(X, Y):
+    """``X + Y``, in place when ``X`` is writeable."""
+    if is_writeable(X):
+        X += Y
+        return X
+    return X + Y
+
+
+def _scale_add(a, X, b, Y):
+    """``a X + b Y``, in place when ``X`` is writeable."""
+    if is_writeable(X):
+        X *= a
+        X += b * Y
+        return X
+    return a * X + b * Y
+
+
+class SGDState(NamedTuple):
+    velocities: list | None  # V[l]; None without momentum
+
+
+def sgd(momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+    """Gradient descent, the notes' rule ``W <- W - eta G``, with optional momentum.
+
+    With momentum ``mu`` (scikit-learn's and Sutskever et al.'s form)::
+
+        V <- mu V - eta G
+        W <- W + V                     (classical)
+        W <- W + mu V - eta G          (Nesterov)
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum={momentum!r} must lie in [0, 1]")
+
+    def init(weights, *, xp):
+        if momentum == 0.0:
+            return SGDState(None)
+        return SGDState([xp.zeros_like(W) for W in weights])
+
+    def update(grads, state, weights, *, learning_rate, xp):
+        if state.velocities is None:
+            return [_add(W, -learning_rate * G) for W, G in zip(weights, grads)], state
+        V = [_scale_add(momentum, V, -learning_rate, G) for V, G in zip(state.velocities, grads)]
+        if nesterov:
+            U = [momentum * V_l - learning_rate * G for V_l, G in zip(V, grads)]
+        else:
+            U = V
+        return [_add(W, U_l) for W, U_l in zip(weights, U)], SGDState(V)
+
+    return Optimizer("sgd", init, update, {"momentum": momentum, "nesterov": nesterov})
+
+
+class AdamState(NamedTuple):
+    t: int  # steps taken, on the host
+    m: list  # first-moment estimates
+    v: list  # second-moment estimates
+
+
+def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> Optimizer:
+    """Adam (Kingma & Ba, 2015, Algorithm 1 with the efficient step-size form of Sec. 2)::
+
+    t <- t + 1
+    m <- beta_1 m + (1 - beta_1) G
+    v <- beta_2 v + (1 - beta_2) G**2
+    eta_t = eta sqrt(1 - beta_2**t) / (1 - beta_1**t)
+    W <- W - eta_t m / (sqrt(v) + epsilon)
+    """
+    for name, b in (("beta_1", beta_1), ("beta_2", beta_2)):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"{name}={b!r} must lie in [0, 1)")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon={epsilon!r} must be > 0")
+
+    def init(weights, *, xp):
+        return AdamState(
+            0, [xp.zeros_like(W) for W in weights], [xp.zeros_like(W) for W in weights]
+        )
+
+    def update(grads, state, weights, *, learning_rate, xp):
+        t = state.t + 1
+        m = [_scale_add(beta_1, m_l, 1 - beta_1, G) for m_l, G in zip(state.m, grads)]
+        v = [_scale_add(beta_2, v_l, 1 - beta_2, G * G) for v_l, G in zip(state.v, grads)]
+        eta = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        new = [
+            _add(W, -eta * m_l / (xp.sqrt(v_l) + epsilon)) for W, m_l, v_l in zip(weights, m, v)
+        ]
+        return new, AdamState(t, m, v)
+
+    return Optimizer(
+        "adam", init, update, {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon}
+    )
+
+
+OPTIMIZERS = {"sgd": sgd, "adam": adam}
+
+
+def get_optimizer(optimizer: Any, **hyperparams) -> Optimizer:
+    """Resolve ``"sgd"``/``"adam"`` (with hyper-parameters) or pass an :class:`Optimizer`."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str) and optimizer in OPTIMIZERS:
+        return OPTIMIZERS[optimizer](**hyperparams)
+    raise ValueError(f"optimizer={optimizer!r} is unknown; accepted: {', '.join(OPTIMIZERS)}")

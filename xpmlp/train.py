@@ -1,0 +1,232 @@
+"""The training loop: batches, shuffling, schedules, stopping, history, callbacks. The only loop.
+
+One epoch takes the batches of a host-drawn permutation (gathered on the device with
+``xp.take``), runs forward -> backward -> optimizer on each, and accumulates the loss on the
+device; one loss value per epoch reaches the host.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import network
+from .activations import Activation
+from .backend import is_writeable
+from .objectives import Output
+from .optim import Optimizer
+
+SCHEDULES = ("constant", "invscaling", "adaptive")
+
+
+def loss_and_gradients(
+    weights,
+    X,
+    T,
+    *,
+    activation: Activation,
+    output: Output,
+    sample_weight=None,
+    alpha: float = 0.0,
+    xp: Any,
+):
+    """Batch loss (0-d array) and gradients of ``sum_n w_n L_n + alpha/(2 S) sum ||W||^2``.
+
+    ``w_n = 1/N`` without ``sample_weight``; with it, ``w_n = s_n / S``, ``S = sum_n s_n``.
+    The L2 term (bias columns excluded) is scaled by ``1/S`` as in scikit-learn, where S is
+    the batch size or its total sample weight.
+    """
+    if sample_weight is None:
+        S, w = X.shape[0], None
+    else:
+        S = xp.sum(sample_weight)
+        w = sample_weight / S
+    cache = network.forward(weights, X, activation=activation, output=output, xp=xp)
+    loss = network.batch_loss(cache, T, output=output, sample_weight=w, xp=xp)
+    _, grads = network.backward(weights, cache, T, activation=activation, sample_weight=w, xp=xp)
+    if alpha:
+        c = alpha / S
+        loss = loss + c * network.l2_penalty(weights, xp=xp)
+        grads = [_add_weight_decay(G, W, c, xp=xp) for G, W in zip(grads, weights)]
+    return loss, grads
+
+
+def _add_weight_decay(G, W, c, *, xp):
+    """``G[:, 1:] + c W[:, 1:]``: the L2 gradient, bias column untouched."""
+    if is_writeable(G):
+        G[:, 1:] += c * W[:, 1:]
+        return G
+    return xp.concat([G[:, :1], G[:, 1:] + c * W[:, 1:]], axis=1)
+
+
+def clip_by_global_norm(grads, max_norm: float, *, xp):
+    """Scale all gradients by ``min(1, max_norm / ||g||)``, ``||g||`` over every layer."""
+    norm = xp.sqrt(sum(xp.sum(G * G) for G in grads))
+    scale = xp.minimum(max_norm / (norm + 1e-12), xp.ones_like(norm))
+    return [G * scale for G in grads]
+
+
+@dataclass
+class LoopState:
+    """What training carries from one call of :func:`train` to the next (``partial_fit``)."""
+
+    opt_state: Any = None
+    learning_rate: float | None = None  # current rate (schedules change it)
+    t: int = 0  # samples seen, scikit-learn's ``t_``
+    epochs: int = 0
+    best_loss: float = math.inf
+    best_score: float = -math.inf
+    no_improvement: int = 0
+    best_weights: list | None = None
+    history: dict = field(default_factory=lambda: {"loss": [], "val_score": []})
+
+
+@dataclass
+class Config:
+    epochs: int = 100
+    batch_size: int | None = 32
+    learning_rate: float = 0.01
+    schedule: str = "constant"
+    power_t: float = 0.5
+    alpha: float = 0.0
+    clip_norm: float | None = None
+    shuffle: bool = True
+    tol: float | None = None  # None: no stopping on a plateau
+    n_iter_no_change: int = 10
+    early_stopping: bool = False  # stop on the validation score, restore its best weights
+
+
+def _batches(N: int, batch_size: int | None):
+    B = N if batch_size is None else min(batch_size, N)
+    return [(s, min(s + B, N)) for s in range(0, N, B)]
+
+
+def train(
+    weights: list,
+    X: Any,
+    T: Any,
+    *,
+    activation: Activation,
+    output: Output,
+    optimizer: Optimizer,
+    config: Config,
+    state: LoopState,
+    rng: Any,
+    sample_weight: Any = None,
+    validate: Callable[[list], float] | None = None,
+    on_epoch: Callable[[int, float, float | None, list], bool | None] | None = None,
+    order: Callable[[Any, int], np.ndarray] | None = None,
+    xp: Any,
+) -> tuple[list, LoopState]:
+    """Train ``weights`` (updated in place where the backend allows) for ``config.epochs``.
+
+    Parameters
+    ----------
+    X, T : arrays (N, D), (N, K) in namespace ``xp``
+    rng : host random generator; ``order(rng, N)`` (default ``rng.permutation``) draws each
+        epoch's sample order when ``config.shuffle``.
+    validate : ``validate(weights) -> score`` (higher is better), called once per epoch.
+    on_epoch : ``on_epoch(epoch, loss, val_score, weights)``; returning True stops training.
+
+    Returns
+    -------
+    weights, state : the trained weights and the updated :class:`LoopState`.
+    """
+    N = X.shape[0]
+    c = config
+    if state.opt_state is None:
+        state.opt_state = optimizer.init(weights, xp=xp)
+    if state.learning_rate is None:
+        state.learning_rate = c.learning_rate
+    bounds = _batches(N, c.batch_size)
+    order = order or (lambda r, n: r.permutation(n))
+    device = _device(X)
+    for _ in range(c.epochs):
+        if c.shuffle:
+            idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
+        total = None
+        for s, e in bounds:
+            if c.shuffle:
+                i = idx[s:e]
+                Xb, Tb = xp.take(X, i, axis=0), xp.take(T, i, axis=0)
+                sw = None if sample_weight is None else xp.take(sample_weight, i, axis=0)
+            else:
+                Xb, Tb = X[s:e, ...], T[s:e, ...]
+                sw = None if sample_weight is None else sample_weight[s:e]
+            loss, grads = loss_and_gradients(
+                weights,
+                Xb,
+                Tb,
+                activation=activation,
+                output=output,
+                sample_weight=sw,
+                alpha=c.alpha,
+                xp=xp,
+            )
+            if c.clip_norm is not None:
+                grads = clip_by_global_norm(grads, c.clip_norm, xp=xp)
+            weights, state.opt_state = optimizer.update(
+                grads, state.opt_state, weights, learning_rate=state.learning_rate, xp=xp
+            )
+            n_b = (e - s) if sw is None else xp.sum(sw)
+            total = loss * n_b if total is None else total + loss * n_b
+        S = N if sample_weight is None else xp.sum(sample_weight)
+        epoch_loss = float(total / S)  # the one host synchronisation of the epoch
+        state.t += N
+        state.epochs += 1
+        state.history["loss"].append(epoch_loss)
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(
+                f"the training loss became {epoch_loss} at epoch {state.epochs}; "
+                "lower learning_rate or scale the inputs"
+            )
+        score = None if validate is None else float(validate(weights))
+        if score is not None:
+            state.history["val_score"].append(score)
+        stop = _plateau(weights, epoch_loss, score, c, state, xp=xp)
+        if c.schedule == "invscaling":
+            state.learning_rate = c.learning_rate / (state.t + 1) ** c.power_t
+        if on_epoch is not None and on_epoch(state.epochs, epoch_loss, score, weights):
+            stop = True
+        if stop:
+            break
+    if c.early_stopping and state.best_weights is not None:
+        weights = [_copy(W, xp=xp) for W in state.best_weights]
+    return weights, state
+
+
+def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
+    """scikit-learn's rule: count epochs without an improvement of ``tol``; after
+    ``n_iter_no_change`` of them, divide an adaptive rate by 5 or stop."""
+    if c.tol is None and not c.early_stopping:
+        return False
+    tol = c.tol or 0.0
+    if c.early_stopping and score is not None:
+        state.no_improvement = state.no_improvement + 1 if score < state.best_score + tol else 0
+        if score > state.best_score:
+            state.best_score = score
+            state.best_weights = [_copy(W, xp=xp) for W in weights]
+    else:
+        state.no_improvement = state.no_improvement + 1 if loss > state.best_loss - tol else 0
+    state.best_loss = min(state.best_loss, loss)
+    if state.no_improvement > c.n_iter_no_change:
+        if c.schedule == "adaptive" and state.learning_rate > 1e-6:
+            state.learning_rate /= 5.0
+            state.no_improvement = 0
+            return False
+        return True
+    return False
+
+
+def _copy(W, *, xp):
+    return xp.asarray(W, copy=True)
+
+
+def _device(X):
+    from array_api_compat import device
+
+    return device(X)
