@@ -100,17 +100,18 @@ class MLP:
 
     @weights.setter
     def weights(self, weights: Sequence[Any]) -> None:
-        if not isinstance(weights, (list, tuple)) or len(weights) != len(self.layer_sizes) - 1:
-            raise ValueError(
-                f"weights must be a list of {len(self.layer_sizes) - 1} arrays, got "
-                f"{type(weights).__name__} of length {len(weights) if hasattr(weights, '__len__') else '?'}"
-            )
+        L = len(self.layer_sizes) - 1
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights must be a list of {L} arrays, got {type(weights).__name__}")
+        if len(weights) != L:
+            raise ValueError(f"weights must be a list of {L} arrays, got {len(weights)}")
         new = []
         for l, W in enumerate(weights):
             shape = (self.layer_sizes[l + 1], self.layer_sizes[l] + 1)
-            if tuple(getattr(W, "shape", np.shape(W))) != shape:
+            got = tuple(W.shape) if hasattr(W, "shape") else np.shape(W)
+            if got != shape:
                 raise ValueError(
-                    f"weights[{l}] has shape {tuple(np.shape(W)) if not hasattr(W, 'shape') else tuple(W.shape)}; "
+                    f"weights[{l}] has shape {got}; "
                     f"layer {l + 1} needs {shape} (n_{l + 1}, n_{l} + 1), bias in column 0"
                 )
             W = self.xp.asarray(self._array(W), copy=True)  # never alias the caller's array
