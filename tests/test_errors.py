@@ -1,0 +1,151 @@
+"""Bad input gets a clear error naming the argument; the model and the inputs stay as they were."""
+
+import numpy as np
+import pytest
+
+import xpmlp
+
+
+@pytest.fixture
+def net():
+    return xpmlp.MLP([2, 3, 1], seed=0, dtype="float64")
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(10, 2)), rng.normal(size=(10, 1))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "error", "match"),
+    [
+        ([2], ValueError, r"at least \[D, K\]"),
+        ([2, 0, 1], ValueError, "every size must be an int >= 1, got 0"),
+        ([2, -3, 1], ValueError, "got -3"),
+        ([2, 2.5, 1], ValueError, "got 2.5"),
+        ("2,3,1", TypeError, "layer_sizes must be a list of ints"),
+        (3, TypeError, "layer_sizes must be a list of ints"),
+    ],
+)
+def test_bad_layer_sizes(sizes, error, match):
+    with pytest.raises(error, match=match):
+        xpmlp.MLP(sizes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"activation": "swish"}, ValueError, "activation='swish' is unknown; accepted: identity"),
+        ({"activation": 3}, TypeError, "activation must be a name"),
+        ({"output": "tanh"}, ValueError, "output='tanh' is unknown; accepted: identity"),
+        ({"dtype": "float16"}, ValueError, "dtype='float16' is not supported"),
+        ({"init": "orthogonal"}, ValueError, "init='orthogonal' is unknown"),
+        ({"backend": "mxnet"}, ValueError, "backend='mxnet' is unknown"),
+    ],
+)
+def test_bad_constructor_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        xpmlp.MLP([2, 3, 1], **kwargs)
+
+
+def snapshot(net):
+    return [np.array(W, copy=True) for W in net.weights], list(net.history["loss"])
+
+
+def assert_unchanged(net, snap):
+    weights, losses = snap
+    for W, W0 in zip(net.weights, weights):
+        np.testing.assert_array_equal(W, W0)
+    assert net.history["loss"] == losses
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (
+            lambda X, T: (X[:, :1], T),
+            ValueError,
+            r"X has shape \(10, 1\); the network needs \(N, 2\)",
+        ),
+        (lambda X, T: (X, T[:7]), ValueError, "same number of rows, got 10 and 7"),
+        (lambda X, T: (X, np.hstack([T, T])), ValueError, r"T has shape \(10, 2\)"),
+        (lambda X, T: (X[0], T), ValueError, r"X has shape \(2,\)"),
+        (lambda X, T: (np.where(X > 1, np.nan, X), T), ValueError, "X contains NaN or inf"),
+        (lambda X, T: (X, np.where(T > 1, np.inf, T)), ValueError, "T contains NaN or inf"),
+        (lambda X, T: (X.astype(str), T), TypeError, "X must hold numbers"),
+        (lambda X, T: ("data.csv", T), TypeError, "X must be an array of numbers"),
+        (lambda X, T: (X[:0], T[:0]), ValueError, "X is empty"),
+    ],
+)
+def test_bad_data_leaves_the_model_unchanged(net, data, change, error, match):
+    X, T = change(*data)
+    snap = snapshot(net)
+    with pytest.raises(error, match=match):
+        net.fit(X, T, epochs=2)
+    assert_unchanged(net, snap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"learning_rate": 0}, "learning_rate=0; accepted: a finite number > 0"),
+        ({"learning_rate": -0.1}, "learning_rate=-0.1"),
+        ({"learning_rate": float("nan")}, "learning_rate=nan"),
+        ({"epochs": -1}, "epochs=-1; accepted: an int >= 0"),
+        ({"epochs": 2.5}, "epochs=2.5"),
+        ({"batch_size": 0}, "batch_size=0; accepted: an int >= 1"),
+        ({"optimizer": "lbfgs"}, "optimizer='lbfgs' is unknown; accepted: sgd, adam"),
+        ({"schedule": "cosine"}, "schedule='cosine' is unknown"),
+        ({"alpha": -1.0}, "alpha=-1.0"),
+        ({"validation_fraction": 1.5}, "validation_fraction=1.5"),
+        ({"sample_weight": -np.ones(10)}, "sample_weight must be >= 0"),
+        ({"sample_weight": np.ones(3)}, "sample_weight has 3 entries for 10 samples"),
+    ],
+)
+def test_bad_hyper_parameters_leave_the_model_unchanged(net, data, kwargs, match):
+    snap = snapshot(net)
+    with pytest.raises(ValueError, match=match):
+        net.fit(*data, epochs=kwargs.pop("epochs", 2), **kwargs)
+    assert_unchanged(net, snap)
+
+
+def test_divergence_raises_and_restores_the_weights(net, data):
+    X, T = data
+    snap = snapshot(net)
+    with pytest.raises(FloatingPointError, match="lower learning_rate"):
+        with np.errstate(all="ignore"):
+            net.fit(X * 1e3, T * 1e6, epochs=50, learning_rate=1e3, batch_size=None)
+    assert_unchanged(net, snap)
+
+
+def test_inputs_are_never_modified(net, data):
+    X, T = data
+    X0, T0 = X.copy(), T.copy()
+    W = [np.array(w) for w in net.weights]
+    W_given = [w.copy() for w in W]
+    net.weights = W_given
+    net.fit(X, T, epochs=3, optimizer="adam", alpha=0.1, batch_size=3)
+    net.loss_and_gradients(X, T)
+    net.predict(X)
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(T, T0)
+    for a, b in zip(W_given, W):  # the model copied the weights it was given
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_are_assignable_and_checked(net):
+    new = [np.zeros((3, 3)), np.ones((1, 4))]
+    net.weights = new
+    np.testing.assert_array_equal(
+        net.predict(np.ones((2, 2))), [[1.0], [1.0]]
+    )  # tanh(0) = 0: bias only
+    with pytest.raises(
+        ValueError, match=r"weights\[0\] has shape \(3, 2\); layer 1 needs \(3, 3\)"
+    ):
+        net.weights = [np.zeros((3, 2)), np.ones((1, 4))]
+    with pytest.raises(ValueError, match="list of 2 arrays, got 1"):
+        net.weights = [np.zeros((3, 3))]
+    with pytest.raises(ValueError, match=r"weights\[1\] contains NaN"):
+        net.weights = [np.zeros((3, 3)), np.full((1, 4), np.nan)]
+    np.testing.assert_array_equal(net.weights[1], np.ones((1, 4)))

@@ -1,0 +1,74 @@
+"""Backpropagation against central finite differences, float64."""
+
+import numpy as np
+import pytest
+
+import xpmlp
+from xpmlp.activations import ACTIVATIONS
+from xpmlp.objectives import OUTPUTS
+
+
+def data(output, D=3, K=2, N=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, D))
+    if output == "identity":
+        T = rng.normal(size=(N, K))
+    elif output == "logistic":
+        T = rng.integers(0, 2, size=(N, K)).astype(float)
+    else:
+        T = np.eye(K)[rng.integers(0, K, size=N)]
+    return X, T
+
+
+@pytest.mark.parametrize("hidden", [[], [4], [4, 3], [5, 4, 3]], ids=lambda h: f"hidden{h}")
+@pytest.mark.parametrize("output", list(OUTPUTS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_gradients_match_finite_differences(activation, output, hidden):
+    X, T = data(output)
+    net = xpmlp.MLP([3, *hidden, 2], activation, output, dtype="float64", seed=1)
+    assert xpmlp.check_gradients(net, X, T) < 1e-6
+
+
+def test_custom_activation_pair_is_differentiated_through_its_dh():
+    h = lambda a: a * a * a  # noqa: E731
+    dh = lambda a: 3 * a * a  # noqa: E731
+    X, T = data("identity")
+    net = xpmlp.MLP([3, 4, 2], (h, dh), "identity", dtype="float64", seed=2)
+    assert xpmlp.check_gradients(net, X, T) < 1e-6
+    wrong = xpmlp.MLP([3, 4, 2], (h, lambda a: 2 * a), "identity", dtype="float64", seed=2)
+    assert xpmlp.check_gradients(wrong, X, T) > 1e-2  # the check does catch a wrong h'
+
+
+def test_l2_penalty_gradient_matches_finite_differences():
+    X, T = data("identity")
+    net = xpmlp.MLP([3, 4, 2], "tanh", dtype="float64", seed=3)
+    alpha, eps = 0.3, 1e-6
+    _, grads = net.loss_and_gradients(X, T, alpha=alpha)
+    W = [np.array(w) for w in net.weights]
+    for l, (i, j) in [(0, (1, 0)), (0, (2, 3)), (1, (0, 2))]:
+
+        def loss_at(v, l=l, i=i, j=j):
+            Wv = [w.copy() for w in W]
+            Wv[l][i, j] = v
+            net.weights = Wv
+            return net.loss_and_gradients(X, T, alpha=alpha)[0]
+
+        fd = (loss_at(W[l][i, j] + eps) - loss_at(W[l][i, j] - eps)) / (2 * eps)
+        assert grads[l][i, j] == pytest.approx(fd, rel=1e-7)
+    net.weights = W
+
+
+@pytest.mark.parametrize("output", ["logistic", "softmax"])
+def test_losses_are_finite_for_huge_logits(output):
+    from xpmlp.objectives import get_output
+
+    out = get_output(output)
+    xp = xpmlp.resolve("numpy")[0]
+    A = np.array([[1e4, -1e4], [-1e4, 1e4], [0.0, 0.0]])
+    T = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    Y = out.f(A, xp=xp)
+    L = out.loss(A, Y, T, xp=xp)
+    assert np.all(np.isfinite(Y)) and np.all(np.isfinite(L))
+    assert L[0] == pytest.approx(0.0, abs=1e-9)
+    assert L[1] == pytest.approx(2e4, rel=1e-12)
+    assert L[2] == pytest.approx(np.log(2) * (1 if output == "softmax" else 2), rel=1e-12)
