@@ -4,6 +4,7 @@ array-api-strict."""
 
 from . import activations, backend, network, objectives, optim, train
 from .backend import BackendError, resolve, to_numpy
+from .io import load
 from .model import MLP, check_gradients
 from .network import backward, forward, init_weights
 
@@ -17,6 +18,7 @@ __all__ = [
     "check_gradients",
     "forward",
     "init_weights",
+    "load",
     "network",
     "objectives",
     "optim",

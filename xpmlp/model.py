@@ -10,8 +10,17 @@ from typing import Any
 import numpy as np
 
 from . import network, train
-from .activations import get_activation
-from .backend import asarray, backend_name, dtype_name, get_dtype, namespace_of, resolve, to_numpy
+from .activations import ACTIVATIONS, get_activation
+from .backend import (
+    BackendError,
+    asarray,
+    backend_name,
+    dtype_name,
+    get_dtype,
+    namespace_of,
+    resolve,
+    to_numpy,
+)
 from .objectives import get_output
 from .optim import Optimizer, get_optimizer
 
@@ -36,7 +45,8 @@ class MLP:
     dtype : {"float32", "float64"}
     seed : int or numpy Generator
         Seeds the host generator that draws initial weights, shuffles and splits: the same
-        seed gives the same initial weights on every backend.
+        seed gives the same initial weights on every backend. With ``init="sklearn"`` the
+        generator is a ``numpy.random.RandomState``, and one may be passed as the seed.
     init : {"glorot", "he", "torch", "sklearn"} or callable
         Initial weights (see :func:`xpmlp.network.init_weights`).
 
@@ -74,7 +84,9 @@ class MLP:
         self.dtype = get_dtype(dtype, xp=self.xp)
         self.seed = seed
         if init == "sklearn":  # replays scikit-learn's RandomState draws
-            self.rng = np.random.RandomState(seed)
+            self.rng = (
+                seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed)
+            )
         else:
             self.rng = np.random.default_rng(seed)
         W0 = network.init_weights(
@@ -251,7 +263,8 @@ class MLP:
             such as ``xpmlp.optim.sgd(momentum=0.9, nesterov=True)``. Its state is kept from
             one ``fit`` to the next while the optimizer stays the same.
         schedule : "constant", "invscaling" (eta / (t + 1)**power_t, t = samples seen) or
-            "adaptive" (eta / 5 after ``n_iter_no_change`` epochs without a ``tol`` gain).
+            "adaptive" (eta / 5 after ``n_iter_no_change`` epochs without a ``tol`` gain;
+            with ``tol=None``, without any decrease, and training never stops early).
         alpha : L2 penalty on the weights (not the biases), scikit-learn's scaling.
         clip_norm : clip the gradients to this global norm.
         tol, n_iter_no_change : stop after ``n_iter_no_change`` epochs that improve the loss
@@ -317,25 +330,29 @@ class MLP:
         sw_tr = None if sw is None else take(sw, tr)
         return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va))
 
-    def _train(self, X, T, sw, val, opt, config, callbacks, verbose):
-        """Run :func:`train.train` on copies, so that a failed run changes nothing."""
+    def _train(self, X, T, sw, val, opt, config, callbacks, verbose, order=None):
+        """Run :func:`train.train` on copies, so that a failed run changes nothing.
+
+        ``order(rng, N)``, if given, draws each epoch's sample order (see :func:`train.train`).
+        """
         xp = self.xp
         weights = [xp.asarray(W, copy=True) for W in self._weights]
         state = _copy_state(self.state, xp=xp)
         key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule)
         if key != self._optimizer_key:  # a new optimizer starts from a fresh state
             state.opt_state, state.learning_rate = None, None
-        state.no_improvement = 0
+        # Each fit scores its own validation set: its best weights come from this fit.
+        state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
         before = {k: len(v) for k, v in state.history.items()}
         validate = None if val is None else (lambda W: self._score(W, *val))
-        saved = self._weights
+        saved, saved_state = self._weights, self.state
         bar = _progress(config.epochs, verbose)
 
         def on_epoch(epoch, loss, score, W):
             if bar is not None:
                 bar.update(loss, score)
-            self._weights = W
-            return any(bool(cb(epoch, loss, score, self)) for cb in callbacks)
+            self._weights, self.state = W, state  # callbacks see this epoch's model
+            return any([bool(cb(epoch, loss, score, self)) for cb in callbacks])  # all called
 
         try:
             weights, state = train.train(
@@ -351,10 +368,11 @@ class MLP:
                 sample_weight=sw,
                 validate=validate,
                 on_epoch=on_epoch,
+                order=order,
                 xp=xp,
             )
         except BaseException:
-            self._weights = saved
+            self._weights, self.state = saved, saved_state
             raise
         finally:
             if bar is not None:
@@ -374,6 +392,111 @@ class MLP:
             f"dtype={dtype_name(self.dtype)!r})"
         )
 
+    # ------------------------------------------------------------ persistence and backends
+
+    def save(self, path) -> None:
+        """Write the model to ``path``: an ``.npz`` of NumPy arrays and JSON metadata.
+
+        Read it back with :func:`xpmlp.load` on any backend (see :mod:`xpmlp.io`); ``fit``
+        then continues as if it had never stopped.
+        """
+        from .io import save
+
+        save(self, path)
+
+    def to(self, backend: Any, device: Any = None) -> MLP:
+        """Move the weights, the optimizer state and the best weights to another backend.
+
+        Parameters
+        ----------
+        backend : {"numpy", "cupy", "torch", "jax", "array_api_strict"} or module
+        device : str, int or None
+            ``None`` is the backend's default device.
+
+        Returns
+        -------
+        self, now on ``backend``, with the same dtype; ``fit`` continues its optimizer.
+        """
+        xp, device = resolve(backend, device)
+        dtype = get_dtype(dtype_name(self.dtype), xp=xp)
+        move = lambda x: _map_arrays(  # noqa: E731
+            x, lambda A: asarray(A, xp=xp, dtype=dtype, device=device)
+        )
+        weights = move(self._weights)
+        state = copy.copy(self.state)
+        state.opt_state = move(self.state.opt_state)
+        state.best_weights = move(self.state.best_weights)
+        self.xp, self.device, self.dtype = xp, device, dtype
+        self._weights, self.state = weights, state
+        return self
+
+    def __getstate__(self) -> dict:
+        """Pickle NumPy copies of the arrays and the backend, device and dtype by name."""
+        if self.activation.name not in ACTIVATIONS:
+            raise ValueError(
+                f"cannot pickle a model with activation={self.activation.name!r}: a custom "
+                f"(h, dh) pair is not stored; accepted: {', '.join(ACTIVATIONS)}"
+            )
+        host = lambda x: _map_arrays(x, to_numpy)  # noqa: E731
+        state = copy.copy(self.state)
+        state.opt_state = host(self.state.opt_state)
+        state.best_weights = host(self.state.best_weights)
+        return {
+            **self.__dict__,
+            "xp": self.backend,
+            "device": _device_spec(self.backend, self.device),
+            "dtype": dtype_name(self.dtype),
+            "activation": self.activation.name,
+            "output": self.output.name,
+            "_weights": host(self._weights),
+            "state": state,
+        }
+
+    def __setstate__(self, d: dict) -> None:
+        name = d["xp"]
+        try:
+            xp, device = resolve(name, d["device"])
+        except BackendError as exc:
+            raise BackendError(
+                f"this MLP was pickled on backend={name!r}, which cannot run here: {exc}. "
+                "To move a model between machines, save it with net.save(path) and read it "
+                "with xpmlp.load(path, backend='numpy'), or pickle it after net.to('numpy')"
+            ) from exc
+        self.__dict__.update(d)
+        self.xp, self.device = xp, device
+        self.dtype = get_dtype(d["dtype"], xp=xp)
+        self.activation = get_activation(d["activation"])
+        self.output = get_output(d["output"])
+        move = lambda x: _map_arrays(  # noqa: E731
+            x, lambda A: asarray(A, xp=xp, dtype=self.dtype, device=device)
+        )
+        self._weights = move(d["_weights"])
+        self.state.opt_state = move(self.state.opt_state)
+        self.state.best_weights = move(self.state.best_weights)
+
+
+def _map_arrays(x, fn):
+    """``fn`` applied to every array in nested lists and NamedTuples (optimizer states)."""
+    if isinstance(x, list):
+        return [_map_arrays(v, fn) for v in x]
+    if isinstance(x, tuple):
+        items = [_map_arrays(v, fn) for v in x]
+        return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+    if namespace_of(x) is not None:
+        return fn(x)
+    return x
+
+
+def _device_spec(backend: str, device: Any) -> Any:
+    """A device as ``resolve`` accepts it, without backend objects: ``"cuda:1"``, 1, ..."""
+    if device is None or backend == "array_api_strict":
+        return device
+    if backend == "cupy":
+        return int(device.id)
+    if backend == "jax":
+        return f"{device.platform}:{device.id}"
+    return str(device)
+
 
 def _progress(epochs, verbose):
     if not verbose:
@@ -389,7 +512,8 @@ def _split_order(rng, N, n_val, stratify):
         return rng.permutation(N)
     from sklearn.model_selection import train_test_split
 
-    seed = int(rng.integers(2**31 - 1)) if hasattr(rng, "integers") else rng.randint(2**31 - 1)
+    # A RandomState (init="sklearn") is handed on as scikit-learn's MLP does; else a seed.
+    seed = rng if isinstance(rng, np.random.RandomState) else int(rng.integers(2**31 - 1))
     tr, va = train_test_split(np.arange(N), test_size=n_val, stratify=stratify, random_state=seed)
     return np.concatenate([va, tr])
 
@@ -454,10 +578,11 @@ def _check_choice(v, name, choices):
     return v
 
 
-def check_gradients(net: MLP, X, T, *, eps: float = 1e-6) -> float:
+def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     """Largest relative error between backprop and central finite differences, float64.
 
-    The weights are copied to NumPy float64; each entry ``w`` is perturbed by ``+-eps`` and
+    The weights are copied to NumPy float64; each entry ``w`` is perturbed by ``+-eps``
+    (1e-5 balances the O(eps^2) truncation and O(1e-16/eps) rounding errors) and
     ``(L(w + eps) - L(w - eps)) / (2 eps)`` is compared with the backprop gradient as
     ``|g - g_fd| / max(|g| + |g_fd|, 1e-8)``.
     """

@@ -1,0 +1,430 @@
+"""Saving, loading, pickling and moving models between backends: training resumes exactly."""
+
+import importlib.util
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import xpmlp
+from xpmlp.optim import AdamState, SGDState
+
+from conftest import to_np, tolerance
+
+OPTIMIZERS = {
+    "sgd": lambda: xpmlp.optim.sgd(),
+    "momentum": lambda: xpmlp.optim.sgd(momentum=0.9),
+    "nesterov": lambda: xpmlp.optim.sgd(momentum=0.9, nesterov=True),
+    "adam": lambda: xpmlp.optim.adam(),
+}
+
+
+def problem(seed=0, N=30):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, 3))
+    T = np.stack([np.sin(X[:, 0]) * X[:, 1], np.cos(X[:, 2])], axis=1)
+    return X, T
+
+
+def make(dtype="float64", backend="numpy", **kw):
+    return xpmlp.MLP([3, 5, 4, 2], "tanh", backend=backend, dtype=dtype, seed=7, **kw)
+
+
+def fit(net, optimizer="momentum", epochs=3, **kw):
+    X, T = problem()
+    kw = {"learning_rate": 0.05, "batch_size": 8, **kw}
+    return net.fit(X, T, epochs=epochs, optimizer=OPTIMIZERS[optimizer](), **kw)
+
+
+def reload(net, tmp_path, **kw):
+    path = tmp_path / "model.npz"
+    net.save(path)
+    return xpmlp.load(path, **kw)
+
+
+def assert_same_weights(a, b):
+    assert len(a) == len(b)
+    for A, B in zip(a, b):
+        np.testing.assert_array_equal(xpmlp.to_numpy(A), xpmlp.to_numpy(B))
+
+
+def opt_arrays(state):
+    if isinstance(state, AdamState):
+        return [*state.m, *state.v]
+    return list(state.velocities or [])
+
+
+# ---------------------------------------------------------------- save / load on NumPy
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_save_load_round_trip_is_bit_identical_on_numpy(tmp_path, optimizer):
+    net = make()
+    X, T = problem()
+    fit(net, optimizer, epochs=4, early_stopping=True, validation_fraction=0.2)
+    new = reload(net, tmp_path)
+
+    assert new.backend == "numpy" and new.layer_sizes == [3, 5, 4, 2]
+    assert new.activation is net.activation and new.output is net.output
+    assert new.weights[0].dtype == np.float64
+    assert_same_weights(new.weights, net.weights)
+    np.testing.assert_array_equal(new.predict(X), net.predict(X))
+    assert new.history == net.history and len(new.history["loss"]) == 4
+    assert len(new.history["val_score"]) == 4
+    assert_same_weights(new.state.best_weights, net.state.best_weights)
+    assert type(new.state.opt_state) is type(net.state.opt_state)
+    assert_same_weights(opt_arrays(new.state.opt_state), opt_arrays(net.state.opt_state))
+    if optimizer == "adam":
+        assert new.state.opt_state.t == net.state.opt_state.t == 12  # 4 epochs x 3 batches
+    if optimizer == "sgd":
+        assert new.state.opt_state == SGDState(None)
+    for field in ("learning_rate", "t", "epochs", "best_loss", "best_score", "no_improvement"):
+        assert getattr(new.state, field) == getattr(net.state, field), field
+    assert new.state.t == 4 * 24 and new.state.epochs == 4
+    assert new._optimizer_key == net._optimizer_key
+    assert new.rng.bit_generator.state == net.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_after_load_equals_uninterrupted_training(tmp_path, optimizer, dtype):
+    a, b, c = make(dtype), make(dtype), make(dtype)
+    fit(a, optimizer, epochs=6)  # one call
+    fit(b, optimizer)
+    fit(b, optimizer)  # two calls, no file
+    fit(c, optimizer)
+    c = reload(c, tmp_path)
+    fit(c, optimizer)  # two calls, through a file
+    assert_same_weights(c.weights, b.weights)
+    assert_same_weights(c.weights, a.weights)
+    assert c.history == b.history == a.history
+    assert len(c.history["loss"]) == 6 and c.history["loss"][-1] < c.history["loss"][0]
+
+
+def test_schedule_and_sklearn_random_state_resume_exactly(tmp_path):
+    kw = {"schedule": "invscaling", "power_t": 0.25, "learning_rate": 0.2}
+    a, b = make(init="sklearn"), make(init="sklearn")
+    assert isinstance(a.rng, np.random.RandomState)
+    fit(a, "adam", epochs=5, **kw)
+    fit(b, "adam", epochs=2, **kw)
+    b = reload(b, tmp_path)
+    assert isinstance(b.rng, np.random.RandomState) and b.init == "sklearn"
+    assert b.state.learning_rate == pytest.approx(0.2 / (2 * 30 + 1) ** 0.25, rel=1e-15)
+    fit(b, "adam", epochs=3, **kw)
+    assert_same_weights(b.weights, a.weights)
+    assert b.history == a.history
+
+
+def test_unfitted_model_round_trips_and_then_trains_like_a_fresh_one(tmp_path):
+    fresh = make()
+    new = reload(make(), tmp_path)
+    assert new._optimizer_key is None and new.state.opt_state is None
+    assert new.history == {"loss": [], "val_score": []}
+    assert new.state.best_loss == np.inf and new.state.best_score == -np.inf
+    fit(new, "adam")
+    fit(fresh, "adam")
+    assert_same_weights(new.weights, fresh.weights)
+
+
+def test_save_and_load_work_on_file_objects_and_keep_classes():
+    net = make()
+    net.classes = np.array(["cat", "dog"])
+    buffer = io.BytesIO()
+    xpmlp.io.save(net, buffer)
+    buffer.seek(0)
+    new = xpmlp.load(buffer)
+    np.testing.assert_array_equal(new.classes, ["cat", "dog"])
+    assert new.classes.dtype == net.classes.dtype
+    assert_same_weights(new.weights, net.weights)
+
+
+def test_a_different_optimizer_after_load_starts_fresh(tmp_path):
+    a, b = make(), make()
+    fit(a, "momentum")
+    fit(b, "momentum")
+    b = reload(b, tmp_path)
+    fit(a, "adam")
+    fit(b, "adam")
+    assert a.state.opt_state.t == b.state.opt_state.t == 12  # 3 fresh epochs x 4 batches
+    assert_same_weights(b.weights, a.weights)
+
+
+# ---------------------------------------------------------------- other backends
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_load_on_another_backend_predicts_and_trains_like_numpy(tmp_path, backend, dtype):
+    X, _ = problem()
+    ref = make(dtype)
+    fit(ref, "adam")
+    new = reload(ref, tmp_path, backend=backend)
+    assert new.backend == backend
+    assert xpmlp.backend.dtype_name(new.weights[0].dtype) == dtype
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(to_np(new.predict(X)), to_np(ref.predict(X)), **tol)
+    assert_same_weights(opt_arrays(new.state.opt_state), opt_arrays(ref.state.opt_state))
+    fit(ref, "adam")
+    fit(new, "adam")
+    for A, B in zip(new.weights, ref.weights):
+        np.testing.assert_allclose(to_np(A), to_np(B), **tol)
+    np.testing.assert_allclose(new.history["loss"], ref.history["loss"], **tol)
+
+
+def test_load_on_torch_returns_torch_tensors(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = reload(make(), tmp_path, backend="torch", device="cpu")
+    assert all(isinstance(W, torch.Tensor) and W.dtype == torch.float64 for W in net.weights)
+
+
+def test_to_moves_every_array_and_training_continues(backend):
+    ref, net = make(), make()
+    fit(ref, "adam", early_stopping=True, validation_fraction=0.2)
+    fit(net, "adam", early_stopping=True, validation_fraction=0.2)
+    assert net.to(backend) is net
+    xp = net.xp
+    assert net.backend == backend
+    for A in [*net.weights, *opt_arrays(net.state.opt_state), *net.state.best_weights]:
+        assert xpmlp.backend.namespace_of(A) is xp
+    assert_same_weights(net.state.best_weights, ref.state.best_weights)
+    fit(ref, "adam", tol=0.0)
+    fit(net, "adam", tol=0.0)  # the optimizer state went along: t continues
+    assert net.state.opt_state.t == ref.state.opt_state.t == 9 + 12
+    for A, B in zip(net.weights, ref.weights):
+        np.testing.assert_allclose(to_np(A), to_np(B), **tolerance("float64"))
+    net.to("numpy")
+    assert net.backend == "numpy" and isinstance(net.weights[0], np.ndarray)
+
+
+def test_to_and_back_is_bit_identical(backend):
+    net = make()
+    fit(net, "momentum")
+    before = [np.array(W) for W in net.weights]
+    velocities = [np.array(V) for V in net.state.opt_state.velocities]
+    net.to(backend).to("numpy")
+    assert_same_weights(net.weights, before)
+    assert_same_weights(net.state.opt_state.velocities, velocities)
+
+
+# ---------------------------------------------------------------- pickle
+
+
+def test_pickle_round_trip_continues_training(backend):
+    a, b = make(backend=backend), make(backend=backend)
+    fit(a, "nesterov")
+    fit(b, "nesterov")
+    state = b.__getstate__()
+    assert state["xp"] == backend and state["dtype"] == "float64"
+    assert all(isinstance(W, np.ndarray) for W in state["_weights"])
+    assert all(isinstance(V, np.ndarray) for V in state["state"].opt_state.velocities)
+    b = pickle.loads(pickle.dumps(b))
+    assert b.backend == backend and xpmlp.backend.namespace_of(b.weights[0]) is a.xp
+    assert_same_weights(b.weights, a.weights)
+    fit(a, "nesterov")
+    fit(b, "nesterov")
+    assert_same_weights(b.weights, a.weights)
+    assert b.history == a.history
+
+
+def test_unpickling_on_a_missing_backend_points_to_load(monkeypatch):
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    state = make().__getstate__()
+    state["xp"], state["device"] = "cupy", 0
+    net = xpmlp.MLP.__new__(xpmlp.MLP)
+    with pytest.raises(xpmlp.BackendError, match=r"pickled on backend='cupy'.*xpmlp\.load"):
+        net.__setstate__(state)
+
+
+def test_custom_activation_cannot_be_saved_or_pickled(tmp_path):
+    net = xpmlp.MLP([2, 3, 1], activation=(lambda a: a * a, lambda a: 2 * a))
+    with pytest.raises(ValueError, match="activation='custom:<lambda>'.*accepted: identity"):
+        net.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    with pytest.raises(ValueError, match="cannot pickle a model with activation='custom"):
+        pickle.dumps(net)
+
+
+# ---------------------------------------------------------------- damaged and hostile files
+
+TRIPPED = []
+
+
+def _trip():
+    TRIPPED.append(True)
+    return "unpickled"
+
+
+class Tripwire:
+    """Records a call if anything ever unpickles it."""
+
+    def __reduce__(self):
+        return (_trip, ())
+
+
+def entries(path):
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays.pop("metadata").tobytes().decode())
+    return arrays, meta
+
+
+def write(path, arrays, meta):
+    data = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, metadata=data, **arrays)
+    return path
+
+
+@pytest.fixture
+def saved(tmp_path):
+    net = make()
+    fit(net, "adam")
+    path = tmp_path / "model.npz"
+    net.save(path)
+    return path
+
+
+def corrupt_arrays(change):
+    def apply(arrays, meta):
+        change(arrays)
+
+    return apply
+
+
+def corrupt_meta(change):
+    def apply(arrays, meta):
+        change(meta)
+
+    return apply
+
+
+CORRUPTIONS = {
+    "wrong shape": (
+        corrupt_arrays(lambda a: a.update(W1=np.zeros((4, 5)))),
+        r"'W1' has shape \(4, 5\); the network needs \(4, 6\)",
+    ),
+    "wrong dtype": (
+        corrupt_arrays(lambda a: a.update(W0=a["W0"].astype(np.float32))),
+        "'W0' has dtype float32; the metadata says float64",
+    ),
+    "non-finite weight": (
+        corrupt_arrays(lambda a: a["W2"].__setitem__((0, 0), np.nan)),
+        "'W2' contains NaN or inf",
+    ),
+    "missing optimizer array": (
+        corrupt_arrays(lambda a: a.pop("opt_v1")),
+        r"lacks the arrays \['opt_v1'\]",
+    ),
+    "extra array": (
+        corrupt_arrays(lambda a: a.update(W3=np.zeros((1, 1)))),
+        r"holds arrays \['W3'\] that its metadata does not announce",
+    ),
+    "unknown activation": (
+        corrupt_meta(lambda m: m.update(activation="swish")),
+        "activation='swish' is unknown.*accepted: identity, tanh",
+    ),
+    "custom activation": (
+        corrupt_meta(lambda m: m.update(activation="custom:h")),
+        "activation='custom:h' is a custom activation",
+    ),
+    "unknown output": (
+        corrupt_meta(lambda m: m.update(output="poisson")),
+        "output='poisson' is unknown",
+    ),
+    "unknown dtype": (
+        corrupt_meta(lambda m: m.update(dtype="float16")),
+        "dtype='float16' is not supported",
+    ),
+    "unknown format": (
+        corrupt_meta(lambda m: m.update(format="keras")),
+        "format='keras' is unknown",
+    ),
+    "newer version": (
+        corrupt_meta(lambda m: m.update(version=99)),
+        "version=99 is not supported",
+    ),
+    "layer sizes": (
+        corrupt_meta(lambda m: m.update(layer_sizes=[3, 5, 2])),
+        "lacks the arrays|does not announce",
+    ),
+    "missing key": (
+        corrupt_meta(lambda m: m.pop("loop")),
+        "metadata is missing 'loop'",
+    ),
+    "unknown optimizer": (
+        corrupt_meta(lambda m: m["optimizer"].update(name="rmsprop")),
+        "optimizer name='rmsprop' is unknown",
+    ),
+    "bad hyper-parameter": (
+        corrupt_meta(lambda m: m["optimizer"]["hyperparams"].update(beta_1=2.0)),
+        r"beta_1=2.0 must lie in \[0, 1\)",
+    ),
+    "bad rng": (
+        corrupt_meta(lambda m: m["rng"]["state"].update(bit_generator="os.system")),
+        "bit_generator='os.system' is unknown",
+    ),
+    "object classes": (
+        corrupt_meta(lambda m: m.update(classes={"values": [1], "dtype": "|O"})),
+        "classes dtype='|O'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_a_damaged_file_raises_value_error_naming_the_problem(saved, name):
+    change, message = CORRUPTIONS[name]
+    arrays, meta = entries(saved)
+    change(arrays, meta)
+    write(saved, arrays, meta)
+    with pytest.raises(ValueError, match=message):
+        xpmlp.load(saved)
+
+
+def test_random_bytes_and_truncated_files_raise_value_error(saved, tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(ValueError, match="not an xpmlp model file: not an .npz"):
+        xpmlp.load(junk)
+    data = saved.read_bytes()
+    for cut in (len(data) // 2, len(data) - 10, 30):
+        saved.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="truncated"):
+            xpmlp.load(saved)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not an .npz"):
+        xpmlp.load(tmp_path / "one.npy")
+
+
+def test_metadata_that_is_not_utf8_json_raises_value_error(saved):
+    arrays, _ = entries(saved)
+    np.savez(saved, metadata=np.frombuffer(b"\xff{not json", dtype=np.uint8), **arrays)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        xpmlp.load(saved)
+    np.savez(saved, metadata=np.zeros(3), **arrays)
+    with pytest.raises(ValueError, match="'metadata' must be a 1-d uint8 array"):
+        xpmlp.load(saved)
+    np.savez(saved, **arrays)
+    with pytest.raises(ValueError, match="has no 'metadata' entry"):
+        xpmlp.load(saved)
+
+
+def test_nothing_in_the_file_is_ever_unpickled(saved, tmp_path):
+    TRIPPED.clear()
+    bomb = np.empty(1, dtype=object)
+    bomb[0] = Tripwire()
+    arrays, meta = entries(saved)
+    np.savez(
+        saved,
+        metadata=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        W0=bomb,
+        **{k: v for k, v in arrays.items() if k != "W0"},
+    )
+    with pytest.raises(ValueError, match="array 'W0' cannot be read"):
+        xpmlp.load(saved)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(Tripwire()))
+    with pytest.raises(ValueError, match="not an xpmlp model file"):
+        xpmlp.load(raw)
+    pickle.loads(pickle.dumps(Tripwire()))  # the tripwire works
+    assert TRIPPED == [True]
