@@ -1,0 +1,272 @@
+"""The command line, run as users run it: ``python -m xpmlp ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpmlp.progress import ProgressBar
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def xpmlp(command: str, cwd: Path, hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m xpmlp <command>`` in ``cwd``; ``hide`` names packages made unimportable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XPMLP_")}
+    path = [str(ROOT)]
+    if hide:
+        shim = cwd / "_hidden"
+        for name in hide:
+            (shim / name).mkdir(parents=True, exist_ok=True)
+            (shim / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+        path.insert(0, str(shim))
+    env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "xpmlp", *shlex.split(command)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok(command: str, cwd: Path, *, quiet: bool = True, **kw) -> str:
+    """Standard output of a successful run; ``quiet``: nothing on standard error either (no
+    progress bar off a terminal)."""
+    r = xpmlp(command, cwd=cwd, **kw)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    if quiet:
+        assert r.stderr == ""
+    return r.stdout
+
+
+def write_csv(path: Path, header: list[str], columns: list) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(zip(*columns))
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """160 rows: numeric features a, b; a regression target y; labels 'kind' (3 strings)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, 160), rng.uniform(-1, 1, 160)
+    y = np.round(a - 2 * b + 0.5 * a * b, 4)
+    kind = np.where(a > 0.3, "cat", np.where(b > 0, "dog", "bird"))
+    return write_csv(tmp_path / "data.csv", ["a", "b", "y", "kind"], [a, b, y, kind])
+
+
+def read_column(path: Path, name: str) -> list[str]:
+    with open(path, newline="") as f:
+        return [row[name] for row in csv.DictReader(f)]
+
+
+# ------------------------------------------------------------------ train / predict / evaluate
+
+
+def test_regression_csv_round_trip_train_save_predict_evaluate(tmp_path, data):
+    out = ok(
+        "train data.csv --target y --features a,b --epochs 60 --lr 0.01 --save reg.npz --quiet",
+        cwd=tmp_path,
+    )
+    assert "held-out R^2" in out and "epoch" not in out  # --quiet: the summary only
+    meta = json.loads((tmp_path / "reg.npz.cli.json").read_text())
+    assert meta["task"] == "regression" and meta["feature_names"] == ["a", "b"]
+    assert len(meta["x_mean"]) == 2 and len(meta["y_std"]) == 1
+
+    ok("predict reg.npz data.csv --out preds.csv", cwd=tmp_path)
+    pred = np.asarray(read_column(tmp_path / "preds.csv", "y"), dtype=float)
+    true = np.asarray(read_column(data, "y"), dtype=float)
+    assert pred.shape == (160,)
+    assert 1 - np.sum((pred - true) ** 2) / np.sum((true - true.mean()) ** 2) > 0.95
+
+    out = ok("evaluate reg.npz data.csv", cwd=tmp_path)
+    r2 = float(out.split("R^2 ")[1].split(",")[0])
+    assert r2 > 0.95
+
+
+def test_classification_csv_round_trip_with_string_labels(tmp_path, data):
+    out = ok(
+        "train data.csv --target kind --features a,b --epochs 40 --lr 0.01 --save cls.npz",
+        cwd=tmp_path,
+    )
+    assert "3 classes" in out
+    losses = [
+        float(line.split("loss ")[1].split()[0])
+        for line in out.splitlines()
+        if line.startswith("epoch")
+    ]
+    assert len(losses) >= 10 and losses[-1] < losses[0] / 2
+    meta = json.loads((tmp_path / "cls.npz.cli.json").read_text())
+    assert meta["classes"] == [["bird", "cat", "dog"]] and meta["output"] == "softmax"
+
+    stdout = ok("predict cls.npz data.csv", cwd=tmp_path)  # CSV on standard output
+    pred = [row["kind"] for row in csv.DictReader(io.StringIO(stdout))]
+    true = read_column(data, "kind")
+    assert set(pred) <= {"bird", "cat", "dog"}
+    assert np.mean(np.asarray(pred) == np.asarray(true)) > 0.9
+
+    out = ok("evaluate cls.npz data.csv --target kind", cwd=tmp_path)
+    assert float(out.split("accuracy ")[1].split()[0]) > 0.9
+
+
+def test_few_valued_integer_target_is_classification_unless_told(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=80)
+    write_csv(tmp_path / "d.csv", ["x", "t"], [x, (x > 0).astype(int)])
+    ok("train d.csv --target t --epochs 2 --save c.npz", cwd=tmp_path)
+    meta = json.loads((tmp_path / "c.npz.cli.json").read_text())
+    assert meta["task"] == "classification" and meta["output"] == "logistic"
+    assert meta["classes"] == [["0", "1"]] and not meta["onehot"]
+    ok("train d.csv --target t --task regression --epochs 2 --save r.npz", cwd=tmp_path)
+    assert json.loads((tmp_path / "r.npz.cli.json").read_text())["task"] == "regression"
+
+
+def test_npz_and_npy_tables(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    np.save(tmp_path / "d.npy", np.column_stack([X, X @ [1.0, -1.0, 0.5]]))
+    ok("train d.npz --epochs 5 --save a.npz", cwd=tmp_path)
+    assert "accuracy" in ok("evaluate a.npz d.npz", cwd=tmp_path)
+    ok("train d.npy --epochs 5 --save b.npz", cwd=tmp_path)
+    assert "R^2" in ok("evaluate b.npz d.npy", cwd=tmp_path)
+    pred = ok("predict b.npz d.npy", cwd=tmp_path).splitlines()
+    assert pred[0] == "y" and len(pred) == 61
+
+
+def test_train_without_data_learns_digits_and_prints_the_loss_falling(tmp_path):
+    out = ok("train --epochs 20 --plot curve.png", cwd=tmp_path)
+    epochs = [line for line in out.splitlines() if line.startswith("epoch")]
+    losses = [float(line.split("loss ")[1].split()[0]) for line in epochs]
+    assert len(epochs) == 20 and losses[-1] < losses[0] / 10
+    accuracy = float(out.split("held-out accuracy ")[1].split()[0])
+    assert accuracy > 0.9
+    assert_png(tmp_path / "curve.png")
+
+
+def test_train_without_scikit_learn_uses_the_shipped_synthetic_set(tmp_path):
+    out = ok("train --epochs 30", cwd=tmp_path, hide=("sklearn",))
+    assert out.startswith("spirals") and "held-out accuracy" in out
+
+
+# ------------------------------------------------------------------ pictures and info
+
+
+def assert_png(path: Path) -> tuple:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    return image.shape
+
+
+def test_demo_prints_four_losses_and_writes_a_png(tmp_path):
+    out = ok("demo --epochs 400 --out fig.png --dpi 50", cwd=tmp_path)
+    lines = [line for line in out.splitlines() if "final loss" in line]
+    assert [line.split()[0] for line in lines] == ["x^2", "sin(pi", "|x|", "step"]
+    assert all(float(line.split()[-1]) < 0.2 for line in lines)
+    assert assert_png(tmp_path / "fig.png")[2] in (3, 4)
+
+
+def test_demo_default_file_name(tmp_path):
+    ok("demo --epochs 5 --dpi 30", cwd=tmp_path)
+    assert_png(tmp_path / "xpmlp-demo.png")
+
+
+def test_info_lists_versions_backends_devices_and_blas(tmp_path):
+    import xpmlp
+
+    out = ok("info", cwd=tmp_path, quiet=False)  # JAX may warn that it found no GPU
+    assert out.startswith(f"xpmlp {xpmlp.__version__}\nPython ")
+    for word in ("numpy", "cupy", "torch", "jax", "array_api_strict", "array_api_compat"):
+        assert f"  {word} " in out
+    assert "CUDA devices:" in out and "BLAS:" in out
+
+
+# ------------------------------------------------------------------ bad input
+
+
+BAD_INPUT = {
+    "missing file": "train nope.csv --target y",
+    "missing target column": "train data.csv --target price",
+    "non-numeric features": "train data.csv --target y",  # 'kind' holds labels
+    "CSV without --target": "train data.csv",
+    "unknown activation": "train data.csv --target y --activation swish",
+    "unknown solver": "train --solver lbfgs",
+    "bad hidden sizes": "train --hidden 64,x",
+    "negative epochs": "train --epochs -1",
+    "unknown backend": "train --backend tensorflow",
+    "numpy on a GPU": "train --device cuda",
+    "unknown command": "fit",
+    "model is not a model": "predict data.csv data.csv",
+    "missing model": "evaluate none.npz data.csv",
+}
+
+
+@pytest.mark.parametrize("command", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, data, command):
+    assert_one_line_error(xpmlp(command, cwd=tmp_path))
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpmlp: error: "), r.stderr
+    return lines[0]
+
+
+def test_backend_that_is_not_installed_names_the_fix(tmp_path):
+    line = assert_one_line_error(xpmlp("train --backend cupy", cwd=tmp_path, hide=("cupy",)))
+    assert "pip install" in line
+
+
+@pytest.mark.parametrize("command", ["demo", "train --epochs 1 --plot c.png"])
+def test_pictures_without_matplotlib_name_the_extra(tmp_path, command):
+    line = assert_one_line_error(xpmlp(command, cwd=tmp_path, hide=("matplotlib",)))
+    assert 'pip install "xpmlp[plot]"' in line
+
+
+def test_evaluate_with_a_class_the_model_never_saw(tmp_path, data):
+    ok("train data.csv --target kind --features a,b --epochs 1 --save m.npz", cwd=tmp_path)
+    rows = list(csv.reader(data.read_text().splitlines()))
+    rows[1][3] = "fox"
+    write_csv(tmp_path / "new.csv", rows[0], list(zip(*rows[1:])))
+    line = assert_one_line_error(xpmlp("evaluate m.npz new.csv", cwd=tmp_path))
+    assert "'fox'" in line
+
+
+# ------------------------------------------------------------------ progress bar
+
+
+def test_progress_bar_draws_epoch_loss_and_score_when_forced():
+    stream = io.StringIO()
+    with ProgressBar(3, file=stream, force=True) as bar:
+        bar.update(0.5, 0.75)
+        shown = str(bar._bar)
+    assert "fit" in stream.getvalue()
+    assert "1/3" in shown and "loss=0.5" in shown and "val=0.75" in shown
+
+
+def test_progress_bar_is_silent_off_a_terminal():
+    stream = io.StringIO()
+    bar = ProgressBar(3, file=stream)
+    bar.update(0.5)
+    bar.close()
+    assert stream.getvalue() == ""
