@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import network
+from . import _fast, network
 from .activations import Activation
 from .backend import is_writeable
 from .objectives import Output
@@ -32,21 +32,28 @@ def loss_and_gradients(
     output: Output,
     sample_weight=None,
     alpha: float = 0.0,
+    loss_scale: float = 1.0,
     xp: Any,
 ):
     """Batch loss (0-d array) and gradients of ``sum_n w_n L_n + alpha/(2 S) sum ||W||^2``.
 
     ``w_n = 1/N`` without ``sample_weight``; with it, ``w_n = s_n / S``, ``S = sum_n s_n``.
     The L2 term (bias columns excluded) is scaled by ``1/S`` as in scikit-learn, where S is
-    the batch size or its total sample weight.
+    the batch size or its total sample weight. ``loss_scale`` multiplies the data term of the
+    returned loss only, a reporting convention (scikit-learn reports the squared error
+    averaged over the K outputs: ``loss_scale = 1/K``); the gradients stay unscaled.
     """
     if sample_weight is None:
         S, w = X.shape[0], None
     else:
         S = xp.sum(sample_weight)
+        # A batch whose weights are all zero adds nothing: S = inf makes w = 0 and alpha/S = 0.
+        S = xp.where(S > 0, S, xp.full_like(S, math.inf))
         w = sample_weight / S
     cache = network.forward(weights, X, activation=activation, output=output, xp=xp)
     loss = network.batch_loss(cache, T, output=output, sample_weight=w, xp=xp)
+    if loss_scale != 1.0:
+        loss = loss * loss_scale
     _, grads = network.backward(weights, cache, T, activation=activation, sample_weight=w, xp=xp)
     if alpha:
         c = alpha / S
@@ -98,6 +105,7 @@ class Config:
     tol: float | None = None  # None: no stopping on a plateau
     n_iter_no_change: int = 10
     early_stopping: bool = False  # stop on the validation score, restore its best weights
+    loss_scale: float = 1.0  # reported loss: loss_scale * data term + L2 term (for reporting)
 
 
 def _batches(N: int, batch_size: int | None):
@@ -145,11 +153,27 @@ def train(
     bounds = _batches(N, c.batch_size)
     order = order or (lambda r, n: r.permutation(n))
     device = _device(X)
+    # NumPy: the same steps with preallocated buffers and in-place updates (_fast.py)
+    fast = _fast.plan(
+        weights,
+        X,
+        T,
+        sample_weight=sample_weight,
+        activation=activation,
+        output=output,
+        optimizer=optimizer,
+        config=c,
+        xp=xp,
+    )
     for _ in range(c.epochs):
         if c.shuffle:
             idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
         total = None
-        for s, e in bounds:
+        if fast is not None:
+            weights, state.opt_state, total = fast.epoch(
+                weights, idx if c.shuffle else None, state.opt_state, state.learning_rate
+            )
+        for s, e in bounds if fast is None else ():
             if c.shuffle:
                 i = idx[s:e]
                 Xb, Tb = xp.take(X, i, axis=0), xp.take(T, i, axis=0)
@@ -165,6 +189,7 @@ def train(
                 output=output,
                 sample_weight=sw,
                 alpha=c.alpha,
+                loss_scale=c.loss_scale,
                 xp=xp,
             )
             if c.clip_norm is not None:
@@ -202,9 +227,9 @@ def train(
 def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
     """scikit-learn's rule: count epochs without an improvement of ``tol``; after
     ``n_iter_no_change`` of them, divide an adaptive rate by 5 or stop."""
-    if c.tol is None and not c.early_stopping:
+    if c.tol is None and not c.early_stopping and c.schedule != "adaptive":
         return False
-    tol = c.tol or 0.0
+    tol = c.tol or 0.0  # tol=None: an adaptive rate still counts epochs without a decrease
     if c.early_stopping and score is not None:
         state.no_improvement = state.no_improvement + 1 if score < state.best_score + tol else 0
         if score > state.best_score:
@@ -218,7 +243,7 @@ def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
             state.learning_rate /= 5.0
             state.no_improvement = 0
             return False
-        return True
+        return c.tol is not None or c.early_stopping  # tol=None never stops
     return False
 
 

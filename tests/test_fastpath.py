@@ -1,0 +1,162 @@
+"""The NumPy fast path (xpmlp/_fast.py) gives the pure Array API path's numbers."""
+
+import numpy as np
+import pytest
+
+import xpmlp
+from xpmlp import _fast, optim, train
+
+RTOL = 1e-12  # float64: the paths differ only in the order of a few additions
+
+
+def problem(N=23, D=3, K=2, seed=0, output="identity"):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, D))
+    if output == "softmax":
+        T = np.eye(K)[rng.integers(0, K, size=N)]
+    elif output == "logistic":
+        T = (rng.random((N, K)) > 0.5).astype(float)
+    else:
+        T = np.stack([np.sin(X[:, 0] * (k + 1)) * X[:, -1] for k in range(K)], axis=1)
+    return X, T
+
+
+def fit_both(monkeypatch, sizes, activation="tanh", output="identity", dtype="float64", **fit):
+    """Train the same network from the same seed on the pure path and on the fast path."""
+    X, T = problem(D=sizes[0], K=sizes[-1], output=output)
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP(sizes, activation, output, dtype=dtype, seed=5)
+        hist = net.fit(X, T, **fit)
+        runs.append((hist["loss"], [np.asarray(W, dtype=np.float64) for W in net.weights]))
+    return runs
+
+
+def assert_same(runs, rtol=RTOL, atol=0.0):
+    (loss_pure, W_pure), (loss_fast, W_fast) = runs
+    np.testing.assert_allclose(loss_fast, loss_pure, rtol=rtol, atol=atol)
+    for W, W_ref in zip(W_fast, W_pure):
+        np.testing.assert_allclose(W, W_ref, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "logistic", "relu", "identity"])
+@pytest.mark.parametrize("batch_size", [1, 5, None])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sgd_matches_pure_path_float64(monkeypatch, activation, batch_size, shuffle):
+    runs = fit_both(
+        monkeypatch,
+        [3, 6, 4, 2],
+        activation,
+        epochs=4,
+        batch_size=batch_size,
+        learning_rate=0.05,
+        shuffle=shuffle,
+    )
+    assert_same(runs)
+
+
+@pytest.mark.parametrize("output", ["logistic", "softmax"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_classification_outputs_and_adam_match_pure_path(monkeypatch, output, optimizer):
+    runs = fit_both(
+        monkeypatch,
+        [3, 5, 3],
+        "tanh",
+        output,
+        epochs=3,
+        batch_size=4,
+        learning_rate=0.02,
+        optimizer=optimizer,
+    )
+    assert_same(runs)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_matches_pure_path(monkeypatch, nesterov):
+    opt = optim.sgd(momentum=0.9, nesterov=nesterov)
+    runs = fit_both(monkeypatch, [3, 4, 1], epochs=3, batch_size=6, optimizer=opt)
+    assert_same(runs)
+
+
+def test_update_inside_the_gemm_matches_pure_path(monkeypatch):
+    if _fast._Gemm.find(np.float64) is None:
+        pytest.skip("NumPy's BLAS exposes no CBLAS symbol here; the ufunc update runs instead")
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # every layer through the BLAS update
+    runs = fit_both(monkeypatch, [3, 7, 5, 2], epochs=5, batch_size=6, learning_rate=0.05)
+    assert_same(runs)
+
+
+def test_batch_by_batch_gather_matches_pure_path(monkeypatch):
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # gather each batch, as for large data
+    for shuffle in (True, False):
+        runs = fit_both(monkeypatch, [3, 6, 2], epochs=3, batch_size=5, shuffle=shuffle)
+        assert_same(runs)
+
+
+def test_float32_matches_pure_path(monkeypatch):
+    runs = fit_both(monkeypatch, [3, 8, 2], dtype="float32", epochs=3, batch_size=4)
+    assert_same(runs, rtol=2e-5, atol=1e-6)
+
+
+def test_weights_stay_numpy_float_and_update_in_place(monkeypatch):
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    X, T = problem()
+    net = xpmlp.MLP([3, 4, 2], seed=0, dtype="float64")
+    weights = [np.array(W) for W in net.weights]
+    cfg = train.Config(epochs=2, batch_size=5, learning_rate=0.1)
+    out, _ = train.train(
+        weights,
+        X,
+        T,
+        activation=net.activation,
+        output=net.output,
+        optimizer=optim.sgd(),
+        config=cfg,
+        state=train.LoopState(),
+        rng=np.random.default_rng(0),
+        xp=net.xp,
+    )
+    assert all(W is W0 for W, W0 in zip(out, weights))  # the same arrays, updated in place
+    assert all(W.dtype == np.float64 for W in out)
+
+
+def _plan(net, X, T, **kw):
+    cfg = train.Config(**{"batch_size": 4, **kw})
+    return _fast.plan(
+        net.weights,
+        net._array(X),
+        net._array(T),
+        sample_weight=None,
+        activation=net.activation,
+        output=net.output,
+        optimizer=optim.sgd(),
+        config=cfg,
+        xp=net.xp,
+    )
+
+
+def test_plan_covers_numpy_and_leaves_the_rest_to_the_pure_path(monkeypatch):
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    X, T = problem()
+    assert _plan(xpmlp.MLP([3, 4, 2], backend="numpy"), X, T) is not None
+    assert _plan(xpmlp.MLP([3, 4, 2], backend="array_api_strict"), X, T) is None
+    assert _plan(xpmlp.MLP([3, 4, 2], "softplus"), X, T) is None  # no in-place h' here
+    custom = xpmlp.MLP([3, 4, 2], (lambda a: a * a, lambda a: 2 * a))
+    assert _plan(custom, X, T) is None
+    assert _plan(xpmlp.MLP([3, 4, 2]), X, T, alpha=1e-3) is None
+    assert _plan(xpmlp.MLP([3, 4, 2]), X, T, clip_norm=1.0) is None
+    monkeypatch.setattr(_fast, "ENABLED", False)
+    assert _plan(xpmlp.MLP([3, 4, 2]), X, T) is None
+
+
+def test_pure_path_still_runs_for_sample_weights_and_l2(monkeypatch):
+    """Configurations outside the fast path train exactly as before."""
+    X, T = problem()
+    sw = np.linspace(0.5, 1.5, X.shape[0])
+    fits = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=1)
+        fits.append(net.fit(X, T, epochs=2, batch_size=5, alpha=1e-2, sample_weight=sw))
+    assert fits[0]["loss"] == fits[1]["loss"]
