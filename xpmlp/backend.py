@@ -189,6 +189,12 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
     if namespace_of(x) is not xp and namespace_of(x) is not None:
         if backend_name(namespace_of(x)) != backend_name(xp):
             x = to_numpy(x)
+    if (
+        isinstance(x, np.ndarray)
+        and not x.flags.writeable
+        and backend_name(xp) in ("torch", "array_api_strict")
+    ):
+        x = np.array(x)  # these would share read-only memory (torch warns); copy it once
     if device is None:
         return xp.asarray(x, dtype=dtype)
     return xp.asarray(x, dtype=dtype, device=device)

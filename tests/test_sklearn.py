@@ -1,0 +1,447 @@
+"""scikit-learn estimators: scikit-learn's own estimator checks, Pipeline and GridSearchCV,
+parity with scikit-learn's MLP as an external oracle (``init="sklearn"``), digits accuracy,
+results in the input's namespace, partial_fit, class_weight, stratified early stopping and
+sample weights."""
+
+import warnings
+
+import array_api_compat
+import numpy as np
+import pytest
+from sklearn import neural_network as sk
+from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from xpmlp.model import MLP
+from xpmlp.sklearn import MLPClassifier, MLPRegressor
+
+IGNORE_CONVERGENCE = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def relative_error(A, B) -> float:
+    """``max |A - B| / max |B|`` of one array against its reference."""
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    return float(np.max(np.abs(A - B)) / np.max(np.abs(B)))
+
+
+def worst_error(ours, ref) -> float:
+    """Largest relative error over coefs_, intercepts_ and every epoch of loss_curve_."""
+    errors = [relative_error(A, B) for A, B in zip(ours.coefs_, ref.coefs_)]
+    errors += [relative_error(a, b) for a, b in zip(ours.intercepts_, ref.intercepts_)]
+    assert len(ours.loss_curve_) == len(ref.loss_curve_)
+    errors += [abs(a - b) / abs(b) for a, b in zip(ours.loss_curve_, ref.loss_curve_)]
+    return max(errors)
+
+
+def problem(task: str):
+    if task == "regression":
+        X, y = make_regression(150, 6, noise=1.0, random_state=0)
+        return X, y / y.std()
+    if task == "multioutput":
+        X, Y = make_regression(150, 6, n_targets=3, noise=1.0, random_state=1)
+        return X, Y / Y.std(axis=0)
+    if task == "binary":
+        return make_classification(150, 6, random_state=0)
+    return make_classification(150, 6, n_informative=4, n_classes=3, random_state=0)
+
+
+def estimators(task: str):
+    """(xpmlp estimator, scikit-learn estimator) classes for a task."""
+    if task in ("regression", "multioutput"):
+        return MLPRegressor, sk.MLPRegressor
+    return MLPClassifier, sk.MLPClassifier
+
+
+# ---------------------------------------------------------------- scikit-learn's own checks
+
+BALANCED_PARTIAL_FIT = (
+    "class_weight='balanced' needs the class counts of the whole data, which partial_fit "
+    "does not see; it raises a ValueError there (as SGDClassifier does)"
+)
+
+
+def expected_failed_checks(estimator) -> dict:
+    if getattr(estimator, "class_weight", None) == "balanced":
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "balanced class weights follow the class counts, which repeating rows changes"
+            ),
+            "check_fit_score_takes_y": BALANCED_PARTIAL_FIT,
+            "check_n_features_in_after_fitting": BALANCED_PARTIAL_FIT,
+            "check_estimators_partial_fit_n_features": BALANCED_PARTIAL_FIT,
+        }
+    return {}
+
+
+@IGNORE_CONVERGENCE
+@parametrize_with_checks(
+    [
+        MLPRegressor(),
+        MLPClassifier(),
+        MLPRegressor(solver="sgd", activation="tanh", init="sklearn", random_state=0),
+        MLPClassifier(solver="sgd", learning_rate="adaptive", class_weight="balanced"),
+    ],
+    expected_failed_checks=expected_failed_checks,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_parameters_and_defaults_are_sklearns():
+    for ours, ref in [(MLPRegressor(), sk.MLPRegressor()), (MLPClassifier(), sk.MLPClassifier())]:
+        mine, theirs = ours.get_params(), ref.get_params()
+        not_offered = {"max_fun", "loss"}  # L-BFGS's budget; Poisson regression
+        assert {k: theirs[k] for k in theirs if k not in not_offered} == {
+            k: mine[k] for k in theirs if k not in not_offered
+        }
+        assert {k: mine[k] for k in set(mine) - set(theirs)} == {
+            "backend": None,
+            "device": None,
+            "dtype": "float64",
+            "init": "glorot",
+            **({"class_weight": None} if isinstance(ours, MLPClassifier) else {}),
+        }
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+@IGNORE_CONVERGENCE
+def test_fitted_attributes_are_sklearns(task, early_stopping):
+    X, y = problem(task)
+    Ours, Ref = estimators(task)
+    kw = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0, early_stopping=early_stopping)
+    ours, ref = Ours(**kw).fit(X, y), Ref(**kw).fit(X, y)
+    public = {a for a in vars(ref) if a.endswith("_") and not a.startswith("_")}
+    assert {name for name in public if not hasattr(ours, name)} == set()
+    for name in ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_"):
+        assert getattr(ours, name) == getattr(ref, name), name
+    assert [C.shape for C in ours.coefs_] == [C.shape for C in ref.coefs_]
+    assert [b.shape for b in ours.intercepts_] == [b.shape for b in ref.intercepts_]
+    assert (ours.best_loss_ is None) == early_stopping
+    assert (ours.validation_scores_ is None) != early_stopping
+
+
+def test_lbfgs_is_refused_with_the_accepted_solvers():
+    with pytest.raises(ValueError, match=r"solver='lbfgs' is not offered.*'sgd', 'adam'"):
+        MLPClassifier(solver="lbfgs").fit([[0.0], [1.0]], [0, 1])
+
+
+def test_convergence_warning_when_max_iter_is_reached():
+    X, y = problem("binary")
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\) reached"):
+        clf = MLPClassifier((4,), max_iter=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        stopped = MLPClassifier((4,), max_iter=500, tol=0.1, random_state=0).fit(X, y)
+    assert stopped.n_iter_ < 500
+
+
+@IGNORE_CONVERGENCE
+def test_verbose_prints_sklearns_lines(capsys):
+    X, y = problem("regression")
+    MLPRegressor((4,), max_iter=2, verbose=True, random_state=0).fit(X, y)
+    assert capsys.readouterr().out.startswith("Iteration 1, loss = ")
+
+
+# ---------------------------------------------------------------- Pipeline and GridSearchCV
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+@IGNORE_CONVERGENCE
+def test_pipeline_inside_grid_search(task):
+    X, y = problem(task)
+    Ours, _ = estimators(task)
+    step = Ours.__name__.lower()
+    pipe = make_pipeline(StandardScaler(), Ours(max_iter=150, random_state=0))
+    grid = {f"{step}__hidden_layer_sizes": [(2,), (32,)], f"{step}__learning_rate_init": [0.01]}
+    search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert search.best_params_[f"{step}__hidden_layer_sizes"] == (32,)
+    assert search.best_score_ > 0.7
+    assert search.predict(X).shape == y.shape
+    assert search.score(X, y) > 0.9
+
+
+# ---------------------------------------------------------------- parity with scikit-learn
+
+SOLVERS = {
+    "sgd": dict(solver="sgd", momentum=0.0),
+    "momentum": dict(solver="sgd", momentum=0.9, nesterovs_momentum=False),
+    "nesterov": dict(solver="sgd", momentum=0.9, nesterovs_momentum=True),
+    "invscaling": dict(solver="sgd", learning_rate="invscaling", power_t=0.25),
+    "adam": dict(solver="adam"),
+}
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("task", ["regression", "multioutput", "binary", "multiclass"])
+def test_parity_with_sklearn_after_20_epochs(task, solver):
+    X, y = problem(task)
+    Ours, Ref = estimators(task)
+    params = dict(
+        hidden_layer_sizes=(7, 5),
+        activation="tanh",
+        alpha=1e-3,
+        batch_size=32,  # 5 minibatches, the last one short
+        learning_rate_init=0.01,
+        max_iter=20,
+        random_state=3,
+        tol=0.0,
+        n_iter_no_change=1000,
+        **SOLVERS[solver],
+    )
+    with pytest.warns(ConvergenceWarning):
+        ref = Ref(**params).fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        ours = Ours(init="sklearn", **params).fit(X, y)
+    assert worst_error(ours, ref) < 1e-8
+    assert (ours.n_iter_, ours.t_) == (ref.n_iter_, ref.t_) == (20, 20 * len(y))
+
+
+STOPPING = {
+    "tol": dict(tol=1e-2),
+    "adaptive": dict(solver="sgd", learning_rate="adaptive", tol=1e-2, n_iter_no_change=2),
+    "early_stopping": dict(early_stopping=True, validation_fraction=0.2),
+}
+
+
+@pytest.mark.parametrize("rule", STOPPING)
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+@IGNORE_CONVERGENCE
+def test_parity_with_sklearn_stopping_rules(task, rule):
+    X, y = problem(task)
+    Ours, Ref = estimators(task)
+    params = dict(hidden_layer_sizes=(7,), max_iter=60, random_state=3, learning_rate_init=0.01)
+    params.update(STOPPING[rule])
+    ref, ours = Ref(**params).fit(X, y), Ours(init="sklearn", **params).fit(X, y)
+    assert ours.n_iter_ == ref.n_iter_ < 60
+    assert worst_error(ours, ref) < 1e-8
+    if rule == "early_stopping":
+        assert ours.best_validation_score_ == pytest.approx(ref.best_validation_score_, 1e-12)
+        assert ours.validation_scores_ == pytest.approx(ref.validation_scores_, rel=1e-12)
+    else:
+        assert ours.best_loss_ == pytest.approx(ref.best_loss_, rel=1e-12)
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+@IGNORE_CONVERGENCE
+def test_parity_with_sklearn_warm_start_and_partial_fit(task):
+    X, y = problem(task)
+    Ours, Ref = estimators(task)
+    params = dict(hidden_layer_sizes=(7,), max_iter=10, random_state=3, warm_start=True)
+    ref = Ref(**params).fit(X, y).fit(X, y)
+    ours = Ours(init="sklearn", **params).fit(X, y).fit(X, y)
+    assert worst_error(ours, ref) < 1e-8
+    kw = {"classes": np.unique(y)} if Ours is MLPClassifier else {}
+    ref, ours = Ref(**params), Ours(init="sklearn", **params)
+    for _ in range(4):
+        ref.partial_fit(X, y, **kw)
+        ours.partial_fit(X, y, **kw)
+    assert worst_error(ours, ref) < 1e-8
+
+
+# ---------------------------------------------------------------- a real task: digits
+
+
+@IGNORE_CONVERGENCE
+def test_digits_accuracy_at_least_sklearns():
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+    scaler = StandardScaler().fit(X_tr)
+    X_tr, X_te = scaler.transform(X_tr), scaler.transform(X_te)
+    params = dict(hidden_layer_sizes=(64,), max_iter=100, random_state=0)
+    reference = sk.MLPClassifier(**params).fit(X_tr, y_tr).score(X_te, y_te)
+    # scikit-learn's random draws: the same training, hence at least the same accuracy
+    replayed = MLPClassifier(init="sklearn", **params).fit(X_tr, y_tr).score(X_te, y_te)
+    assert replayed >= reference > 0.95
+    # xpmlp's own draws: other initial weights and shuffles, the same accuracy up to the
+    # spread between seeds (about one test sample in a hundred)
+    own = MLPClassifier(**params).fit(X_tr, y_tr).score(X_te, y_te)
+    assert own >= reference - 0.01
+
+
+# ---------------------------------------------------------------- namespaces
+
+
+def small_problem():
+    return make_classification(80, 4, n_informative=3, n_redundant=0, random_state=2)
+
+
+@pytest.mark.parametrize("module", ["array_api_strict", "torch"])
+@IGNORE_CONVERGENCE
+def test_results_come_back_in_the_input_namespace(module):
+    xp = pytest.importorskip(module)
+    X, y = small_problem()
+    Xb, yb = xp.asarray(X), xp.asarray(y)
+    params = dict(hidden_layer_sizes=(8,), max_iter=30, random_state=0)
+    clf, clf_np = MLPClassifier(**params).fit(Xb, yb), MLPClassifier(**params).fit(X, y)
+    reg = MLPRegressor(**params).fit(Xb, xp.asarray(X[:, 0]))
+    reg_np = MLPRegressor(**params).fit(X, X[:, 0])
+    is_ours = getattr(array_api_compat, f"is_{module}_namespace")
+    # trained on the input's backend, from the same host-drawn weights as on NumPy
+    assert is_ours(array_api_compat.array_namespace(clf.coefs_[0]))
+    for est, est_np, methods in [
+        (clf, clf_np, ["predict", "predict_proba", "predict_log_proba"]),
+        (reg, reg_np, ["predict"]),
+    ]:
+        for method in methods:
+            out = getattr(est, method)(Xb)
+            assert is_ours(array_api_compat.array_namespace(out)), method
+            expected = getattr(est_np, method)(X)
+            np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-9, atol=1e-12)
+    assert clf.score(Xb, yb) == clf_np.score(X, y)
+    # NumPy input to a model on another backend: NumPy results
+    assert isinstance(clf.predict_proba(X), np.ndarray)
+
+
+@IGNORE_CONVERGENCE
+def test_numpy_input_trains_on_the_backend_asked_for():
+    pytest.importorskip("torch")
+    X, y = small_problem()
+    clf = MLPClassifier((8,), max_iter=20, random_state=0, backend="torch").fit(X, y)
+    assert array_api_compat.is_torch_array(clf.coefs_[0])
+    assert isinstance(clf.predict(X), np.ndarray)
+    ref = MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X), rtol=1e-9)
+
+
+# ---------------------------------------------------------------- partial_fit
+
+
+def test_partial_fit_needs_classes_first_then_continues():
+    X, y = problem("multiclass")
+    clf = MLPClassifier((16,), learning_rate_init=0.05, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:50], y[:50], classes=[0, 1, 2])
+    before = clf.score(X, y)
+    for _ in range(30):
+        clf.partial_fit(X, y)
+    assert (clf.n_iter_, len(clf.loss_curve_), clf.t_) == (1, 31, 50 + 30 * 150)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[1]
+    assert clf.score(X, y) > max(before + 0.3, 0.8)
+    with pytest.raises(ValueError, match="classes not in"):
+        clf.partial_fit(X[:3], [0, 1, 7])
+
+
+def test_partial_fit_epochs_equal_fit_epochs():
+    """k calls of partial_fit continue one optimizer: k epochs of fit, without shuffling."""
+    X, y = problem("multioutput")
+    kw = dict(hidden_layer_sizes=(6,), shuffle=False, batch_size=40, tol=0.0)
+    once = MLPRegressor(max_iter=7, n_iter_no_change=100, random_state=1, **kw)
+    with pytest.warns(ConvergenceWarning):
+        once.fit(X, y)
+    steps = MLPRegressor(random_state=1, **kw)
+    for _ in range(7):
+        steps.partial_fit(X, y)
+    for A, B in zip(steps.coefs_ + steps.intercepts_, once.coefs_ + once.intercepts_):
+        np.testing.assert_allclose(A, B, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(steps.loss_curve_, once.loss_curve_, rtol=1e-12)
+
+
+def test_partial_fit_refuses_early_stopping():
+    X, y = problem("regression")
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPRegressor(early_stopping=True).partial_fit(X, y)
+
+
+# ---------------------------------------------------------------- class_weight
+
+
+@IGNORE_CONVERGENCE
+def test_class_weight_dict_equals_sample_weight():
+    X, y = problem("multiclass")
+    kw = dict(hidden_layer_sizes=(6,), max_iter=15, random_state=0)
+    weighted = MLPClassifier(class_weight={0: 1.0, 1: 3.0, 2: 0.5}, **kw).fit(X, y)
+    sample = MLPClassifier(**kw).fit(X, y, sample_weight=np.array([1.0, 3.0, 0.5])[y])
+    for A, B in zip(weighted.coefs_, sample.coefs_):
+        np.testing.assert_allclose(A, B, rtol=1e-12)
+    s = np.random.default_rng(0).uniform(0.5, 2.0, size=len(y))  # times sample_weight
+    both = MLPClassifier(class_weight={0: 1.0, 1: 3.0, 2: 0.5}, **kw).fit(X, y, sample_weight=s)
+    product = MLPClassifier(**kw).fit(X, y, sample_weight=np.array([1.0, 3.0, 0.5])[y] * s)
+    np.testing.assert_allclose(both.coefs_[0], product.coefs_[0], rtol=1e-12)
+
+
+@IGNORE_CONVERGENCE
+def test_class_weight_balanced_recovers_the_minority_class():
+    X, y = make_classification(400, 5, weights=[0.92], flip_y=0, class_sep=0.6, random_state=0)
+    kw = dict(hidden_layer_sizes=(8,), max_iter=60, random_state=0)
+    plain = MLPClassifier(**kw).fit(X, y)
+    balanced = MLPClassifier(class_weight="balanced", **kw).fit(X, y)
+    recall = lambda clf: np.mean(clf.predict(X[y == 1]) == 1)  # noqa: E731
+    assert recall(balanced) > recall(plain) + 0.1
+    with pytest.raises(ValueError, match="not supported by partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="multilabel"):
+        MLPClassifier(class_weight="balanced").fit(X, np.stack([y, 1 - y], axis=1))
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+@IGNORE_CONVERGENCE
+def test_early_stopping_splits_by_class_and_keeps_the_best_epoch(monkeypatch):
+    X, y = make_classification(
+        200, 6, n_informative=4, n_classes=3, weights=[0.5, 0.3], flip_y=0, random_state=0
+    )
+    counts = np.bincount(y)  # 100, 60, 40
+    held_out = []
+    split = MLP._validation_split
+
+    def spy(self, *args, **kwargs):
+        out = split(self, *args, **kwargs)
+        held_out.append(out[3])
+        return out
+
+    monkeypatch.setattr(MLP, "_validation_split", spy)
+    clf = MLPClassifier((16,), early_stopping=True, validation_fraction=0.2, random_state=0)
+    clf.fit(X, y)
+    X_val, T_val = held_out[0]
+    val_counts = np.sum(np.asarray(T_val), axis=0)
+    np.testing.assert_array_equal(val_counts, np.round(counts * 0.2))  # stratified
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None
+    # the weights kept are those of the best validation epoch
+    accuracy = np.mean(clf.predict(np.asarray(X_val)) == np.argmax(np.asarray(T_val), axis=1))
+    assert accuracy == clf.best_validation_score_
+
+
+def test_early_stopping_needs_two_validation_samples():
+    with pytest.raises(ValueError, match="validation set of 1"):
+        MLPRegressor(early_stopping=True).fit(np.ones((10, 2)), np.arange(10.0))
+
+
+# ---------------------------------------------------------------- sample weights
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+@IGNORE_CONVERGENCE
+def test_integer_sample_weights_equal_repeated_rows(task):
+    """Full-batch gradient descent: weight n_k is row k repeated n_k times (0: removed)."""
+    X, y = problem(task)
+    X, y = X[:60], y[:60]
+    counts = np.random.default_rng(0).integers(0, 4, size=len(y))
+    Ours, _ = estimators(task)
+    kw = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, learning_rate_init=0.05)
+    kw.update(max_iter=30, tol=0.0, n_iter_no_change=100, random_state=0)  # full batch: N < 200
+    weighted = Ours(**kw).fit(X, y, sample_weight=counts)
+    repeated = Ours(**kw).fit(np.repeat(X, counts, axis=0), np.repeat(y, counts))
+    for A, B in zip(
+        weighted.coefs_ + weighted.intercepts_, repeated.coefs_ + repeated.intercepts_
+    ):
+        np.testing.assert_allclose(A, B, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-10)
+
+
+@IGNORE_CONVERGENCE
+def test_coefs_can_be_set_and_predictions_follow():
+    X, y = problem("regression")
+    reg = MLPRegressor((3,), max_iter=5, random_state=0).fit(X, y)
+    reg.coefs_ = [np.zeros_like(C) for C in reg.coefs_]
+    reg.intercepts_ = [np.zeros_like(b) for b in reg.intercepts_[:-1]] + [np.array([2.5])]
+    np.testing.assert_array_equal(reg.predict(X[:4]), np.full(4, 2.5))

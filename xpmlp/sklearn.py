@@ -1,0 +1,788 @@
+"""scikit-learn estimators ``MLPRegressor`` and ``MLPClassifier`` over :class:`xpmlp.MLP`.
+
+They take the parameters of ``sklearn.neural_network``'s estimators of the same names, with
+the same defaults, and set the same fitted attributes; the solvers are "sgd" and "adam"
+("lbfgs" is not offered). Training runs xpmlp's one loop, :func:`xpmlp.train.train`, and
+prediction its one forward pass, on any Array API backend:
+
+- an input that lives on an Array API backend other than NumPy (a PyTorch, CuPy, JAX or
+  array-api-strict array) is trained on there, on its device, whatever ``backend`` says;
+- NumPy-like input (arrays, lists, data frames) is checked by scikit-learn's
+  ``validate_data`` and trained on ``backend`` (``None``: ``XPMLP_BACKEND``, else NumPy);
+- predictions come back in the namespace, and on the device, of the input.
+
+With ``init="sklearn"``, the same ``random_state``, float64 data and no early stopping, the
+fitted ``coefs_``, ``intercepts_`` and ``loss_curve_`` are scikit-learn's to rounding: that
+mode replays scikit-learn's random draws (initial weights, cumulative shuffles, validation
+split). Other modes draw from a ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+    type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import network, optim, train
+from .backend import DTYPES, asarray, backend_name, device_of, namespace_of, to_numpy
+from .model import MLP
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_SOLVERS = ("sgd", "adam")
+
+
+def _array_api_namespace(x: Any) -> Any | None:
+    """The namespace of ``x`` if it is an array of a backend other than NumPy, else None."""
+    xp = namespace_of(x)
+    if xp is None or backend_name(xp) == "numpy":
+        return None
+    return xp
+
+
+def _to_input_namespace(A: Any, xp_in: Any | None, device: Any) -> Any:
+    """``A`` in the input's namespace and on its device (NumPy for NumPy-like input)."""
+    return to_numpy(A) if xp_in is None else asarray(A, xp=xp_in, device=device)
+
+
+def _host(x: Any) -> Any:
+    return to_numpy(x) if namespace_of(x) is not None else x
+
+
+def _writeable(x: Any) -> Any:
+    """A writeable copy of a read-only NumPy array (PyTorch warns on sharing read-only
+    memory), else ``x``."""
+    if isinstance(x, np.ndarray) and not x.flags.writeable:
+        return x.copy()
+    return x
+
+
+def _cumulative_shuffle():
+    """scikit-learn's epoch order: ``idx = shuffle(idx, random_state=rng)`` each epoch, the
+    permutations compounding from ``arange(N)``."""
+    idx = None
+
+    def order(rng, N):
+        nonlocal idx
+        idx = shuffle(np.arange(N) if idx is None else idx, random_state=rng)
+        return idx
+
+    return order
+
+
+def _printer():
+    """A callback printing scikit-learn's verbose lines."""
+    n = 0
+
+    def cb(epoch, loss, score, model):
+        nonlocal n
+        n += 1
+        print(f"Iteration {n}, loss = {loss:.8f}")
+        if score is not None:
+            print(f"Validation score: {score:f}")
+
+    return cb
+
+
+class _BaseMLP(BaseEstimator):
+    """What the regressor and the classifier share: parameters, fit, forward, attributes."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions(set(_SOLVERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions(set(train.SCHEDULES))],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "backend": "no_validation",  # a name, alias or module: checked by xpmlp.backend
+        "device": "no_validation",
+        "dtype": [StrOptions(set(DTYPES))],
+        "init": [StrOptions(set(network.INITS)), callable],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        backend=None,
+        device=None,
+        dtype="float64",
+        init="glorot",
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.init = init
+
+    # ------------------------------------------------------------ fitted weights
+
+    @property
+    def coefs_(self) -> list:
+        """``coefs_[l]`` of shape (n_l, n_{l+1}): ``W[l][:, 1:].T``, in the model's backend."""
+        return [W[:, 1:].T for W in self._fitted_net().weights]
+
+    @coefs_.setter
+    def coefs_(self, coefs: list) -> None:
+        self._set_weights(coefs, self.intercepts_)
+
+    @property
+    def intercepts_(self) -> list:
+        """``intercepts_[l]`` of shape (n_{l+1},): the bias column ``W[l][:, 0]``."""
+        return [W[:, 0] for W in self._fitted_net().weights]
+
+    @intercepts_.setter
+    def intercepts_(self, intercepts: list) -> None:
+        self._set_weights(self.coefs_, intercepts)
+
+    def _fitted_net(self) -> MLP:
+        net = self.__dict__.get("_net")
+        if net is None:
+            raise AttributeError(f"{type(self).__name__} has no weights before fit")
+        return net
+
+    def _set_weights(self, coefs, intercepts) -> None:
+        self._fitted_net().weights = [
+            np.concatenate([to_numpy(b)[:, None], to_numpy(C).T], axis=1)
+            for C, b in zip(coefs, intercepts)
+        ]
+
+    # ------------------------------------------------------------ inputs
+
+    def _check_params(self) -> None:
+        if isinstance(self.solver, str) and self.solver == "lbfgs":
+            raise ValueError(
+                "solver='lbfgs' is not offered by xpmlp, which trains with minibatch "
+                f"gradient steps only; accepted: {', '.join(map(repr, _SOLVERS))}"
+            )
+        self._validate_params()
+
+    def _check_array_api_X(self, X, *, reset: bool) -> None:
+        """scikit-learn's checks of ``X`` for arrays that stay on their backend."""
+        if X.ndim != 2:
+            raise ValueError(
+                f"Expected a 2D array X of shape (n_samples, n_features), got shape "
+                f"{tuple(X.shape)}"
+            )
+        if X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"X of shape {tuple(X.shape)} is empty; at least 1 sample needed")
+        if reset:
+            self.n_features_in_ = int(X.shape[1])
+            self.__dict__.pop("feature_names_in_", None)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+
+    def _fit_inputs(self, X, y, sample_weight, *, reset: bool):
+        xp_in = _array_api_namespace(X)
+        if xp_in is None:
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                multi_output=True,
+                dtype=(np.float64, np.float32),
+                y_numeric=not isinstance(self, ClassifierMixin),
+                reset=reset,
+            )
+            if sample_weight is not None:
+                sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        else:
+            self._check_array_api_X(X, reset=reset)
+            if y is None:
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the target y is None."
+                )
+        return X, y, sample_weight, xp_in
+
+    def _hidden_sizes(self) -> list[int]:
+        h = self.hidden_layer_sizes
+        sizes = list(h) if hasattr(h, "__iter__") else [h]
+        if not all(isinstance(n, Integral) and n > 0 for n in sizes):
+            raise ValueError(
+                f"hidden_layer_sizes={h!r}; accepted: an int >= 1 or a sequence of them"
+            )
+        return [int(n) for n in sizes]
+
+    def _seed(self):
+        """The model's seed: a RandomState as scikit-learn's for ``init="sklearn"``."""
+        rs = self.random_state
+        if isinstance(self.init, str) and self.init == "sklearn":
+            return check_random_state(rs)
+        if rs is None or isinstance(rs, Integral):
+            return rs
+        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+
+    # ------------------------------------------------------------ training
+
+    def _fit(self, X, y, sample_weight=None, *, incremental: bool, classes=None):
+        """``fit`` (``max_iter`` epochs) or ``partial_fit`` (one epoch, ``incremental``)."""
+        self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first = "_net" not in self.__dict__ or (not self.warm_start and not incremental)
+        X, y, sample_weight, xp_in = self._fit_inputs(X, y, sample_weight, reset=first)
+        T, stratify, class_sw = self._targets(y, xp_in, incremental=incremental, classes=classes)
+        K = 1 if T.ndim == 1 else int(T.shape[1])
+        sklearn_mode = isinstance(self.init, str) and self.init == "sklearn"
+        if first:
+            on_input = xp_in is not None  # the backend follows the input's namespace
+            self._net = MLP(
+                [int(X.shape[1]), *self._hidden_sizes(), K],
+                activation=self.activation,
+                output=self._output_name(K),
+                backend=backend_name(xp_in) if on_input else self.backend,
+                device=device_of(X) if on_input else self.device,
+                dtype=self.dtype,
+                seed=self._seed(),
+                init=self.init,
+            )
+        elif sklearn_mode:  # scikit-learn draws from a fresh check_random_state each fit
+            self._net.rng = check_random_state(self.random_state)
+        net = self._net
+        if net.backend != "numpy":
+            X, T, sample_weight = _writeable(X), _writeable(T), _writeable(sample_weight)
+        Xd, Td = net._pair(X, T)
+        N = int(Xd.shape[0])
+        sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
+        if class_sw is not None:
+            class_sw = net._array(class_sw)
+            sw = net._sample_weight(class_sw if sw is None else sw * class_sw, N)
+
+        val = None
+        if self.early_stopping:
+            Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
+        config, opt = self._config(int(Xd.shape[0]), K, incremental)
+        if not incremental:  # each fit starts a new optimizer, as scikit-learn's does
+            net.state.opt_state, net.state.learning_rate = None, None
+        order = _cumulative_shuffle() if sklearn_mode and self.shuffle else None
+        callbacks = [_printer()] if self.verbose else []
+        try:
+            history = net._train(Xd, Td, sw, val, opt, config, callbacks, False, order=order)
+        except FloatingPointError as exc:
+            raise ValueError(
+                f"{exc}. The solver produced non-finite weights: the input may contain large "
+                "values that need scaling (e.g. sklearn.preprocessing.StandardScaler)"
+            ) from exc
+        self._record(len(history["loss"]), K, incremental)
+        return self
+
+    def _hold_out(self, net: MLP, X, T, sw, stratify):
+        """scikit-learn's validation split: ``ceil(validation_fraction N)`` samples."""
+        N = int(X.shape[0])
+        n_val = math.ceil(self.validation_fraction * N)
+        if n_val < 2 or n_val >= N:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {N} samples gives a "
+                f"validation set of {n_val}; it needs at least 2 samples and must leave some "
+                "for training: change validation_fraction or add samples"
+            )
+        return net._validation_split(X, T, sw, n_val / N, None, True, stratify)
+
+    def _config(self, N: int, K: int, incremental: bool):
+        """The loop's :class:`~xpmlp.train.Config` and the optimizer, from the parameters."""
+        if self.batch_size == "auto":
+            batch_size = min(200, N)
+        else:
+            if self.batch_size > N:
+                warnings.warn(
+                    f"batch_size={self.batch_size} is larger than the {N} training samples; "
+                    f"it is clipped to {N}",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            batch_size = min(self.batch_size, N)
+        config = train.Config(
+            epochs=1 if incremental else self.max_iter,
+            batch_size=batch_size,
+            learning_rate=float(self.learning_rate_init),
+            # scikit-learn's Adam ignores the schedule
+            schedule=self.learning_rate if self.solver == "sgd" else "constant",
+            power_t=float(self.power_t),
+            alpha=float(self.alpha),
+            shuffle=bool(self.shuffle),
+            tol=float(self.tol),
+            n_iter_no_change=self.n_iter_no_change,
+            early_stopping=bool(self.early_stopping),
+            loss_scale=self._loss_scale(K),
+        )
+        if self.solver == "sgd":
+            opt = optim.sgd(momentum=self.momentum, nesterov=self.nesterovs_momentum)
+        else:
+            opt = optim.adam(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config, opt
+
+    def _record(self, n_iter: int, K: int, incremental: bool) -> None:
+        """Set scikit-learn's fitted attributes; warn if ``max_iter`` ended the training."""
+        net = self._net
+        state = net.state
+        self.n_iter_ = n_iter
+        self.t_ = int(state.t)
+        self.loss_curve_ = list(state.history["loss"])
+        self.loss_ = self.loss_curve_[-1]
+        if self.early_stopping:
+            self.validation_scores_ = list(state.history["val_score"])
+            self.best_validation_score_ = float(state.best_score)
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = float(state.best_loss)
+        self.n_layers_ = len(net.layer_sizes)
+        self.n_outputs_ = K
+        self.out_activation_ = net.output.name
+        stopped = state.no_improvement > self.n_iter_no_change
+        if not incremental and n_iter == self.max_iter and not stopped:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                "optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+
+    def fit(self, X, y, sample_weight=None):
+        """Train from scratch (or from the last weights with ``warm_start=True``).
+
+        Parameters
+        ----------
+        X : array (N, D), NumPy-like or of any Array API backend
+        y : array (N,) or (N, K): targets, or class labels for the classifier
+        sample_weight : array (N,), optional
+            Weights ``s_n >= 0`` of the samples in the loss ``sum_n s_n L_n / sum_n s_n``.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    # ------------------------------------------------------------ prediction
+
+    def _forward(self, X):
+        """Network output ``Y`` (N, K) in the model's backend, and where to return results."""
+        check_is_fitted(self)
+        xp_in = _array_api_namespace(X)
+        if xp_in is None:
+            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+            X = X if self._net.backend == "numpy" else _writeable(X)
+            device = None
+        else:
+            self._check_array_api_X(X, reset=False)
+            device = device_of(X)
+        return self._net.predict(X), xp_in, device
+
+    def _score(self, X, y, sample_weight, metric) -> float:
+        y_pred = self.predict(X)
+        return float(metric(_host(y), _host(y_pred), sample_weight=_host(sample_weight)))
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multilayer perceptron regressor: squared error, identity output, any backend.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Units ``n_1, ..., n_{L-1}`` of the hidden layers.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Hidden activation ``h``.
+    solver : {"sgd", "adam"}, default="adam"
+        "lbfgs", offered by scikit-learn, raises a ``ValueError``.
+    alpha : float, default=1e-4
+        L2 penalty ``alpha / (2 S) sum ||W[l][:, 1:]||^2`` (biases excluded), S the batch
+        size or its total sample weight.
+    batch_size : int or "auto", default="auto"
+        "auto" is ``min(200, N)``; larger than N is clipped to N with a warning.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule of the "sgd" step size; "adam" keeps ``learning_rate_init``.
+    learning_rate_init : float, default=1e-3
+    power_t : float, default=0.5
+        Exponent of "invscaling": ``eta_t = learning_rate_init / (t + 1)**power_t``.
+    max_iter : int, default=200
+        Epochs (passes over the training data).
+    shuffle : bool, default=True
+    random_state : int, RandomState or None, default=None
+    tol : float, default=1e-4
+        Stop (or, "adaptive", divide the step by 5) after ``n_iter_no_change`` epochs that
+        improve the loss, or the validation score, by less than ``tol``.
+    verbose : bool, default=False
+        Print the loss of every epoch.
+    warm_start : bool, default=False
+        ``fit`` continues from the last weights instead of drawing new ones.
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop on its R^2 score and keep the
+        weights of its best epoch.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's hyper-parameters.
+    n_iter_no_change : int, default=10
+    backend : {"numpy", "cupy", "torch", "jax", "array_api_strict"} or None, default=None
+        Backend for NumPy-like input; an input of another backend is trained there.
+    device : str, int or None, default=None
+        Device on ``backend`` (``"cuda:1"``, ...); an array input's own device wins.
+    dtype : {"float32", "float64"}, default="float64"
+    init : {"glorot", "he", "torch", "sklearn"} or callable, default="glorot"
+        Initial weights; "sklearn" replays scikit-learn's random draws throughout.
+
+    Attributes
+    ----------
+    coefs_ : list of arrays (n_l, n_{l+1}), ``W[l][:, 1:].T`` in the model's backend
+    intercepts_ : list of arrays (n_{l+1},), ``W[l][:, 0]``
+    loss_ : float
+        Last epoch's loss: the half squared error averaged over samples and outputs (as
+        scikit-learn reports it) plus the L2 term.
+    loss_curve_ : list of float
+    best_loss_ : float or None
+    validation_scores_ : list of float or None
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run by the last call.
+    t_ : int
+        Samples seen in training, the time step of "invscaling".
+    n_features_in_, feature_names_in_, n_layers_, n_outputs_, out_activation_
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmlp.sklearn import MLPRegressor
+    >>> X = np.linspace(-1, 1, 64)[:, None]
+    >>> reg = MLPRegressor((16,), "tanh", learning_rate_init=0.05, max_iter=1000,
+    ...                    random_state=0).fit(X, np.sin(3 * X[:, 0]))
+    >>> reg.score(X, np.sin(3 * X[:, 0])) > 0.9
+    True
+    """
+
+    def _targets(self, y, xp_in, *, incremental, classes):
+        if xp_in is None:
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = column_or_1d(y, warn=True)
+        elif namespace_of(y) is None:
+            y = np.asarray(y, dtype=np.float64)
+        if y.ndim not in (1, 2):
+            raise ValueError(f"y must have shape (N,) or (N, K), got {tuple(y.shape)}")
+        return y, None, None
+
+    @staticmethod
+    def _output_name(K: int) -> str:
+        return "identity"
+
+    @staticmethod
+    def _loss_scale(K: int) -> float:
+        return 1.0 / K  # scikit-learn reports the squared error averaged over the outputs
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``(X, y)``, continuing the weights and the optimizer.
+
+        Parameters
+        ----------
+        X : array (N, D)
+        y : array (N,) or (N, K)
+        sample_weight : array (N,), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted targets, (N,) or (N, K), in the namespace and on the device of ``X``."""
+        Y, xp_in, device = self._forward(X)
+        if self.n_outputs_ == 1:
+            Y = Y[:, 0]
+        return _to_input_namespace(Y, xp_in, device)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """R^2 of the prediction, averaged over outputs (scikit-learn's ``r2_score``)."""
+        return self._score(X, y, sample_weight, r2_score)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multilayer perceptron classifier: cross-entropy with logistic or softmax output.
+
+    Binary and multilabel targets get logistic outputs and binary cross-entropy, multiclass
+    targets a softmax output and categorical cross-entropy; for each the output error is
+    ``Y - T``. Parameters and attributes are those of :class:`MLPRegressor`, plus:
+
+    Parameters
+    ----------
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, applied as sample weights (times ``sample_weight``):
+        ``{label: weight}``, or "balanced", ``N / (n_classes * count(label))``.
+
+    Attributes
+    ----------
+    classes_ : array (n_classes,)
+    loss_ : float
+        Last epoch's cross-entropy (mean over samples) plus the L2 term.
+
+    Early stopping scores the accuracy on a validation set stratified by class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmlp.sklearn import MLPClassifier
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]] * 10)
+    >>> y = np.array(["no", "yes", "yes", "no"] * 10)
+    >>> clf = MLPClassifier((8,), "tanh", learning_rate_init=0.05, max_iter=500,
+    ...                     random_state=0).fit(X, y)
+    >>> clf.predict([[0.0, 1.0], [1.0, 1.0]]).tolist()
+    ['yes', 'no']
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        class_weight=None,
+        backend=None,
+        device=None,
+        dtype="float64",
+        init="glorot",
+    ):
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            init=init,
+        )
+        self.class_weight = class_weight
+
+    def _targets(self, y, xp_in, *, incremental, classes):
+        """Labels -> indicator targets ``T`` (N, K), stratification labels, class weights."""
+        y = to_numpy(y) if namespace_of(y) is not None else np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if incremental and _check_partial_fit_first_call(self, classes):
+            lb = LabelBinarizer()
+            lb.fit(y if type_of_target(y).startswith("multilabel") else classes)
+            self._label_binarizer = lb
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            labels = unique_labels(y)
+            if self.warm_start and not incremental and set(labels) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has {labels}"
+                )
+            if len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                    f"{self.classes_}. 'y' has {labels}."
+                )
+        lb = self._label_binarizer
+        T = lb.transform(y).astype(np.float64)
+        multilabel = lb.y_type_.startswith("multilabel")
+        # Stratify single-label targets; scikit-learn itself stratifies binary ones only.
+        sklearn_mode = isinstance(self.init, str) and self.init == "sklearn"
+        stratify = None if multilabel or (sklearn_mode and T.shape[1] > 1) else y
+        class_sw = None
+        if self.class_weight is not None:
+            if multilabel:
+                raise ValueError(
+                    f"class_weight={self.class_weight!r} is not supported for multilabel y; "
+                    "pass sample_weight instead"
+                )
+            if incremental and isinstance(self.class_weight, str):
+                raise ValueError(
+                    "class_weight='balanced' is not supported by partial_fit, which sees one "
+                    "batch at a time; pass a dict, e.g. from "
+                    "sklearn.utils.class_weight.compute_class_weight"
+                )
+            class_sw = compute_sample_weight(self.class_weight, y)
+        return T, stratify, class_sw
+
+    def _output_name(self, K: int) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    @staticmethod
+    def _loss_scale(K: int) -> float:
+        return 1.0
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over ``(X, y)``, continuing the weights and the optimizer.
+
+        Parameters
+        ----------
+        X : array (N, D)
+        y : array (N,) of labels, or (N, n_classes) indicators for multilabel
+        sample_weight : array (N,), optional
+        classes : array (n_classes,)
+            Every label of the whole data set; required on the first call only.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _proba(self, X):
+        Y, xp_in, device = self._forward(X)
+        if self.n_outputs_ == 1:  # binary: the one output is P(classes_[1])
+            Y = self._net.xp.concat([1 - Y, Y], axis=1)
+        return Y, xp_in, device
+
+    def predict_proba(self, X):
+        """Class probabilities (N, n_classes), ordered as ``classes_``, in ``X``'s namespace."""
+        P, xp_in, device = self._proba(X)
+        return _to_input_namespace(P, xp_in, device)
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``, in ``X``'s namespace."""
+        P, xp_in, device = self._proba(X)
+        return _to_input_namespace(self._net.xp.log(P), xp_in, device)
+
+    def predict(self, X):
+        """Predicted labels (N,), in ``X``'s namespace where the labels are numbers."""
+        Y, xp_in, device = self._forward(X)
+        Y = to_numpy(Y)
+        labels = self._label_binarizer.inverse_transform(Y[:, 0] if Y.shape[1] == 1 else Y)
+        if labels.dtype.kind in "biuf":
+            return _to_input_namespace(labels, xp_in, device)
+        return labels
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of the predicted labels (scikit-learn's ``accuracy_score``)."""
+        return self._score(X, y, sample_weight, accuracy_score)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = self.class_weight is None
+        return tags
