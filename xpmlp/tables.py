@@ -1,0 +1,463 @@
+"""Tables for the command line: reading them, encoding their targets, and the sidecar.
+
+A table is a CSV with a header row, an ``.npz`` with arrays ``X`` and ``y`` (or ``T``), or an
+``.npy`` whose last column is the target. The targets become what the network learns
+(one-hot classes, 0/1 columns, or standardised numbers), the features are standardised with
+the training rows' statistics, and both encodings are kept in the sidecar
+``model.npz.cli.json`` next to the saved network so that ``predict`` and ``evaluate`` can use
+the network on raw tables again.
+
+Bad input raises :class:`CLIError`, whose message the command line prints as one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import BackendError
+
+MAX_CLASSES = 20  # integer targets with at most this many values are class labels
+SIDECAR_SUFFIX = ".cli.json"
+
+
+class CLIError(Exception):
+    """A one-line message for the user; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name when the message is empty)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """A data set as read from disk.
+
+    ``X`` (N, D) holds the features as float64; ``targets`` one (N,) array per target column,
+    float64 when the column is numeric, else strings.
+    """
+
+    X: np.ndarray
+    targets: list[np.ndarray]
+    feature_names: list[str]
+    target_names: list[str]
+    name: str
+
+
+def read_table(
+    path: str,
+    *,
+    target: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    n_features: int | None = None,
+    need_target: bool = False,
+) -> Table:
+    """Read a CSV, ``.npz`` or ``.npy`` file.
+
+    Parameters
+    ----------
+    path : the file
+    target : CSV target column names; empty when no target is needed (``predict``)
+    features : CSV feature column names; default every column that is not a target
+    n_features : D for ``.npy`` files, whose last column is the target when they hold D + 1
+    need_target : a ``.npy`` file's last column is the target whatever its width
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"no such file: {path}")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return _read_npz(p)
+    if suffix == ".npy":
+        return _read_npy(p, need_target, n_features)
+    return _read_csv(p, list(target or ()), features)
+
+
+def _read_csv(path: Path, target: list[str], features: Sequence[str] | None) -> Table:
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(n, r) for n, r in enumerate(csv.reader(f, delimiter=delimiter), 1) if r]
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not a text CSV file ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise CLIError(f"{path} is not a readable CSV file: {exc}") from exc
+    if len(rows) < 2:
+        raise CLIError(f"{path} needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0][1]]
+    if len(set(header)) != len(header):
+        raise CLIError(f"{path}: the header repeats a column name: {', '.join(header)}")
+    for n, r in rows[1:]:
+        if len(r) != len(header):
+            raise CLIError(f"{path}, line {n}: {len(r)} fields, the header has {len(header)}")
+    for name in target:
+        if name not in header:
+            raise CLIError(
+                f"target column {name!r} is not in {path}; columns: {', '.join(header)}"
+            )
+    if features is None:
+        features = [h for h in header if h not in target]
+    for name in features:
+        if name not in header:
+            raise CLIError(f"feature column {name!r} that the model needs is not in {path}")
+    if not features:
+        raise CLIError(f"{path} has no feature columns besides the target")
+    lines = [n for n, _ in rows[1:]]
+    column = {h: [r[i].strip() for _, r in rows[1:]] for i, h in enumerate(header)}
+    X = np.stack([_numbers(column[h], h, path, lines) for h in features], axis=1)
+    targets = [_target_column(column[h], h, path, lines) for h in target]
+    return Table(X, targets, list(features), target, path.name)
+
+
+def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.ndarray:
+    """A feature column as float64, or a :class:`CLIError` naming the first bad value."""
+    try:
+        x = np.asarray(values, dtype=np.float64)
+    except ValueError:
+        i = next(i for i, v in enumerate(values) if not _is_number(v))
+        what = "a missing value" if values[i] == "" else f"the value {values[i]!r}"
+        raise CLIError(
+            f"feature column {name!r} of {path} is not numeric ({what} on line {lines[i]}); "
+            "features must be numbers"
+        ) from None
+    if not np.isfinite(x).all():
+        i = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise CLIError(
+            f"feature column {name!r} of {path} holds {values[i]!r} on line {lines[i]}; "
+            "features must be finite numbers"
+        )
+    return x
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _target_column(values: list[str], name: str, path: Path, lines: list[int]) -> np.ndarray:
+    if "" in values:
+        i = values.index("")
+        raise CLIError(f"target column {name!r} of {path} misses a value on line {lines[i]}")
+    if all(_is_number(v) for v in values):
+        t = np.asarray(values, dtype=np.float64)
+        if np.isfinite(t).all():
+            return t
+    return np.asarray(values, dtype=str)
+
+
+def _read_npz(path: Path) -> Table:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            data = {k: arrays[k] for k in arrays.files}
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"{path} is not a readable .npz file: {exc}") from exc
+    if "X" not in data:
+        raise CLIError(f"{path} has no array 'X'; it holds: {', '.join(data) or 'nothing'}")
+    X = _features_array(data["X"], path)
+    key = next((k for k in ("y", "T", "t") if k in data), None)
+    targets, names = [], []
+    if key is not None:
+        Y = data[key]
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
+            raise CLIError(f"{path}: {key} has shape {data[key].shape}; X has {X.shape[0]} rows")
+        targets = [_target_array(Y[:, k]) for k in range(Y.shape[1])]
+        names = [key] if Y.shape[1] == 1 else [f"{key}{k}" for k in range(Y.shape[1])]
+    return Table(X, targets, [f"x{i}" for i in range(X.shape[1])], names, path.name)
+
+
+def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
+    try:
+        A = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"{path} is not a readable .npy file: {exc}") from exc
+    if A.ndim != 2:
+        raise CLIError(f"{path} holds an array of shape {A.shape}; a 2-d table is needed")
+    split = with_target or (n_features is not None and A.shape[1] == n_features + 1)
+    if split and A.shape[1] < 2:
+        raise CLIError(f"{path} has one column; features and a last target column are needed")
+    X = _features_array(A[:, :-1] if split else A, path)
+    targets = [_target_array(A[:, -1])] if split else []
+    return Table(
+        X, targets, [f"x{i}" for i in range(X.shape[1])], ["y"] if split else [], path.name
+    )
+
+
+def _features_array(X: np.ndarray, path: Path) -> np.ndarray:
+    X = X[:, None] if X.ndim == 1 else X
+    if X.ndim != 2:
+        raise CLIError(f"{path}: the features have shape {X.shape}; a 2-d table is needed")
+    if X.dtype.kind not in "biuf":
+        raise CLIError(f"{path}: the features are not numeric (dtype {X.dtype})")
+    X = X.astype(np.float64)
+    if not np.isfinite(X).all():
+        raise CLIError(f"{path}: the features hold NaN or inf; they must be finite numbers")
+    return X
+
+
+def _target_array(t: np.ndarray) -> np.ndarray:
+    if t.dtype.kind in "biuf":
+        return t.astype(np.float64)
+    return t.astype(str)
+
+
+def digits_or_synthetic() -> Table:
+    """scikit-learn's 8x8 handwritten digits (1797 x 64, 10 classes) when scikit-learn is
+    installed, else three interleaved spirals (600 x 2, 3 classes) drawn from a fixed seed."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        rng = np.random.default_rng(20240501)
+        n = 200
+        r = np.tile(np.linspace(0.1, 1.0, n), 3)
+        c = np.repeat(np.arange(3), n)
+        angle = 4.0 * r + c * 2 * np.pi / 3 + rng.normal(0.0, 0.15, size=3 * n)
+        X = np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+        return Table(X, [c.astype(np.float64)], ["x0", "x1"], ["arm"], "spirals (synthetic)")
+    digits = load_digits()
+    return Table(
+        digits.data.astype(np.float64),
+        [digits.target.astype(np.float64)],
+        list(digits.feature_names),
+        ["digit"],
+        "digits (scikit-learn)",
+    )
+
+
+# ------------------------------------------------------------------------- targets
+
+
+def _labels(t: np.ndarray) -> np.ndarray:
+    """Class labels as strings: integral numbers without a decimal point ("3", not "3.0")."""
+    if t.dtype.kind == "f":
+        return np.asarray([str(int(v)) if v == int(v) else repr(float(v)) for v in t], dtype=str)
+    return t.astype(str)
+
+
+def _sorted_classes(labels: np.ndarray) -> list[str]:
+    classes = sorted(set(labels.tolist()))
+    if all(_is_number(c) for c in classes):
+        classes.sort(key=float)
+    return classes
+
+
+def infer_task(targets: Sequence[np.ndarray]) -> str:
+    """Classification for non-numeric targets or integers with few values, else regression."""
+    for t in targets:
+        if t.dtype.kind not in "f":
+            return "classification"
+    few = all(np.all(t == np.round(t)) and np.unique(t).size <= MAX_CLASSES for t in targets)
+    return "classification" if few else "regression"
+
+
+def target_encoding(table: Table, task: str, output: str) -> dict:
+    """The sidecar's description of the targets: task, output, classes, scaling."""
+    names = table.target_names
+    if task == "regression":
+        for t, name in zip(table.targets, names):
+            if t.dtype.kind != "f":
+                raise CLIError(
+                    f"target column {name!r} is not numeric; regression needs numbers "
+                    "(use --task classification)"
+                )
+        if output not in ("auto", "identity"):
+            raise CLIError(f"--output {output} does not fit regression; use identity or auto")
+        return {"task": task, "output": "identity", "classes": None, "onehot": False}
+    classes = [_sorted_classes(_labels(t)) for t in table.targets]
+    for c, name in zip(classes, names):
+        if len(c) < 2:
+            raise CLIError(f"target column {name!r} has a single class ({c[0]!r})")
+    if len(classes) == 1:
+        K = len(classes[0])
+        if output == "auto":
+            output = "logistic" if K == 2 else "softmax"
+        onehot = not (K == 2 and output != "softmax")
+    else:
+        wide = [n for c, n in zip(classes, names) if len(c) > 2]
+        if wide:
+            raise CLIError(
+                f"target column {wide[0]!r} has more than two classes; several target "
+                "columns must each be binary (or give one target column)"
+            )
+        if output == "softmax":
+            raise CLIError("--output softmax needs one target column; use logistic")
+        output = "logistic" if output == "auto" else output
+        onehot = False
+    return {"task": task, "output": output, "classes": classes, "onehot": onehot}
+
+
+def encode_targets(table: Table, enc: dict) -> np.ndarray:
+    """The targets ``T`` (N, K) the network learns: one-hot, 0/1 or (unscaled) numbers."""
+    if enc["task"] == "regression":
+        return np.stack(table.targets, axis=1)
+    columns = []
+    for t, classes, name in zip(table.targets, enc["classes"], table.target_names):
+        index = {c: i for i, c in enumerate(classes)}
+        labels = _labels(t)
+        unknown = sorted(set(labels.tolist()) - set(index))
+        if unknown:
+            raise CLIError(
+                f"target column {name!r} holds {unknown[0]!r}, a class the model never saw; "
+                f"its classes: {', '.join(classes)}"
+            )
+        columns.append(np.asarray([index[v] for v in labels], dtype=np.int64))
+    if enc["onehot"]:
+        return np.eye(len(enc["classes"][0]))[columns[0]]
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
+def decode_outputs(Y: np.ndarray, meta: dict) -> list[np.ndarray]:
+    """Network outputs (N, K) back to one column per target: labels or numbers."""
+    if meta.get("task") == "classification":
+        if meta["onehot"]:
+            return [np.asarray(meta["classes"][0])[np.argmax(Y, axis=1)]]
+        return [np.asarray(c)[(Y[:, j] > 0.5).astype(int)] for j, c in enumerate(meta["classes"])]
+    if meta.get("y_mean") is not None:
+        Y = Y * np.asarray(meta["y_std"]) + np.asarray(meta["y_mean"])
+    return [Y[:, k] for k in range(Y.shape[1])]
+
+
+def metrics(table: Table, predicted: list[np.ndarray], meta: dict) -> dict:
+    """Accuracy (all target columns right) for classification; R^2, RMSE, MAE otherwise."""
+    if meta["task"] == "classification":
+        hit = np.ones(table.X.shape[0], dtype=bool)
+        for t, p in zip(table.targets, predicted):
+            hit &= _labels(t) == p
+        return {"accuracy": float(hit.mean()), "correct": int(hit.sum()), "n": int(hit.size)}
+    T, Y = np.stack(table.targets, axis=1), np.stack(predicted, axis=1)
+    ss_tot = ((T - T.mean(axis=0)) ** 2).sum(axis=0)
+    ss_res = ((T - Y) ** 2).sum(axis=0)
+    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+    return {
+        "r2": float(r2.mean()),
+        "rmse": float(np.sqrt(((T - Y) ** 2).mean())),
+        "mae": float(np.abs(T - Y).mean()),
+        "n": int(T.shape[0]),
+    }
+
+
+def format_metrics(m: dict) -> str:
+    """The scores of :func:`metrics` as one line of text."""
+    if "accuracy" in m:
+        return f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
+    return f"R^2 {m['r2']:.4f}, RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g} (n={m['n']})"
+
+
+# ------------------------------------------------------------------------- encoding
+
+
+def _standardise(X: np.ndarray, meta: dict) -> np.ndarray:
+    """``(X - x_mean) / x_std`` with the sidecar's statistics; ``X`` as is without them."""
+    if meta.get("x_mean") is None:
+        return X
+    return (X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_std"])
+
+
+def prepare(
+    table: Table, *, task: str | None, output: str, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Encode the targets, hold out rows and standardise with the training rows' statistics.
+
+    Returns
+    -------
+    X, T : (N, D) standardised features, (N, K) targets as the network learns them
+    tr, va : row indices of the training and held-out samples (a host permutation of ``seed``)
+    meta : the sidecar's content
+    """
+    task = task or infer_task(table.targets)
+    enc = target_encoding(table, task, output)
+    T = encode_targets(table, enc)
+    N = table.X.shape[0]
+    n_val = int(round(validation_fraction * N))
+    n_val = max(n_val, 1) if validation_fraction > 0 else 0
+    if n_val >= N:
+        raise CLIError(f"--validation-fraction {validation_fraction} leaves no training rows")
+    order = np.random.default_rng(seed).permutation(N)
+    va, tr = order[:n_val], order[n_val:]
+    x_mean, x_std = table.X[tr].mean(axis=0), table.X[tr].std(axis=0)
+    x_std[x_std == 0] = 1.0
+    meta = {
+        "format": "xpmlp-cli",
+        "version": 1,
+        "xpmlp": __version__,
+        "data": table.name,
+        "feature_names": table.feature_names,
+        "target_names": table.target_names,
+        **enc,
+        "score_name": "R^2" if enc["output"] == "identity" else "accuracy",
+        "x_mean": x_mean.tolist(),
+        "x_std": x_std.tolist(),
+        "y_mean": None,
+        "y_std": None,
+    }
+    if task == "regression":  # learn standardised targets; predict undoes it
+        y_mean, y_std = T[tr].mean(axis=0), T[tr].std(axis=0)
+        y_std[y_std == 0] = 1.0
+        meta["y_mean"], meta["y_std"] = y_mean.tolist(), y_std.tolist()
+        T = (T - y_mean) / y_std
+    return _standardise(table.X, meta), T, tr, va, meta
+
+
+def model_input(net: Any, X: np.ndarray, meta: dict, path: str) -> np.ndarray:
+    """A table's features ``X`` (N, D) checked against the network's D and standardised
+    as the sidecar ``meta`` says; ``path`` names the table in the error."""
+    D = net.layer_sizes[0]
+    if X.shape[1] != D:
+        raise CLIError(f"{path} has {X.shape[1]} feature columns; the model takes {D}")
+    return _standardise(X, meta)
+
+
+# ------------------------------------------------------------------------- models on disk
+
+
+def sidecar_path(model: str | Path) -> Path:
+    """``model.npz`` -> ``model.npz.cli.json``: the command line's metadata for a model."""
+    return Path(f"{model}{SIDECAR_SUFFIX}")
+
+
+def save_model(net: Any, path: str, meta: dict) -> Path:
+    """Write the network with ``net.save`` and the command line's metadata next to it."""
+    if not hasattr(net, "save"):
+        raise CLIError("saving models needs xpmlp.io, which this installation lacks", code=1)
+    net.save(path)
+    side = sidecar_path(path)
+    items = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items())
+    side.write_text("{\n" + items + "\n}\n", encoding="utf-8")
+    return side
+
+
+def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any, dict]:
+    """The network (``xpmlp.load``) and its command-line metadata (``{}`` when absent)."""
+    if not Path(path).is_file():
+        raise CLIError(f"no such file: {path}")
+    try:
+        from .io import load
+    except ImportError as exc:
+        raise CLIError("loading models needs xpmlp.io, which this installation lacks") from exc
+    try:
+        net = load(path, backend=backend, device=device)
+    except (KeyError, ValueError, OSError) as exc:
+        if isinstance(exc, BackendError):
+            raise
+        raise CLIError(f"{path} is not a model saved by xpmlp: {one_line(exc)}") from exc
+    side = sidecar_path(path)
+    meta = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
+    return net, meta
