@@ -519,15 +519,8 @@ def _split_order(rng, N, n_val, stratify):
 
 
 def _copy_state(state: train.LoopState, *, xp) -> train.LoopState:
-    def cp(x):
-        if isinstance(x, list):
-            return [cp(v) for v in x]
-        if isinstance(x, tuple):
-            return type(x)(*[cp(v) for v in x])
-        if namespace_of(x) is not None:
-            return xp.asarray(x, copy=True)
-        return copy.deepcopy(x)
-
+    """A copy of the loop state whose arrays can be updated in place without touching it."""
+    cp = lambda x: _map_arrays(x, lambda A: xp.asarray(A, copy=True))  # noqa: E731
     new = copy.copy(state)
     new.opt_state = cp(state.opt_state)
     new.best_weights = cp(state.best_weights)
