@@ -9,16 +9,19 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
 - each layer's input is held as ``[1 | Z[l]]``, the ones written once, so that one GEMM gives
   ``A = [1 | Z] @ W.T`` (the bias ``w_j0 x_0`` inside the sum) and one GEMM gives the whole
   gradient ``grads = delta.T @ [1 | Z]`` (its column 0 is ``sum_n delta_n``): no bias pass, no
-  ``concat``; the batch gather writes beside the ones, so ``[1 | X]`` costs no extra copy;
-- ``h'`` is taken from the stored ``Z`` (``1 - Z**2`` for tanh), in place, then multiplied
-  into ``delta``;
+  ``concat``; the batch is gathered beside the ones (contiguous, then copied: NumPy's take
+  into a strided ``out`` is slower), so ``[1 | X_b]`` costs what the gather costs anyway;
+- ``h'`` is taken from the stored ``Z`` (``1 - Z**2`` for tanh) right after ``h``, while ``Z``
+  is in cache, and multiplied into ``delta @ W[:, 1:]`` in backward; element-wise steps run
+  over whole ``[1 | Z]``-shaped buffers, contiguous, column 0 included and then ignored;
 - plain SGD adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM (``beta = 1``) where
   NumPy's own BLAS is reachable and the layer is large, else it scales the gradient buffer
   and adds it in place; other built-in optimizers get the gradient buffers;
 - small data sets are gathered once per epoch, so a step only slices views.
 
-The two paths differ only in the order of floating-point additions (the bias joins the dot
-product; the epoch loss sums per-sample losses); ``tests/test_fastpath.py`` checks that they
+The two paths differ only in the order of floating-point operations (the bias joins the dot
+product; the epoch loss sums per-sample losses; the update inside the GEMM rounds once where
+``W + (-eta G)`` rounds twice); ``tests/test_fastpath.py`` checks that they
 agree to ``rtol=1e-12`` in float64. Set ``XPMLP_FAST=0`` (or ``ENABLED = False``) to run
 the pure Array API path everywhere.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -41,27 +45,23 @@ PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is thi
 GEMM_UPDATE_SIZE = 16384  # fuse the SGD update into the gradient GEMM from this many weights
 
 
-# h'(a) from the stored z = h(a), multiplied into P = delta @ W[:, 1:]: D <- h'(Z) * P.
-# Z is the layer's stored output, no longer needed afterwards; S is scratch of Z's shape.
-def _dh_tanh(Z, D, S):
-    np.multiply(Z, Z, out=Z)
-    np.subtract(1, Z, out=Z)  # tanh' = 1 - tanh^2
-    np.multiply(D, Z, out=D)
+# H <- h'(a) from the stored z = h(a), as lists of (ufunc, args) with ``out`` last, run in
+# the forward pass right after h, while Z is in cache; backward multiplies H by
+# P = delta @ W[:, 1:]. Identity: h' = 1, no H at all.
+def _dh_tanh(Z, H):
+    return [(np.multiply, (Z, Z, H)), (np.subtract, (1, H, H))]  # tanh' = 1 - tanh^2
 
 
-def _dh_logistic(Z, D, S):
-    np.subtract(1, Z, out=S)
-    np.multiply(Z, S, out=S)  # sigma' = sigma (1 - sigma)
-    np.multiply(D, S, out=D)
+def _dh_logistic(Z, H):
+    return [(np.subtract, (1, Z, H)), (np.multiply, (Z, H, H))]  # sigma (1 - sigma)
 
 
-def _dh_relu(Z, D, S):
-    np.greater(Z, 0, out=Z)  # a > 0 exactly where z = max(a, 0) > 0
-    np.multiply(D, Z, out=D)
+def _dh_relu(Z, H):
+    return [(np.greater, (Z, 0, H))]  # a > 0 exactly where z = max(a, 0) > 0
 
 
-def _dh_identity(Z, D, S):
-    pass  # h' = 1
+def _dh_identity(Z, H):
+    return None
 
 
 DERIVATIVES = {
@@ -72,15 +72,16 @@ DERIVATIVES = {
 }
 
 
-def _forward_h(activation, xp):
-    """``Z <- h(Z)`` in place on the matmul's output: NumPy ufuncs where the pure form is one."""
+def _h_ops(activation, Z, flat, ones, xp):
+    """``Z <- h(Z)`` in place on the matmul's output ``Z``, a view of ``[1 | Z]`` (``flat``:
+    the whole buffer; ``ones``: its column 0): a ufunc where the pure form is one."""
     if activation.name == "identity":
-        return None
-    if activation.name == "tanh":
-        return lambda Z: np.tanh(Z, out=Z)
-    if activation.name == "relu":
-        return lambda Z: np.maximum(Z, 0, out=Z)
-    return lambda Z: np.copyto(Z, activation.h(Z, xp=xp))  # the pure form, copied back
+        return []
+    if activation.name == "tanh":  # tanh(1) != 1 and h' made the ones 0: write them again
+        return [(np.tanh, (flat, flat)), (np.copyto, (ones, 1))]
+    if activation.name == "relu":  # relu(1) = 1, and h' leaves 1 > 0 as 1
+        return [(partial(np.maximum, out=flat), (flat, 0))]
+    return [(lambda: np.copyto(Z, activation.h(Z, xp=xp)), ())]  # the pure form, copied
 
 
 # ---------------------------------------------------------------- NumPy's own BLAS
@@ -112,8 +113,23 @@ class _Gemm:
             except (OSError, AttributeError):
                 continue
             real = ctypes.c_float if char == "f" else ctypes.c_double
-            i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            fn.argtypes = [i64, i64, i64, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64]
+            enum, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p  # ILP64 build
+            fn.argtypes = [
+                enum,
+                enum,
+                enum,
+                i64,
+                i64,
+                i64,
+                real,
+                ptr,
+                i64,
+                ptr,
+                i64,
+                real,
+                ptr,
+                i64,
+            ]
             fn.restype = None
             return fn
         return None
@@ -163,8 +179,9 @@ class Plan:
         dt = X.dtype
         self.X, self.T, self.N, self.B, self.xp = X, T, N, B, xp
         self.bounds = [(s, min(s + B, N)) for s in range(0, N, B)]
-        self.h = _forward_h(activation, xp)
+        self.activation = activation
         self.dh = DERIVATIVES[activation.name]
+        self.dh_needed = activation.name != "identity"
         self.output = output
         self.optimizer = optimizer
         self.sgd = optimizer.name == "sgd" and optimizer.hyperparams.get("momentum") == 0.0
@@ -176,16 +193,20 @@ class Plan:
         self.X1 = np.empty((rows, D + 1), dtype=dt)
         self.X1[:, 0] = 1
         self.Tb = np.empty((rows, K), dtype=dt)
+        self.Xb = None if self.pregather else np.empty((B, D), dtype=dt)
         self.gathered = False
-        # [1 | Z[l]] of every hidden layer, delta of every hidden layer, scratch for h'.
-        self.Z1 = [np.empty((B, n + 1), dtype=dt) for n in sizes[1:-1]]
-        for Z1 in self.Z1:
-            Z1[:, 0] = 1
-        self.delta = [np.empty((B, n), dtype=dt) for n in sizes[1:-1]]
-        self.S = (
-            [np.empty((B, n), dtype=dt) for n in sizes[1:-1]] if self.dh is _dh_logistic else None
-        )
+        # [1 | Z[l]] of every hidden layer, and two buffers of its shape: H = h'(A) (then
+        # delta = H * P) and P = delta @ W[:, 1:]. Element-wise steps run over whole buffers,
+        # contiguous (several times faster than over the strided Z); column 0 of H and P
+        # stays out of every GEMM.
+        hidden = sizes[1:-1]
+        self.Z1 = [np.ones((B, n + 1), dtype=dt) for n in hidden]
+        self.H = [np.zeros((B, n + 1), dtype=dt) for n in hidden]
+        self.P = [np.zeros((B, n + 1), dtype=dt) for n in hidden] if self.dh_needed else None
         self.Aout = np.empty((B, K), dtype=dt)
+        self.identity = output.name == "identity"
+        self.Ybuf = None if self.identity else np.empty((B, K), dtype=dt)
+        self.K1 = K == 1
         self.losses = np.empty((N, 1) if K == 1 else N, dtype=dt)
         # reported loss: Config.loss_scale times the data term; 1/2 of squared error here
         self.loss_scale = getattr(config, "loss_scale", 1.0) * (
@@ -198,53 +219,94 @@ class Plan:
         ]
         self.G = [None if f else np.empty(W.shape, dtype=dt) for W, f in zip(weights, self.fused)]
         self.L = L
-        self._views = {}
+        self.neg_lr = np.zeros((), dtype=dt)  # -eta, set each epoch (schedules change eta)
+        self.lr = config.learning_rate
         self._bind(weights)
 
     def _bind(self, weights):
         self.W = list(weights)
         self.Wt = [W.T for W in weights]
         self.Wh = [W[:, 1:] for W in weights]
-        self._views.clear()
+        self._programs = {}
 
-    def _views_for(self, n):
-        """Per-batch-size views: [1 | Z], Z, delta, delta.T, the output buffer and its .T."""
-        v = self._views.get(n)
-        if v is None:
-            Z1 = [Z[:n] for Z in self.Z1]
-            Z = [Z[:, 1:] for Z in Z1]
-            delta = [d[:n] for d in self.delta]
-            S = None if self.S is None else [s[:n] for s in self.S]
-            A = self.Aout[:n]
-            v = (Z1, Z, delta, [d.T for d in delta], S, A, A.T)
-            self._views[n] = v
-        return v
+    def _program(self, n):
+        """The step for batch size ``n`` as lists of ``(ufunc, args)`` on fixed buffers;
+        only the batch (``[1 | X_b]``, ``T_b``) and its loss slots change from step to step."""
+        L, W, Wt, Wh, G, neg_lr = self.L, self.W, self.Wt, self.Wh, self.G, self.neg_lr
+        Z1 = [Z[:n] for Z in self.Z1]
+        Z = [Z[:, 1:] for Z in Z1]
+        flat = lambda bufs: [b[:n].reshape(-1) for b in bufs]  # noqa: E731 (row slices: views)
+        Zf, Hf = flat(self.Z1), flat(self.H)
+        delta = [b[:n, 1:] for b in self.H]
+        if self.dh_needed:
+            Pf, Pv = flat(self.P), [b[:n, 1:] for b in self.P]
+        A = self.Aout[:n]
+        Y = A if self.identity else self.Ybuf[:n]
+
+        def grad_ops(l, d, inp):
+            if self.fused[l]:
+                return [(self._gemm, (l, d, inp))]
+            ops = [(np.matmul, (d.T, inp, G[l]))]
+            if self.sgd:  # W <- W + (-eta) G, the pure path's order
+                ops += [(np.multiply, (G[l], neg_lr, G[l])), (np.add, (W[l], G[l], W[l]))]
+            return ops
+
+        fwd = []
+        for l in range(L):
+            out = Z[l] if l < L - 1 else A
+            if l > 0:
+                fwd.append((np.matmul, (Z1[l - 1], Wt[l], out)))
+            if l < L - 1:
+                fwd += _h_ops(self.activation, out, Zf[l], Z1[l][:, 0], self.xp)
+                fwd += self.dh(Zf[l], Hf[l]) or []
+        bwd = [] if n == 1 else [(np.multiply, (Y, 1.0 / n, Y))]  # delta = (y - t) / N
+        d = Y
+        for l in range(L - 1, 0, -1):
+            if self.dh_needed:  # delta = h'(A) * (delta @ W[:, 1:]), into H
+                bwd.append((np.matmul, (d, Wh[l], Pv[l - 1])))
+                bwd += grad_ops(l, d, Z1[l - 1])
+                bwd.append((np.multiply, (Hf[l - 1], Pf[l - 1], Hf[l - 1])))
+            else:
+                bwd.append((np.matmul, (d, Wh[l], delta[l - 1])))
+                bwd += grad_ops(l, d, Z1[l - 1])
+            d = delta[l - 1]
+        last = grad_ops(0, d, None)
+        # layer 0's gradient GEMM takes [1 | X_b], which changes every step: _step calls it
+        first = last.pop(0)[1]
+        first = None if self.fused[0] else (first[0], first[2])
+        prog = (Z[0] if L > 1 else A, fwd, A, Y, bwd, d, first, last)
+        self._programs[n] = prog
+        return prog
 
     # ------------------------------------------------------------ one epoch
 
     def epoch(self, weights, idx, opt_state, learning_rate):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
         ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
-        if any(a is not b for a, b in zip(weights, self.W)):
-            self._bind(weights)
-        X1, Tb = self.X1, self.Tb
+        if weights is not self.W:
+            for a, b in zip(weights, self.W):
+                if a is not b:
+                    self._bind(weights)
+                    break
+        self.neg_lr[...] = -learning_rate
+        self.lr = learning_rate
+        X1, Tb, losses, pregather = self.X1, self.Tb, self.losses, self.pregather
         if idx is not None:
             idx = np.asarray(idx)
             # in range: gather without take's buffered bounds check
-            self.take_mode = (
-                "clip" if idx.size == 0 or (idx.min() >= 0 and idx.max() < self.N) else "raise"
-            )
-        if self.pregather and (idx is not None or not self.gathered):
+            ok = idx.size == 0 or (idx.min() >= 0 and idx.max() < self.N)
+            self.take_mode = "clip" if ok else "raise"
+        if pregather and (idx is not None or not self.gathered):
             self._gather(0, self.N, idx)
             self.gathered = idx is None
+        step = self._step
         for s, e in self.bounds:
-            if self.pregather:
-                x1, t = X1[s:e], Tb[s:e]
+            if pregather:
+                opt_state = step(X1[s:e], Tb[s:e], losses[s:e], e - s, opt_state)
             else:
                 self._gather(s, e, idx)
-                x1, t = X1[: e - s], Tb[: e - s]
-            opt_state = self._step(x1, t, s, e, opt_state, learning_rate)
-        total = self.loss_scale * np.sum(self.losses)
+                opt_state = step(X1[: e - s], Tb[: e - s], losses[s:e], e - s, opt_state)
+        total = self.loss_scale * np.add.reduce(losses, axis=None)
         return self.W, opt_state, total
 
     def _gather(self, s, e, idx):
@@ -254,71 +316,55 @@ class Plan:
             np.copyto(self.Tb[:n], self.T[s:e])
         else:
             i = idx[s:e]
-            np.take(self.X, i, axis=0, out=self.X1[:n, 1:], mode=self.take_mode)
+            if self.Xb is None:
+                np.take(self.X, i, axis=0, out=self.X1[:n, 1:], mode=self.take_mode)
+            else:  # take into a strided ``out`` buffers anyway; contiguous, then copy: faster
+                np.take(self.X, i, axis=0, out=self.Xb[:n], mode=self.take_mode)
+                np.copyto(self.X1[:n, 1:], self.Xb[:n])
             np.take(self.T, i, axis=0, out=self.Tb[:n], mode=self.take_mode)
 
-    def _step(self, x1, t, s, e, opt_state, learning_rate):
-        n = e - s
-        Z1, Z, delta, deltaT, S, A, AT = self._views_for(n)
-        W, Wt, Wh, h, L = self.W, self.Wt, self.Wh, self.h, self.L
+    def _step(self, x1, t, losses, n, opt_state):
+        prog = self._programs.get(n) or self._program(n)
+        first_out, fwd, A, Y, bwd, d, first, last = prog
         # forward: A = [1 | Z] @ W.T, Z = h(A) stored in place beside its ones
-        inp = x1
-        for l in range(L - 1):
-            out = Z[l]
-            np.matmul(inp, Wt[l], out=out)
-            if h is not None:
-                h(out)
-            inp = Z1[l]
-        np.matmul(inp, Wt[L - 1], out=A)
-        # output error delta = (y - t) / N and the per-sample losses L_n
-        if self.output.name == "identity":
-            R = A
-            np.subtract(A, t, out=R)  # Y = A
-            if R.shape[1] == 1:
-                np.multiply(R, R, out=self.losses[s:e])
+        np.matmul(x1, self.Wt[0], first_out)
+        for f, args in fwd:
+            f(*args)
+        # output error y - t (scaled by 1/N in bwd) and the per-sample losses L_n
+        if self.identity:
+            np.subtract(A, t, A)  # Y = A
+            if self.K1:
+                np.multiply(A, A, losses)
             else:
-                np.sum(np.multiply(R, R), axis=1, out=self.losses[s:e])
-            out_delta, out_deltaT = R, AT
+                np.sum(np.multiply(A, A), axis=1, out=losses)
         else:
             xp = self.xp
-            Y = self.output.f(A, xp=xp)
-            self.losses[s:e] = xp.reshape(self.output.loss(A, Y, t, xp=xp), self.losses[s:e].shape)
-            out_delta = np.subtract(Y, t, out=Y)
-            out_deltaT = out_delta.T
-        if n != 1:
-            np.multiply(out_delta, 1.0 / n, out=out_delta)
+            np.copyto(Y, self.output.f(A, xp=xp))
+            losses[...] = xp.reshape(self.output.loss(A, Y, t, xp=xp), losses.shape)
+            np.subtract(Y, t, Y)
         # backward: grads = delta.T @ [1 | Z]; delta <- h'(Z) * (delta @ W[:, 1:])
-        d, dT = out_delta, out_deltaT
-        G, sgd = self.G, self.sgd
-        for l in range(L - 1, -1, -1):
-            inp = Z1[l - 1] if l > 0 else x1
-            if l > 0:
-                np.matmul(d, Wh[l], out=delta[l - 1])
-            if self.fused[l]:
-                self._gemm_update(l, d, inp, learning_rate)
-            else:
-                np.matmul(dT, inp, out=G[l])
-                if sgd:
-                    np.multiply(G[l], -learning_rate, out=G[l])
-                    np.add(W[l], G[l], out=W[l])
-            if l > 0:
-                self.dh(Z[l - 1], delta[l - 1], None if S is None else S[l - 1])
-                d, dT = delta[l - 1], deltaT[l - 1]
-        if not sgd:
+        for f, args in bwd:
+            f(*args)
+        if first is None:
+            self._gemm(0, d, x1)
+        else:
+            np.matmul(first[0], x1, first[1])
+        for f, args in last:
+            f(*args)
+        if not self.sgd:
             new, opt_state = self.optimizer.update(
-                G, opt_state, W, learning_rate=learning_rate, xp=self.xp
+                self.G, opt_state, self.W, learning_rate=self.lr, xp=self.xp
             )
-            if any(a is not b for a, b in zip(new, W)):
+            if any(a is not b for a, b in zip(new, self.W)):
                 self._bind(new)
         return opt_state
 
-    def _gemm_update(self, l, d, inp, learning_rate):
+    def _gemm(self, l, d, inp):
         # W <- W - eta delta.T @ [1 | Z], row-major: C (M x N) += alpha A.T (M x K) @ B (K x N)
         W = self.W[l]
-        d = d if _ld(d) is not None else np.ascontiguousarray(d)
         M, Ncol = W.shape
         self.gemm(
             101, 112, 111, M, Ncol, d.shape[0],
-            -learning_rate, d.ctypes.data, _ld(d), inp.ctypes.data, _ld(inp),
+            -self.lr, d.ctypes.data, _ld(d), inp.ctypes.data, _ld(inp),
             1.0, W.ctypes.data, _ld(W),
         )  # fmt: skip

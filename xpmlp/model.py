@@ -145,14 +145,14 @@ class MLP:
             if H.ndim == 1 and width == 1:
                 H = H[:, None]
             _check_shape(H.shape, name, width)
-            if H.dtype.kind == "f" and not np.isfinite(H).all():
+            if H.dtype.kind == "f" and not _all_finite(H, xp=np):
                 raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
             return self._array(H)
         A = self._array(X)
         if A.ndim == 1 and width == 1:
             A = A[:, None]
         _check_shape(tuple(A.shape), name, width)
-        if not bool(self.xp.all(self.xp.isfinite(A))):
+        if not _all_finite(A, xp=self.xp):
             raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
         return A
 
@@ -526,6 +526,15 @@ def _copy_state(state: train.LoopState, *, xp) -> train.LoopState:
     new.best_weights = cp(state.best_weights)
     new.history = {k: list(v) for k, v in state.history.items()}
     return new
+
+
+def _all_finite(A, *, xp) -> bool:
+    """Whether ``A`` holds no NaN or inf, without an ``A``-sized temporary in the usual case:
+    a finite sum proves it; only an infinite or NaN sum (maybe an overflow) looks closer."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow only means: look closer
+        if bool(xp.isfinite(xp.sum(A))):
+            return True
+    return bool(xp.all(xp.isfinite(A)))
 
 
 def _check_layer_sizes(layer_sizes) -> list[int]:

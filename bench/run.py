@@ -1,0 +1,741 @@
+"""Speed of xpmlp against its peers, in one run; writes bench/results/<date>-<machine>.md.
+
+Workloads (tanh hidden units, identity output, squared error, plain gradient descent):
+
+- A, throughput: [784, 512, 512, 10], float32, batch 256, N = 16384 random samples, one
+  epoch; samples/s, GFLOP/s and the ratio to a GEMM-only limit (the step's 8 matrix
+  products over the same batches and nothing else, timed in the same run).
+- B, the notes' per-sample algorithm: [8, 16, 1], float32, batch 1, N = 4000, one epoch.
+- C, small full batch: [1, 3, 1], float32, 50 points of sin(pi x), 2000 iterations.
+
+Every runner starts from the same initial weights and takes the same batches; after the
+run its loss (recomputed in float64 from its final weights) must match xpmlp's, so that no
+one is timed doing less work. Times are medians of interleaved repeats, each after a short
+pause that lets the other libraries' worker threads go idle. Fresh-process first epochs
+and the peak memory of a training run are measured in subprocesses.
+
+    python bench/run.py            # full run, ~5-8 minutes on 2 cores
+    python bench/run.py --quick    # ~1 minute
+    python bench/run.py --backend cupy --scale-a 4096 --tf32 off   # on a CUDA machine
+
+OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads: this script re-executes
+itself without them for its own measurements and, when they were set, also times workload A
+in a subprocess that keeps them, reporting the BLAS kernel each time ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+if __name__ == "__main__" and "XPMLP_BENCH_CHILD" not in os.environ:
+    # Unset the BLAS overrides before NumPy loads OpenBLAS, remembering them for the report.
+    found = {k: os.environ[k] for k in BLAS_VARS if k in os.environ}
+    if found:
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+        env["XPMLP_BENCH_CHILD"] = "main"
+        env["XPMLP_BENCH_BLAS_ENV"] = json.dumps(found)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+import peers  # noqa: E402
+
+OWN = ("xpmlp", "xpmlp (loop only)", "xpmlp-pure", "GEMM-only limit")  # not peers
+PAUSE_S = 0.25  # let the other libraries' worker threads go idle before each timed run
+
+
+# ------------------------------------------------------------------ workloads
+
+
+@dataclass
+class Workload:
+    key: str
+    title: str
+    sizes: list
+    dtype: str
+    X: np.ndarray
+    T: np.ndarray
+    batch: int | None
+    lr: float
+    epochs: int
+    seed: int
+    shuffle: bool
+    W0: list = field(default_factory=list)
+    perm: np.ndarray | None = None
+
+    @property
+    def N(self):
+        return self.X.shape[0]
+
+    @property
+    def bounds(self):
+        B = self.batch or self.N
+        return [(s, min(s + B, self.N)) for s in range(0, self.N, B)]
+
+    def __post_init__(self):
+        import xpmlp
+
+        rng = np.random.default_rng(self.seed)
+        self.W0 = xpmlp.init_weights(self.sizes, rng=rng, init="glorot", activation="tanh")
+        for W in self.W0:
+            W.flags.writeable = False  # every runner starts from these: none may update them
+        if self.shuffle:  # what MLP.fit draws from default_rng(seed) for its first epoch
+            self.perm = np.random.default_rng(self.seed).permutation(self.N)
+
+    def flops_per_epoch(self):
+        """2 m n k per product: 3 forward, 3 weight gradients, delta propagations."""
+        s, total = self.sizes, 0
+        for n, e in self.bounds:
+            b = e - n
+            for l in range(len(s) - 1):
+                total += 2 * 2 * b * s[l] * s[l + 1]  # forward and weight gradient
+                if l > 0:
+                    total += 2 * b * s[l] * s[l + 1]  # delta @ W[:, 1:]
+        return total * self.epochs
+
+
+def workload_a(scale=None):
+    n = scale or 512
+    D = scale or 784
+    N = 16384 if scale is None else 8 * scale
+    B = 256 if scale is None else scale
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((N, D), dtype=np.float32)
+    T = rng.standard_normal((N, 10), dtype=np.float32)
+    return Workload("A", "throughput", [D, n, n, 10], "float32", X, T, B, 0.01, 1, 11, True)
+
+
+def workload_b():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4000, 8))
+    T = np.sin(X.sum(axis=1, keepdims=True) / 2)
+    return Workload("B", "per-sample (notes)", [8, 16, 1], "float32", X, T, 1, 0.01, 1, 12, True)
+
+
+def workload_c():
+    x = np.linspace(-1, 1, 50)[:, None]
+    T = np.sin(np.pi * x)
+    return Workload(
+        "C", "small full batch", [1, 3, 1], "float32", x, T, None, 0.1, 2000, 13, False
+    )
+
+
+def loss_of(weights, wl):
+    """Mean of 1/2 ||y_n - t_n||^2 over (at most 2048 of) the workload's samples, float64,
+    from any runner's final weights."""
+    Z = wl.X[:2048].astype(np.float64)
+    for l, W in enumerate(weights):
+        A = Z @ W[:, 1:].T + W[:, 0]
+        Z = np.tanh(A) if l < len(weights) - 1 else A
+    R = Z - wl.T[:2048]
+    return float(0.5 * np.mean(np.sum(R * R, axis=1)))
+
+
+# ------------------------------------------------------------------ runners
+
+
+def make_runners(wl, args):
+    """(name, factory) pairs: xpmlp first, then the GEMM limit (A) and the peers."""
+    gpu = args.backend == "cupy"
+    mod = np
+    if gpu:
+        import cupy as mod  # noqa: F811
+    out = [("xpmlp", lambda: peers.XpmlpFit(wl, backend=args.backend))]
+    if not gpu:  # before/after: the same fit with the NumPy fast path off
+        out.append(("xpmlp-pure", lambda: peers.XpmlpPure(wl, backend=args.backend)))
+    if wl.key == "A":
+        out.append(("xpmlp (loop only)", lambda: peers.XpmlpLoop(wl, backend=args.backend)))
+        out.append(("GEMM-only limit", lambda: peers.GemmLimit(wl, mod=mod)))
+    want = set(args.peers.split(","))
+    if "numpy" in want:
+        out.append(("hand-written", lambda: peers.HandNumpy(wl, mod=mod)))
+    if "torch" in want:
+        dev = "cuda" if gpu else "cpu"
+        out.append(("torch", lambda: peers.Torch(wl, device=dev, tf32=args.tf32 == "on")))
+    if "jax" in want:
+        plat = "gpu" if gpu else "cpu"
+        out.append(("jax", lambda: peers.Jax(wl, platform=plat, tf32=args.tf32 == "on")))
+    if "sklearn" in want and not gpu:
+        for dt in ("float32", "float64"):
+            out.append((f"sklearn-{dt}", lambda dt=dt: peers.Sklearn(wl, dt)))
+    return out
+
+
+def time_workload(wl, args, log):
+    """Medians of interleaved repeats; the loss check of every runner against xpmlp's."""
+    runners, skipped = [], []
+    for key, make in make_runners(wl, args):
+        try:
+            r = make()
+        except peers.Skip as exc:
+            skipped.append((key, str(exc)))
+            continue
+        r.key = key
+        runners.append(r)
+    for r in runners:  # warm-up: imports, JIT compilation, first-touch of buffers
+        r.reset()
+        r.run()
+    times = {r.key: [] for r in runners}
+    for rep in range(args.repeats):
+        k = rep % len(runners)
+        for r in runners[k:] + runners[:k]:  # rotate the order each repeat
+            r.reset()
+            time.sleep(PAUSE_S)
+            t0 = time.perf_counter()
+            r.run()
+            times[r.key].append(time.perf_counter() - t0)
+        log(f"  {wl.key} repeat {rep + 1}/{args.repeats}")
+    rows = []
+    ref_loss = None
+    for r in runners:
+        W = r.weights()
+        loss = None if W is None else loss_of(W, wl)
+        if r.key == "xpmlp":
+            ref_loss = loss
+        rows.append(
+            {
+                "key": r.key,
+                "name": r.name,
+                "dtype": r.dtype,
+                "median_s": statistics.median(times[r.key]),
+                "min_s": min(times[r.key]),
+                "times_s": times[r.key],
+                "loss": loss,
+                "info": r.info(),
+            }
+        )
+    loss0 = loss_of(wl.W0, wl)
+    for row in rows:
+        if row["loss"] is None:
+            row["agree"] = "n/a (no training)"
+            continue
+        tol = 1e-7 if row["dtype"] == "float64" and wl.dtype == "float64" else 2e-3
+        if args.tf32 == "on":
+            tol = 2e-2  # TF32 products carry 10-bit mantissas
+        rel = abs(row["loss"] - ref_loss) / abs(ref_loss)
+        row["rel_loss_diff"] = rel
+        row["agree"] = "yes" if rel <= tol else f"NO (tol {tol:g})"
+    return {"rows": rows, "skipped": skipped, "loss0": loss0, "ref_loss": ref_loss}
+
+
+# ------------------------------------------------------------------ subprocess probes
+
+
+def child_env(extra=None, keep_blas=False):
+    env = dict(os.environ)
+    env["XPMLP_BENCH_CHILD"] = "probe"
+    if not keep_blas:
+        for k in BLAS_VARS:
+            env.pop(k, None)
+    env.update(extra or {})
+    return env
+
+
+def run_child(argv, env, timeout=300):
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]}
+
+
+def probe_first_epoch(args):
+    """In a fresh process: import time, then the first run (compilation included)."""
+    t0 = time.perf_counter()
+    wl = (
+        WORKLOADS[args.workload](args.scale_a)
+        if args.workload == "A"
+        else WORKLOADS[args.workload]()
+    )
+    factories = dict(make_runners(wl, args))
+    t1 = time.perf_counter()
+    try:
+        r = factories[args.runner]()
+    except peers.Skip as exc:
+        return {"skip": str(exc)}
+    r.reset()
+    t2 = time.perf_counter()
+    r.run()
+    t3 = time.perf_counter()
+    return {"setup_s": t2 - t1, "first_run_s": t3 - t2, "data_s": t1 - t0}
+
+
+def probe_memory(args):
+    """Peak traced memory of training workload A, against what training must hold."""
+    import tracemalloc
+
+    import xpmlp
+    from xpmlp import optim, train
+
+    wl = workload_a(args.scale_a)
+    B = wl.batch
+    item = np.dtype(wl.dtype).itemsize
+    s = wl.sizes
+    weights = sum(W.size for W in wl.W0) * item
+    batch = B * (s[0] + s[-1]) * item
+    stored = sum(2 * B * n for n in s[1:-1]) * item + B * s[-1] * item  # A, Z; Y = A
+    reference = {
+        "weights": weights,
+        "gradients": weights,
+        "optimizer state (SGD)": 0,
+        "batch (X_b, T_b)": batch,
+        "stored activations (A, Z)": stored,
+    }
+    out = {"reference": reference, "reference_total": sum(reference.values())}
+    tracemalloc.start()
+    # 1. the loop: weights in the backend, data already converted
+    net = xpmlp.MLP(wl.sizes, "tanh", "identity", dtype=wl.dtype)
+    net.weights = list(wl.W0)
+    cfg = train.Config(epochs=1, batch_size=B, learning_rate=wl.lr)
+    X, T = net._array(wl.X), net._array(wl.T)
+    weights_list = [net.xp.asarray(W, copy=True) for W in net.weights]
+    del net
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    import array_api_compat.numpy as xp
+
+    from xpmlp.activations import get_activation
+    from xpmlp.objectives import get_output
+
+    train.train(
+        weights_list,
+        X,
+        T,
+        activation=get_activation("tanh"),
+        output=get_output("identity"),
+        optimizer=optim.sgd(),
+        config=cfg,
+        state=train.LoopState(),
+        rng=np.random.default_rng(0),
+        xp=xp,
+    )
+    peak = tracemalloc.get_traced_memory()[1]
+    out["loop_peak"] = peak - base + weights  # the weights were allocated before the reset
+    del weights_list
+    # 2. MLP.fit: input checks, conversion, copies, the loop
+    net = xpmlp.MLP(wl.sizes, "tanh", "identity", dtype=wl.dtype)
+    net.weights = list(wl.W0)
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    net.fit(wl.X, wl.T, epochs=1, batch_size=B, learning_rate=wl.lr)
+    peak = tracemalloc.get_traced_memory()[1]
+    out["fit_peak"] = peak - base + weights
+    tracemalloc.stop()
+    import resource
+
+    out["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def probe_blas_env(args):
+    """Workload A (xpmlp vs the GEMM-only limit) in a process that keeps the BLAS overrides."""
+    wl = workload_a(args.scale_a)
+    rs = [peers.XpmlpFit(wl), peers.GemmLimit(wl)]
+    for r in rs:
+        r.reset()
+        r.run()
+    t = [[], []]
+    for _ in range(max(3, args.repeats // 2)):
+        for k, r in enumerate(rs):
+            r.reset()
+            time.sleep(PAUSE_S)
+            t0 = time.perf_counter()
+            r.run()
+            t[k].append(time.perf_counter() - t0)
+    x, g = statistics.median(t[0]), statistics.median(t[1])
+    return {
+        "xpmlp_s": x,
+        "gemm_s": g,
+        "samples_per_s": wl.N / x,
+        "pct_gemm": 100 * g / x,
+        "blas": blas_info(),
+        "env": {k: os.environ.get(k) for k in BLAS_VARS},
+    }
+
+
+# ------------------------------------------------------------------ environment
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl is not installed"}]
+    keep = ("user_api", "internal_api", "version", "architecture", "num_threads")
+    return [
+        {k: i.get(k) for k in keep} | {"lib": Path(i.get("filepath", "")).name}
+        for i in threadpool_info()
+    ]
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name():
+    try:
+        p = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        return p.stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown GPU"
+
+
+def machine_tag(backend):
+    if backend == "cupy":
+        words = gpu_name().replace("NVIDIA", "").split()
+        return "gpu-" + "-".join(w.lower() for w in words[:2] if w.isalnum())
+    name = cpu_name()
+    for junk in ("(R)", "(TM)", "CPU", "Processor", "@"):
+        name = name.replace(junk, " ")
+    words = [w.lower() for w in name.split() if w.replace("-", "").isalnum()][:3]
+    return "cpu-" + "-".join(words or ["unknown"])
+
+
+def versions():
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("xpmlp", "array_api_compat", "torch", "jax", "sklearn", "cupy", "threadpoolctl"):
+        if peers.available(mod):
+            try:
+                out[mod] = __import__(mod).__version__
+            except Exception as exc:  # a broken install is reported, not fatal
+                out[mod] = f"import failed: {type(exc).__name__}"
+    return out
+
+
+def threads():
+    out = {"cores (os.cpu_count)": os.cpu_count()}
+    if peers.available("torch"):
+        import torch
+
+        out["torch intra-op threads"] = torch.get_num_threads()
+    out["load average (1 min) at start"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_t(wl, s):
+    if wl.key == "A":
+        return f"{wl.N * wl.epochs / s:,.0f} samples/s"
+    if wl.key == "B":
+        return f"{s / (wl.N * wl.epochs) * 1e6:.1f} us/sample"
+    return f"{s / wl.epochs * 1e6:.1f} us/iteration"
+
+
+def report(results, meta, args):
+    L = []
+    add = L.append
+    add(f"# xpmlp benchmark, {meta['date']}, {meta['machine']}")
+    add("")
+    add(f"Command: `python bench/run.py {' '.join(meta['argv'])}`. ")
+    add(
+        "Times are medians of interleaved repeats after a short pause; ratios are "
+        "peer time / xpmlp time (> 1: xpmlp is faster). Loss: float64 loss recomputed from "
+        "each runner's final weights (first 2048 samples), checked against xpmlp's."
+    )
+    add("")
+    targets = []
+    for key, res in results["workloads"].items():
+        wl = WL[key]
+        rows = res["rows"]
+        by = {r["key"]: r for r in rows}
+        x = by["xpmlp"]["median_s"]
+        add(f"## {key}: {wl.title}: {wl.sizes}, {wl.dtype}, batch {wl.batch or wl.N}, N={wl.N}")
+        add("")
+        if key == "A":
+            g = by.get("GEMM-only limit", {}).get("median_s")
+            add("| runner | dtype | speed | GFLOP/s | % of GEMM | peer/xpmlp | loss | agrees |")
+            add("|---|---|---|---|---|---|---|---|")
+        else:
+            add("| runner | dtype | speed | peer/xpmlp | loss | agrees |")
+            add("|---|---|---|---|---|---|")
+        for r in rows:
+            t = r["median_s"]
+            loss = "" if r["loss"] is None else f"{r['loss']:.6g}"
+            ratio = f"{t / x:.2f}x"
+            name = r["name"] + (f" ({r['info']})" if r["info"] else "")
+            if key == "A":
+                gf = wl.flops_per_epoch() / t / 1e9
+                pct = f"{100 * g / t:.1f}%" if g else ""
+                add(
+                    f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {gf:.1f} | {pct} | {ratio} "
+                    f"| {loss} | {r['agree']} |"
+                )
+            else:
+                add(
+                    f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {ratio} | {loss} | {r['agree']} |"
+                )
+        for k, why in res["skipped"]:
+            add(f"| {k} | | skipped: {why} | | | |")
+        add("")
+        add(f"Loss before training {res['loss0']:.6g}; xpmlp after {res['ref_loss']:.6g}.")
+        if "xpmlp-pure" in by:
+            add(
+                f"Before/after: the NumPy fast path is {by['xpmlp-pure']['median_s'] / x:.2f}x "
+                "as fast as the pure Array API path (same fit, XPMLP_FAST=0)."
+            )
+        add("")
+        peers_ = [r for r in rows if r["key"] not in OWN]
+        slower_than = [r for r in peers_ if r["median_s"] < x]
+        if key == "A" and g:
+            pct = 100 * g / x
+            loop = by.get("xpmlp (loop only)")
+            extra = f" (loop only: {100 * g / loop['median_s']:.1f}%)" if loop else ""
+            targets.append(
+                (
+                    "A >= 95% of the GEMM-only limit",
+                    pct >= 95,
+                    f"{pct:.1f}%{extra}"
+                    + ("" if pct >= 95 else f"; missed by {95 - pct:.1f} points"),
+                )
+            )
+        best = min(peers_, key=lambda r: r["median_s"]) if peers_ else None
+        if best is not None:
+            met = not slower_than
+            how = f"fastest peer {best['name']}: {best['median_s'] / x:.2f}x xpmlp's time"
+            if not met:
+                how += "; slower than " + ", ".join(
+                    f"{r['name']} by {x / r['median_s']:.2f}x" for r in slower_than
+                )
+            targets.append((f"{key} faster than every peer", met, how))
+    add("## Targets")
+    add("")
+    add("| target | met | by how much |")
+    add("|---|---|---|")
+    for name, met, how in targets:
+        add(f"| {name} | {'yes' if met else 'NO'} | {how} |")
+    mem = results.get("memory")
+    if mem and "reference" in mem:
+        ref = mem["reference_total"]
+        add("")
+        add("## Memory, workload A (tracemalloc peak, subprocess)")
+        add("")
+        add("| what | MiB | / reference |")
+        add("|---|---|---|")
+        for k, v in mem["reference"].items():
+            add(f"| reference: {k} | {v / 2**20:.2f} | |")
+        add(f"| **reference total** | {ref / 2**20:.2f} | 1.00 |")
+        for what, key in (
+            ("training loop peak (train.train)", "loop_peak"),
+            ("MLP.fit peak (input checks, copies, loop)", "fit_peak"),
+        ):
+            add(f"| {what} | {mem[key] / 2**20:.2f} | {mem[key] / ref:.2f} |")
+        add("")
+        r_loop, r_fit = mem["loop_peak"] / ref, mem["fit_peak"] / ref
+        add(
+            f"Target <= 1.2x: training loop {'met' if r_loop <= 1.2 else 'NOT met'} "
+            f"({r_loop:.2f}x); MLP.fit {'met' if r_fit <= 1.2 else 'NOT met'} ({r_fit:.2f}x). "
+            f"Process ru_maxrss {mem['ru_maxrss_mib']:.0f} MiB (data and libraries included)."
+        )
+    elif mem:
+        add("")
+        add(f"Memory probe failed: {mem}")
+    fe = results.get("first_epoch")
+    if fe:
+        add("")
+        add("## Fresh process: first run (subprocess; compilation and warm-up included)")
+        add("")
+        add("| workload | runner | first run, s | steady median, s | setup, s |")
+        add("|---|---|---|---|---|")
+        for (key, runner), v in fe.items():
+            steady = next(
+                (
+                    r["median_s"]
+                    for r in results["workloads"].get(key, {}).get("rows", [])
+                    if r["key"] == runner
+                ),
+                None,
+            )
+            st = "" if steady is None else f"{steady:.3f}"
+            if "first_run_s" in v:
+                add(f"| {key} | {runner} | {v['first_run_s']:.3f} | {st} | {v['setup_s']:.3f} |")
+            else:
+                add(f"| {key} | {runner} | {v.get('skip') or v.get('error')} | {st} | |")
+    add("")
+    add("## BLAS environment variables")
+    add("")
+    benv = meta["blas_env"]
+    if benv:
+        add(
+            f"The environment set {benv}; the measurements above ran with them unset "
+            f"(BLAS kernel: {kernels(meta['blas'])})."
+        )
+        v = results.get("blas_env_run", {})
+        if "samples_per_s" in v:
+            add(
+                f"With them set: workload A xpmlp {v['samples_per_s']:,.0f} samples/s, "
+                f"{v['pct_gemm']:.1f}% of the GEMM-only limit of that run; BLAS kernel: "
+                f"{kernels(v['blas'])}."
+            )
+        else:
+            add(f"Run with them set failed: {v}")
+    else:
+        add(
+            f"Neither {' nor '.join(BLAS_VARS)} was set; one run, BLAS kernel "
+            f"{kernels(meta['blas'])}."
+        )
+    add("")
+    add("## Environment")
+    add("")
+    add(f"- machine: {meta['cpu']}" + (f", {meta['gpu']}" if meta.get("gpu") else ""))
+    add("- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    add("- threads: " + ", ".join(f"{k} {v}" for k, v in meta["threads"].items()))
+    add(f"- load average (1 min) at the end: {meta['load_end']:.2f}")
+    add("- BLAS (threadpoolctl): " + "; ".join(json.dumps(b) for b in meta["blas"]))
+    add("- JAX on CPU: XLA's default intra-op thread pool (all cores).")
+    add(f"- repeats: {args.repeats}; pause before each timed run: {PAUSE_S} s")
+    add("")
+    return "\n".join(L)
+
+
+def kernels(blas):
+    k = [
+        f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} ({b.get('lib')})"
+        for b in blas
+        if b.get("user_api") == "blas"
+    ]
+    return ", ".join(k) or "unknown"
+
+
+WORKLOADS = {"A": workload_a, "B": workload_b, "C": workload_c}
+WL: dict = {}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 repeats, fewer subprocess probes")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--workloads", default="A,B,C")
+    p.add_argument("--peers", default="numpy,torch,jax,sklearn")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    p.add_argument("--scale-a", type=int, default=None, help="A as [s, s, s, 10], batch s")
+    p.add_argument("--tf32", default="off", choices=["off", "on"], help="peers' TF32 (GPU)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--no-probes", action="store_true", help="skip subprocess probes")
+    p.add_argument("--tag", default="", help="suffix of the results file name")
+    # internal: subprocess probes
+    p.add_argument(
+        "--probe", choices=["first-epoch", "memory", "blas-env"], help=argparse.SUPPRESS
+    )
+    p.add_argument("--workload", help=argparse.SUPPRESS)
+    p.add_argument("--runner", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 7
+    if args.probe:
+        fn = {"first-epoch": probe_first_epoch, "memory": probe_memory, "blas-env": probe_blas_env}
+        try:
+            print(json.dumps(fn[args.probe](args)))
+        except Exception as exc:  # report the failure to the parent, do not hide it
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    t_start = time.perf_counter()
+    blas_env = json.loads(os.environ.get("XPMLP_BENCH_BLAS_ENV", "{}"))
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_tag(args.backend),
+        "cpu": cpu_name(),
+        "gpu": gpu_name() if args.backend == "cupy" else None,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "versions": versions(),
+        "threads": threads(),
+        "blas_env": blas_env,
+    }
+    results = {"workloads": {}}
+    for key in args.workloads.split(","):
+        wl = workload_a(args.scale_a) if key == "A" else WORKLOADS[key]()
+        WL[key] = wl
+        log(f"workload {key}: {wl.sizes}, batch {wl.batch or wl.N}, N={wl.N}")
+        results["workloads"][key] = time_workload(wl, args, log)
+        write(results, meta, args, t_start)
+    if not args.no_probes:
+        common = ["--backend", args.backend, "--peers", args.peers, "--tf32", args.tf32]
+        if args.scale_a:
+            common += ["--scale-a", str(args.scale_a)]
+        log("probe: memory")
+        results["memory"] = run_child(["--probe", "memory", *common], child_env())
+        fe = {}
+        for key in args.workloads.split(","):
+            if args.quick and key != "A":
+                continue
+            names = [k for k, _ in make_runners(WL[key], args) if k not in OWN[1:]]
+            if key != "A":  # fresh-process costs are import and compilation: A shows them all
+                names = [k for k in names if not k.startswith("sklearn")]
+            for name in names if not args.quick else ["xpmlp"]:
+                log(f"probe: first run {key} {name}")
+                fe[(key, name)] = run_child(
+                    ["--probe", "first-epoch", "--workload", key, "--runner", name, *common],
+                    child_env(),
+                )
+        results["first_epoch"] = fe
+        if blas_env:
+            log("probe: workload A with the BLAS variables set")
+            results["blas_env_run"] = run_child(
+                ["--probe", "blas-env", "--repeats", str(args.repeats), *common],
+                child_env(blas_env, keep_blas=True),
+            )
+    text = write(results, meta, args, t_start, final=True)
+    print(text)
+    log(f"wrote the results under {args.out}")
+
+
+def write(results, meta, args, t_start, final=False):
+    """Write the markdown report and the raw numbers (also after each workload, so that a run
+    cut short by a time limit still leaves what it measured)."""
+    meta["load_end"] = os.getloadavg()[0]
+    meta["blas"] = blas_info()
+    text = report(results, meta, args)
+    text += f"Wall time of the benchmark: {time.perf_counter() - t_start:.0f} s"
+    text += ".\n" if final else " so far (run incomplete: later sections missing).\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{meta['date']}-{meta['machine']}{args.tag}"
+    (out / f"{stem}.md").write_text(text)
+    raw = {
+        "meta": meta,
+        "workloads": results["workloads"],
+        "memory": results.get("memory"),
+        "first_epoch": {f"{k}/{r}": v for (k, r), v in results.get("first_epoch", {}).items()},
+        "blas_env_run": results.get("blas_env_run"),
+    }
+    (out / f"{stem}.json").write_text(json.dumps(raw, indent=1, default=str))
+    return text
+
+
+if __name__ == "__main__":
+    main()
