@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -456,12 +457,14 @@ class MLP:
         name = d["xp"]
         try:
             xp, device = resolve(name, d["device"])
-        except BackendError as exc:
-            raise BackendError(
-                f"this MLP was pickled on backend={name!r}, which cannot run here: {exc}. "
-                "To move a model between machines, save it with net.save(path) and read it "
-                "with xpmlp.load(path, backend='numpy'), or pickle it after net.to('numpy')"
-            ) from exc
+        except BackendError as exc:  # e.g. trained on a GPU, unpickled where CuPy is missing
+            warnings.warn(
+                f"this MLP was pickled on backend={name!r}, which cannot run here ({exc}); "
+                "it is unpickled on NumPy instead. net.to(backend) moves it back.",
+                UserWarning,
+                stacklevel=2,
+            )
+            xp, device = resolve("numpy")
         self.__dict__.update(d)
         self.xp, self.device = xp, device
         self.dtype = get_dtype(d["dtype"], xp=xp)
