@@ -59,8 +59,8 @@ fi
 $PY -c "import array_api_compat" 2>/dev/null \
     || echo "WARNING: array_api_compat is not importable; xpmlp needs it (ship it in .whl/)"
 
-step "pytest -m gpu"
-timeout 75 $PY -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.txt"
+step "pytest -m gpu (modules needing packages missing here, e.g. scikit-learn, are skipped at collection)"
+timeout 75 $PY -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors 2>&1 | tee "$OUT/pytest-gpu.txt"
 echo "pytest exit status: ${PIPESTATUS[0]}"
 
 # The benchmark: B and C with TF32 off only (no large products there), A with both.
