@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .backend import device_of
+
 
 class Activation(NamedTuple):
     """A hidden activation: ``h(A, *, xp) -> Z`` and ``dh(A, Z, *, xp) -> h'(A)``."""
@@ -47,7 +49,7 @@ def _logistic_d(A, Z, *, xp):
 
 
 def _relu(A, *, xp):
-    return xp.maximum(A, xp.zeros((), dtype=A.dtype, device=_device(A)))
+    return xp.maximum(A, xp.zeros((), dtype=A.dtype, device=device_of(A)))
 
 
 def _relu_d(A, Z, *, xp):
@@ -62,25 +64,19 @@ def _leaky_relu(A, *, xp):
 
 
 def _leaky_relu_d(A, Z, *, xp):
-    one = xp.ones((), dtype=A.dtype, device=_device(A))
+    one = xp.ones((), dtype=A.dtype, device=device_of(A))
     return xp.where(A > 0, one, LEAKY_SLOPE * one)
 
 
 def softplus(A, *, xp):
     """log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)), stable for large |a|."""
-    return xp.maximum(A, xp.zeros((), dtype=A.dtype, device=_device(A))) + xp.log1p(
+    return xp.maximum(A, xp.zeros((), dtype=A.dtype, device=device_of(A))) + xp.log1p(
         xp.exp(-xp.abs(A))
     )
 
 
 def _softplus_d(A, Z, *, xp):
     return logistic(A, xp=xp)  # d/da log(1 + e^a) = sigma(a)
-
-
-def _device(A):
-    from array_api_compat import device
-
-    return device(A)
 
 
 ACTIVATIONS = {

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from . import _fast, network
 from .activations import Activation
-from .backend import is_writeable
+from .backend import device_of, is_writeable
 from .objectives import Output
 from .optim import Optimizer
 
@@ -150,56 +151,26 @@ def train(
         state.opt_state = optimizer.init(weights, xp=xp)
     if state.learning_rate is None:
         state.learning_rate = c.learning_rate
-    bounds = _batches(N, c.batch_size)
     order = order or (lambda r, n: r.permutation(n))
-    device = _device(X)
+    device = device_of(X)
     # NumPy: the same steps with preallocated buffers and in-place updates (_fast.py)
     fast = _fast.plan(
-        weights,
-        X,
-        T,
-        sample_weight=sample_weight,
-        activation=activation,
-        output=output,
-        optimizer=optimizer,
-        config=c,
-        xp=xp,
-    )
+        weights, X, T, sample_weight=sample_weight, activation=activation, output=output,
+        optimizer=optimizer, config=c, xp=xp,
+    )  # fmt: skip
+    if fast is not None:
+        epoch = fast.epoch
+    else:
+        epoch = partial(
+            _epoch, X=X, T=T, sample_weight=sample_weight, bounds=_batches(N, c.batch_size),
+            activation=activation, output=output, optimizer=optimizer, config=c, xp=xp,
+        )  # fmt: skip
+    S = N if sample_weight is None else xp.sum(sample_weight)  # the epoch loss is total / S
     for _ in range(c.epochs):
+        idx = None
         if c.shuffle:
             idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
-        total = None
-        if fast is not None:
-            weights, state.opt_state, total = fast.epoch(
-                weights, idx if c.shuffle else None, state.opt_state, state.learning_rate
-            )
-        for s, e in bounds if fast is None else ():
-            if c.shuffle:
-                i = idx[s:e]
-                Xb, Tb = xp.take(X, i, axis=0), xp.take(T, i, axis=0)
-                sw = None if sample_weight is None else xp.take(sample_weight, i, axis=0)
-            else:
-                Xb, Tb = X[s:e, ...], T[s:e, ...]
-                sw = None if sample_weight is None else sample_weight[s:e]
-            loss, grads = loss_and_gradients(
-                weights,
-                Xb,
-                Tb,
-                activation=activation,
-                output=output,
-                sample_weight=sw,
-                alpha=c.alpha,
-                loss_scale=c.loss_scale,
-                xp=xp,
-            )
-            if c.clip_norm is not None:
-                grads = clip_by_global_norm(grads, c.clip_norm, xp=xp)
-            weights, state.opt_state = optimizer.update(
-                grads, state.opt_state, weights, learning_rate=state.learning_rate, xp=xp
-            )
-            n_b = (e - s) if sw is None else xp.sum(sw)
-            total = loss * n_b if total is None else total + loss * n_b
-        S = N if sample_weight is None else xp.sum(sample_weight)
+        weights, state.opt_state, total = epoch(weights, idx, state.opt_state, state.learning_rate)
         epoch_loss = float(total / S)  # the one host synchronisation of the epoch
         state.t += N
         state.epochs += 1
@@ -222,6 +193,35 @@ def train(
     if c.early_stopping and state.best_weights is not None:
         weights = [_copy(W, xp=xp) for W in state.best_weights]
     return weights, state
+
+
+def _epoch(
+    weights, idx, opt_state, learning_rate, *, X, T, sample_weight, bounds, activation, output,
+    optimizer, config, xp,
+):  # fmt: skip
+    """One pass over the batches ``bounds`` in the order ``idx`` (None: as stored); returns
+    ``(weights, opt_state, total)``, ``total`` the epoch's loss sum as a 0-d array."""
+    c, total = config, None
+    for s, e in bounds:
+        if idx is not None:
+            i = idx[s:e]
+            Xb, Tb = xp.take(X, i, axis=0), xp.take(T, i, axis=0)
+            sw = None if sample_weight is None else xp.take(sample_weight, i, axis=0)
+        else:
+            Xb, Tb = X[s:e, ...], T[s:e, ...]
+            sw = None if sample_weight is None else sample_weight[s:e]
+        loss, grads = loss_and_gradients(
+            weights, Xb, Tb, activation=activation, output=output, sample_weight=sw,
+            alpha=c.alpha, loss_scale=c.loss_scale, xp=xp,
+        )  # fmt: skip
+        if c.clip_norm is not None:
+            grads = clip_by_global_norm(grads, c.clip_norm, xp=xp)
+        weights, opt_state = optimizer.update(
+            grads, opt_state, weights, learning_rate=learning_rate, xp=xp
+        )
+        n_b = (e - s) if sw is None else xp.sum(sw)
+        total = loss * n_b if total is None else total + loss * n_b
+    return weights, opt_state, total
 
 
 def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
@@ -249,9 +249,3 @@ def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
 
 def _copy(W, *, xp):
     return xp.asarray(W, copy=True)
-
-
-def _device(X):
-    from array_api_compat import device
-
-    return device(X)
