@@ -390,14 +390,14 @@ def test_early_stopping_splits_by_class_and_keeps_the_best_epoch(monkeypatch):
     )
     counts = np.bincount(y)  # 100, 60, 40
     held_out = []
-    split = MLP._validation_split
+    split = MLP._hold_out
 
     def spy(self, *args, **kwargs):
         out = split(self, *args, **kwargs)
         held_out.append(out[3])
         return out
 
-    monkeypatch.setattr(MLP, "_validation_split", spy)
+    monkeypatch.setattr(MLP, "_hold_out", spy)
     clf = MLPClassifier((16,), early_stopping=True, validation_fraction=0.2, random_state=0)
     clf.fit(X, y)
     X_val, T_val = held_out[0]
@@ -445,3 +445,16 @@ def test_coefs_can_be_set_and_predictions_follow():
     reg.coefs_ = [np.zeros_like(C) for C in reg.coefs_]
     reg.intercepts_ = [np.zeros_like(b) for b in reg.intercepts_[:-1]] + [np.array([2.5])]
     np.testing.assert_array_equal(reg.predict(X[:4]), np.full(4, 2.5))
+
+
+@IGNORE_CONVERGENCE
+def test_a_failed_warm_start_fit_keeps_the_optimizer_state():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    reg = MLPRegressor((5,), solver="sgd", max_iter=3, warm_start=True, random_state=0)
+    reg.fit(X, y)
+    V0 = [np.array(V) for V in reg._net.state.opt_state.velocities]
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match="non-finite"):
+        reg.fit(X * 1e20, y * 1e20)  # diverges in its first epoch
+    for V, V_kept in zip(V0, reg._net.state.opt_state.velocities):
+        np.testing.assert_array_equal(V_kept, V)

@@ -325,22 +325,30 @@ class MLP:
             raise ValueError(
                 f"validation_fraction={fraction} leaves no training samples out of {N}"
             )
-        perm = _split_order(self.rng, N, n_val, stratify)
+        return self._hold_out(X, T, sw, n_val, stratify)
+
+    def _hold_out(self, X, T, sw, n_val: int, stratify=None):
+        """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T)`` to score."""
+        perm = _split_order(self.rng, X.shape[0], n_val, stratify)
         take = lambda A, i: self.xp.take(A, self.xp.asarray(i, device=self.device), axis=0)  # noqa: E731
         tr, va = perm[n_val:], perm[:n_val]
         sw_tr = None if sw is None else take(sw, tr)
         return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va))
 
-    def _train(self, X, T, sw, val, opt, config, callbacks, verbose, order=None):
+    def _train(
+        self, X, T, sw, val, opt, config, callbacks, verbose, order=None, reset_optimizer=False
+    ):
         """Run :func:`train.train` on copies, so that a failed run changes nothing.
 
-        ``order(rng, N)``, if given, draws each epoch's sample order (see :func:`train.train`).
+        ``order(rng, N)``, if given, draws each epoch's sample order (see :func:`train.train`);
+        ``reset_optimizer`` starts a fresh optimizer state even for the same optimizer.
         """
         xp = self.xp
         weights = [xp.asarray(W, copy=True) for W in self._weights]
-        state = _copy_state(self.state, xp=xp)
+        # arrays updated in place need copies; the history is only appended to
+        state = _map_state(self.state, lambda A: xp.asarray(A, copy=True))
         key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule)
-        if key != self._optimizer_key:  # a new optimizer starts from a fresh state
+        if reset_optimizer or key != self._optimizer_key:  # a new optimizer starts afresh
             state.opt_state, state.learning_rate = None, None
         # Each fit scores its own validation set: its best weights come from this fit.
         state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
@@ -373,6 +381,8 @@ class MLP:
                 xp=xp,
             )
         except BaseException:
+            for k, n in before.items():  # the history lists are shared, not copied
+                del saved_state.history[k][n:]
             self._weights, self.state = saved, saved_state
             raise
         finally:
@@ -420,15 +430,9 @@ class MLP:
         """
         xp, device = resolve(backend, device)
         dtype = get_dtype(dtype_name(self.dtype), xp=xp)
-        move = lambda x: _map_arrays(  # noqa: E731
-            x, lambda A: asarray(A, xp=xp, dtype=dtype, device=device)
-        )
-        weights = move(self._weights)
-        state = copy.copy(self.state)
-        state.opt_state = move(self.state.opt_state)
-        state.best_weights = move(self.state.best_weights)
+        move = lambda A: asarray(A, xp=xp, dtype=dtype, device=device)  # noqa: E731
+        self._weights, self.state = _map_arrays(self._weights, move), _map_state(self.state, move)
         self.xp, self.device, self.dtype = xp, device, dtype
-        self._weights, self.state = weights, state
         return self
 
     def __getstate__(self) -> dict:
@@ -438,10 +442,6 @@ class MLP:
                 f"cannot pickle a model with activation={self.activation.name!r}: a custom "
                 f"(h, dh) pair is not stored; accepted: {', '.join(ACTIVATIONS)}"
             )
-        host = lambda x: _map_arrays(x, to_numpy)  # noqa: E731
-        state = copy.copy(self.state)
-        state.opt_state = host(self.state.opt_state)
-        state.best_weights = host(self.state.best_weights)
         return {
             **self.__dict__,
             "xp": self.backend,
@@ -449,8 +449,8 @@ class MLP:
             "dtype": dtype_name(self.dtype),
             "activation": self.activation.name,
             "output": self.output.name,
-            "_weights": host(self._weights),
-            "state": state,
+            "_weights": _map_arrays(self._weights, to_numpy),
+            "state": _map_state(self.state, to_numpy),
         }
 
     def __setstate__(self, d: dict) -> None:
@@ -466,16 +466,10 @@ class MLP:
             )
             xp, device = resolve("numpy")
         self.__dict__.update(d)
-        self.xp, self.device = xp, device
-        self.dtype = get_dtype(d["dtype"], xp=xp)
         self.activation = get_activation(d["activation"])
         self.output = get_output(d["output"])
-        move = lambda x: _map_arrays(  # noqa: E731
-            x, lambda A: asarray(A, xp=xp, dtype=self.dtype, device=device)
-        )
-        self._weights = move(d["_weights"])
-        self.state.opt_state = move(self.state.opt_state)
-        self.state.best_weights = move(self.state.best_weights)
+        self.dtype = d["dtype"]  # a name: to() resolves it for the backend
+        self.to(xp, device)
 
 
 def _map_arrays(x, fn):
@@ -488,6 +482,15 @@ def _map_arrays(x, fn):
     if namespace_of(x) is not None:
         return fn(x)
     return x
+
+
+def _map_state(state: train.LoopState, fn) -> train.LoopState:
+    """A shallow copy of ``state`` with ``fn`` applied to its arrays (optimizer state, best
+    weights); the history is shared."""
+    new = copy.copy(state)
+    new.opt_state = _map_arrays(state.opt_state, fn)
+    new.best_weights = _map_arrays(state.best_weights, fn)
+    return new
 
 
 def _device_spec(backend: str, device: Any) -> Any:
@@ -519,16 +522,6 @@ def _split_order(rng, N, n_val, stratify):
     seed = rng if isinstance(rng, np.random.RandomState) else int(rng.integers(2**31 - 1))
     tr, va = train_test_split(np.arange(N), test_size=n_val, stratify=stratify, random_state=seed)
     return np.concatenate([va, tr])
-
-
-def _copy_state(state: train.LoopState, *, xp) -> train.LoopState:
-    """A copy of the loop state whose arrays can be updated in place without touching it."""
-    cp = lambda x: _map_arrays(x, lambda A: xp.asarray(A, copy=True))  # noqa: E731
-    new = copy.copy(state)
-    new.opt_state = cp(state.opt_state)
-    new.best_weights = cp(state.best_weights)
-    new.history = {k: list(v) for k, v in state.history.items()}
-    return new
 
 
 def _all_finite(A, *, xp) -> bool:

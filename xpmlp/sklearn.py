@@ -66,14 +66,6 @@ def _host(x: Any) -> Any:
     return to_numpy(x) if namespace_of(x) is not None else x
 
 
-def _writeable(x: Any) -> Any:
-    """A writeable copy of a read-only NumPy array (PyTorch warns on sharing read-only
-    memory), else ``x``."""
-    if isinstance(x, np.ndarray) and not x.flags.writeable:
-        return x.copy()
-    return x
-
-
 def _cumulative_shuffle():
     """scikit-learn's epoch order: ``idx = shuffle(idx, random_state=rng)`` each epoch, the
     permutations compounding from ``arange(N)``."""
@@ -213,6 +205,31 @@ class _BaseMLP(BaseEstimator):
     def intercepts_(self, intercepts: list) -> None:
         self._set_weights(self.coefs_, intercepts)
 
+    # fitted attributes read from the model, not copied from it after every fit
+
+    @property
+    def loss_curve_(self) -> list:
+        """Mean training loss per epoch, over every fit since the weights were drawn."""
+        return self._fitted_net().history["loss"]
+
+    @property
+    def loss_(self) -> float:
+        """The last epoch's mean training loss."""
+        return self.loss_curve_[-1]
+
+    @property
+    def t_(self) -> int:
+        """Training samples seen, scikit-learn's ``t_``."""
+        return int(self._fitted_net().state.t)
+
+    @property
+    def n_layers_(self) -> int:
+        return len(self._fitted_net().layer_sizes)
+
+    @property
+    def out_activation_(self) -> str:
+        return self._fitted_net().output.name
+
     def _fitted_net(self) -> MLP:
         net = self.__dict__.get("_net")
         if net is None:
@@ -320,8 +337,6 @@ class _BaseMLP(BaseEstimator):
         elif sklearn_mode:  # scikit-learn draws from a fresh check_random_state each fit
             self._net.rng = check_random_state(self.random_state)
         net = self._net
-        if net.backend != "numpy":
-            X, T, sample_weight = _writeable(X), _writeable(T), _writeable(sample_weight)
         Xd, Td = net._pair(X, T)
         N = int(Xd.shape[0])
         sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
@@ -333,12 +348,13 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
         config, opt = self._config(int(Xd.shape[0]), K, incremental)
-        if not incremental:  # each fit starts a new optimizer, as scikit-learn's does
-            net.state.opt_state, net.state.learning_rate = None, None
         order = _cumulative_shuffle() if sklearn_mode and self.shuffle else None
         callbacks = [_printer()] if self.verbose else []
         try:
-            history = net._train(Xd, Td, sw, val, opt, config, callbacks, False, order=order)
+            history = net._train(
+                Xd, Td, sw, val, opt, config, callbacks, False, order=order,
+                reset_optimizer=not incremental,  # each fit starts a new optimizer, as sklearn's
+            )  # fmt: skip
         except FloatingPointError as exc:
             raise ValueError(
                 f"{exc}. The solver produced non-finite weights: the input may contain large "
@@ -357,7 +373,7 @@ class _BaseMLP(BaseEstimator):
                 f"validation set of {n_val}; it needs at least 2 samples and must leave some "
                 "for training: change validation_fraction or add samples"
             )
-        return net._validation_split(X, T, sw, n_val / N, None, True, stratify)
+        return net._hold_out(X, T, sw, n_val, stratify)
 
     def _config(self, N: int, K: int, incremental: bool):
         """The loop's :class:`~xpmlp.train.Config` and the optimizer, from the parameters."""
@@ -397,9 +413,6 @@ class _BaseMLP(BaseEstimator):
         net = self._net
         state = net.state
         self.n_iter_ = n_iter
-        self.t_ = int(state.t)
-        self.loss_curve_ = list(state.history["loss"])
-        self.loss_ = self.loss_curve_[-1]
         if self.early_stopping:
             self.validation_scores_ = list(state.history["val_score"])
             self.best_validation_score_ = float(state.best_score)
@@ -408,9 +421,7 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
             self.best_loss_ = float(state.best_loss)
-        self.n_layers_ = len(net.layer_sizes)
         self.n_outputs_ = K
-        self.out_activation_ = net.output.name
         stopped = state.no_improvement > self.n_iter_no_change
         if not incremental and n_iter == self.max_iter and not stopped:
             warnings.warn(
@@ -444,7 +455,6 @@ class _BaseMLP(BaseEstimator):
         xp_in = _array_api_namespace(X)
         if xp_in is None:
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-            X = X if self._net.backend == "numpy" else _writeable(X)
             device = None
         else:
             self._check_array_api_X(X, reset=False)
