@@ -3,13 +3,13 @@
 The file holds
 
 - ``W0 .. W{L-1}``: the weights, ``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0;
-- the optimizer's arrays: ``opt_V{l}`` (SGD velocities) or ``opt_m{l}``, ``opt_v{l}`` (Adam
-  moments), each shaped like ``W[l]``;
+- ``opt_{field}{l}``: each list-of-arrays field of the optimizer's state, e.g. ``opt_m{l}``,
+  ``opt_v{l}`` (Adam's moments), each shaped like ``W[l]``;
 - ``best_W{l}``: the best weights kept by early stopping, if any;
 - ``metadata``: a UTF-8 JSON document stored as a 1-d ``uint8`` array. It names the format
   and its version, the layer sizes, activation, output, dtype, the optimizer with its
-  hyper-parameters and scalar state, the training loop's scalars and history, and the host
-  random generator's state, so that ``fit`` continues exactly where it stopped.
+  hyper-parameters and scalar state (Adam's ``t``), the training loop's scalars and history,
+  and the host random generator's state, so that ``fit`` continues exactly where it stopped.
 
 Every array is a NumPy array, so a model trained on a GPU loads where CuPy is missing.
 :func:`load` reads with ``allow_pickle=False`` and checks every name, dtype and shape against
@@ -18,35 +18,38 @@ the metadata before it builds the model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import zipfile
-from io import BytesIO
+from contextlib import contextmanager, nullcontext
+from numbers import Integral
 from typing import IO, Any
 
 import numpy as np
 
-from . import network, train
+from . import train
 from .activations import ACTIVATIONS
-from .backend import DTYPES, dtype_name, to_numpy
-from .objectives import OUTPUTS
-from .optim import OPTIMIZERS, AdamState, SGDState
+from .backend import dtype_name, get_dtype, to_numpy
+from .model import MLP, _check_choice, _check_int, _check_layer_sizes, _check_positive
+from .optim import OPTIMIZERS
 
 FORMAT = "xpmlp.MLP"
 VERSION = 1
 METADATA = "metadata"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what numpy.load takes for an .npz
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
-# the optimizer's arrays in the file, per layer l: file prefix -> state field
-OPT_ARRAYS = {"sgd": {"opt_V": "velocities"}, "adam": {"opt_m": "m", "opt_v": "v"}}
+# the loop's scalars; its arrays (optimizer state, best weights) and history travel apart
+LOOP_SCALARS = [
+    f
+    for f in dataclasses.fields(train.LoopState)
+    if f.name not in ("opt_state", "best_weights", "history")
+]
 
 
-# ---------------------------------------------------------------- save
-
-
-def save(net: Any, path: str | os.PathLike | IO[bytes]) -> None:
-    """Write ``net`` (an :class:`xpmlp.MLP`) to ``path`` as an ``.npz`` of NumPy arrays.
+def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
+    """Write ``net`` to ``path`` as an ``.npz`` of NumPy arrays and JSON metadata.
 
     Parameters
     ----------
@@ -65,53 +68,52 @@ def save(net: Any, path: str | os.PathLike | IO[bytes]) -> None:
     arrays[METADATA] = np.frombuffer(
         json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8
     )
-    if hasattr(path, "write"):
-        np.savez(path, **arrays)
-        return
-    with open(os.fspath(path), "wb") as f:
+    with nullcontext(path) if hasattr(path, "write") else open(os.fspath(path), "wb") as f:
         np.savez(f, **arrays)
 
 
-def _to_arrays(net: Any) -> tuple[dict, dict]:
+def _to_arrays(net: MLP) -> tuple[dict, dict]:
     """The file's arrays (NumPy) and metadata (JSON-able) for ``net``; raises before writing."""
     if net.activation.name not in ACTIVATIONS:
-        raise ValueError(
-            f"cannot save a model with activation={net.activation.name!r}: a custom (h, dh) "
-            f"pair cannot be restored from a file; accepted: {', '.join(ACTIVATIONS)}"
-        )
+        raise _custom_activation(net.activation.name, "cannot save: ")
     dtype = dtype_name(net.dtype)
-    host = lambda xs: [np.array(to_numpy(x), dtype=dtype) for x in xs]  # noqa: E731
-    arrays = {f"W{l}": W for l, W in enumerate(host(net.weights))}
-    state = net.state
-    key = net._optimizer_key
-    optimizer = None
-    if key is not None and state.opt_state is not None:
-        name, hyperparams, learning_rate, schedule = key
+    host = lambda prefix, xs: {  # cast only where the backend's dtype differs
+        f"{prefix}{l}": np.asarray(to_numpy(x), dtype=dtype) for l, x in enumerate(xs)
+    }
+    arrays = host("W", net.weights)
+    state, optimizer = net.state, None
+    if net._optimizer_key is not None and state.opt_state is not None:
+        name, hyperparams, learning_rate, schedule = net._optimizer_key
         opt = state.opt_state
-        expected = {"sgd": SGDState, "adam": AdamState}.get(name)
-        if expected is None or not isinstance(opt, expected):
+        try:
+            template = _template(name, hyperparams, len(net.weights))
+        except (KeyError, TypeError, ValueError):
+            template = None
+        if type(opt) is not type(template):
             raise ValueError(
                 f"cannot save the state of optimizer {name!r} ({type(opt).__name__}); "
                 f"accepted: {', '.join(OPTIMIZERS)} (xpmlp.optim.sgd or xpmlp.optim.adam)"
             )
+        scalars = {}
+        for field, v in zip(opt._fields, opt):
+            if isinstance(v, list):
+                arrays.update(host(f"opt_{field}", v))
+            elif v is not None:
+                scalars[field] = int(v)
         optimizer = {
             "name": name,
-            "hyperparams": {k: _scalar(v) for k, v in hyperparams.items()},
+            "hyperparams": {
+                k: bool(v) if isinstance(v, (bool, np.bool_)) else float(v)
+                for k, v in hyperparams.items()
+            },
             "learning_rate": float(learning_rate),
             "schedule": schedule,
-            "t": int(opt.t) if name == "adam" else None,
-            "has_arrays": name == "adam" or opt.velocities is not None,
+            "state": scalars,
         }
-        if optimizer["has_arrays"]:
-            for prefix, field in OPT_ARRAYS[name].items():
-                for l, A in enumerate(host(getattr(opt, field))):
-                    arrays[f"{prefix}{l}"] = A
     if state.best_weights is not None:
-        for l, W in enumerate(host(state.best_weights)):
-            arrays[f"best_W{l}"] = W
+        arrays.update(host("best_W", state.best_weights))
     from . import __version__
 
-    classes = getattr(net, "classes", None)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -123,45 +125,41 @@ def _to_arrays(net: Any) -> tuple[dict, dict]:
         "init": net.init if isinstance(net.init, str) else None,
         "seed": int(net.seed) if isinstance(net.seed, (int, np.integer)) else None,
         "backend": net.backend,
-        "classes": None if classes is None else _classes_to_json(classes),
         "optimizer": optimizer,
-        "loop": {
-            "learning_rate": None if state.learning_rate is None else float(state.learning_rate),
-            "t": int(state.t),
-            "epochs": int(state.epochs),
-            "best_loss": _float(state.best_loss),
-            "best_score": _float(state.best_score),
-            "no_improvement": int(state.no_improvement),
-            "has_best_weights": state.best_weights is not None,
-        },
-        "history": {k: [_float(x) for x in v] for k, v in state.history.items()},
+        "loop": {f.name: _to_json(getattr(state, f.name)) for f in LOOP_SCALARS},
+        "history": {k: [_to_json(x) for x in v] for k, v in state.history.items()},
         "rng": _rng_to_json(net.rng),
     }
     return arrays, meta
 
 
-def _scalar(v):
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    return float(v)
-
-
-def _float(x) -> float | str:
-    """JSON has no infinities: ``inf``/``-inf`` travel as strings."""
+def _to_json(x) -> int | float | str | None:
+    """JSON has no infinities or NaN: they travel as the strings ``"inf"``, ``"nan"``, ..."""
+    if x is None or isinstance(x, Integral):
+        return None if x is None else int(x)
     x = float(x)
     return x if math.isfinite(x) else str(x)
 
 
-def _classes_to_json(classes) -> dict:
-    C = np.asarray(to_numpy(classes) if hasattr(classes, "shape") else classes)
-    if C.dtype.kind == "O" and all(isinstance(c, str) for c in C.ravel()):
-        C = C.astype(str)
-    if C.dtype.kind not in "biufU" or C.ndim != 1:
-        raise ValueError(
-            f"cannot save classes of dtype {C.dtype} and shape {C.shape}; accepted: a 1-d "
-            "array of bools, ints, floats or strings"
-        )
-    return {"values": C.tolist(), "dtype": C.dtype.str}
+def _number(x, name: str) -> float:
+    """The inverse of :func:`_to_json` for a float."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) or x in ("inf", "-inf", "nan"):
+        return float(x)
+    raise ValueError(f"{name}={x!r}; accepted: a number")
+
+
+def _custom_activation(name: str, prefix: str = "") -> ValueError:
+    """A custom (h, dh) pair has no name to be restored by (``MLP`` does not pickle it)."""
+    return ValueError(
+        f"{prefix}activation={name!r} is a custom activation, which a file cannot restore: "
+        f"its (h, dh) pair is not stored; accepted: {', '.join(ACTIVATIONS)}"
+    )
+
+
+def _template(name: str, hyperparams: dict, n_layers: int) -> Any:
+    """A fresh state of ``OPTIMIZERS[name]`` for empty weights, allocating nothing: which of
+    its fields are lists of per-layer arrays and which are ints holds for every state."""
+    return OPTIMIZERS[name](**hyperparams).init([np.zeros((0, 0))] * n_layers, xp=np)
 
 
 def _rng_to_json(rng) -> dict:
@@ -191,7 +189,7 @@ def _plain(x):
 # ---------------------------------------------------------------- load
 
 
-def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any = None) -> Any:
+def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any = None) -> MLP:
     """Read a model written by :func:`save`, on ``backend`` (and ``device``).
 
     Parameters
@@ -215,44 +213,117 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
     """
     arrays = _read(path)
     meta = _metadata(arrays.pop(METADATA, None))
-    spec = _check_metadata(meta)
-    _check_arrays(arrays, spec)
-    return _build(arrays, meta, spec, backend, device)
+    with _metadata_errors():
+        sizes = _check_layer_sizes(meta["layer_sizes"])
+        dtype = np.dtype(get_dtype(meta["dtype"], xp=np))
+        shapes = [(n_out, n_in + 1) for n_in, n_out in zip(sizes, sizes[1:])]
+        key, template = _optimizer(_section(meta, "optimizer", none=True), len(shapes))
+    # the template's list fields, and best_W0 if present, say which arrays the file holds
+    fields = template._asdict().items() if template is not None else ()
+    prefixes = ["W", *(f"opt_{f}" for f, v in fields if isinstance(v, list))]
+    prefixes += ["best_W"] if "best_W0" in arrays else []
+    expected = {f"{p}{l}": shape for p in prefixes for l, shape in enumerate(shapes)}
+    _check_arrays(arrays, expected, dtype)
+    host = {p: [arrays[f"{p}{l}"] for l in range(len(shapes))] for p in prefixes}
+    with _metadata_errors():
+        if str(meta["activation"]).startswith("custom"):
+            raise _custom_activation(meta["activation"])
+        net = MLP(
+            sizes,
+            meta["activation"],
+            meta["output"],
+            backend="numpy",
+            dtype=dtype.name,
+            seed=meta["seed"],
+            init=meta["init"] or "glorot",
+        )
+        if meta["init"] is None:
+            net.init = None  # a callable init, which cannot be stored
+        net.rng = _rng_from_json(_section(meta, "rng"))
+        opt_state = None if template is None else _fill(template, meta["optimizer"], host)
+        net.state = _loop_state(meta, opt_state, host.get("best_W"))
+    net._weights = host["W"]  # checked above: the model's dtype and shapes, on the host
+    net._optimizer_key = key
+    return net.to(backend, device)
 
 
-def _read(path) -> dict[str, Any]:
+def _optimizer(opt: dict | None, n_layers: int) -> tuple:
+    """The optimizer's key (as ``MLP.fit`` compares it) and a fresh state as template."""
+    if opt is None:
+        return None, None
+    name = _check_choice(opt["name"], "optimizer name", OPTIMIZERS)
+    hyperparams = OPTIMIZERS[name](**_section(opt, "hyperparams")).hyperparams
+    learning_rate = _check_positive(opt["learning_rate"], "learning_rate")
+    schedule = _check_choice(opt["schedule"], "schedule", train.SCHEDULES)
+    return (name, hyperparams, learning_rate, schedule), _template(name, hyperparams, n_layers)
+
+
+def _fill(template: Any, opt: dict, host: dict) -> Any:
+    """``template`` with the file's arrays in its list fields, its ints from the metadata."""
+    saved = _section(opt, "state")
+    for field, v in template._asdict().items():
+        if isinstance(v, list):
+            template = template._replace(**{field: host[f"opt_{field}"]})
+        elif v is not None:
+            template = template._replace(**{field: _check_int(saved[field], field, 0)})
+    return template
+
+
+def _loop_state(meta: dict, opt_state: Any, best_weights: list | None) -> train.LoopState:
+    loop, scalars = _section(meta, "loop"), {}
+    for f in LOOP_SCALARS:
+        v = loop[f.name]
+        if isinstance(f.default, int):
+            scalars[f.name] = _check_int(v, f.name, 0)
+        else:
+            scalars[f.name] = None if v is None else _number(v, f.name)
+    if scalars["learning_rate"] is not None:
+        _check_positive(scalars["learning_rate"], "learning_rate")
+    history = {}
+    for k, v in _section(meta, "history").items():
+        if not isinstance(v, list):
+            raise ValueError(f"history[{k!r}] must be a list of numbers")
+        history[k] = [_number(x, f"history[{k!r}]") for x in v]
+    return train.LoopState(
+        opt_state=opt_state, best_weights=best_weights, history=history, **scalars
+    )
+
+
+def _read(path) -> dict[str, np.ndarray]:
     """Every member of the ``.npz``, read into memory; nothing is ever unpickled."""
     where = "the file" if hasattr(path, "read") else repr(os.fspath(path))
-    if hasattr(path, "read"):
-        data = path.read()
-    else:
-        with open(os.fspath(path), "rb") as fh:
-            data = fh.read()
-    if not isinstance(data, bytes) or data[:4] not in ZIP_MAGIC:
-        raise ValueError(f"{where} is not an xpmlp model file: not an .npz (zip) archive")
-    try:
-        f = np.load(BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{where} is not a readable .npz archive (truncated?): {exc}") from exc
-    out = {}
-    with f:
-        for name in f.files:
-            try:
-                out[name] = f[name]
-            except ValueError as exc:  # object arrays need pickle, which is refused
-                raise ValueError(f"{where}: array {name!r} cannot be read: {exc}") from exc
-            except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-                raise ValueError(f"{where} is damaged or truncated at {name!r}: {exc}") from exc
+    with nullcontext(path) if hasattr(path, "read") else open(os.fspath(path), "rb") as fh:
+        start = fh.tell()
+        if fh.read(4) not in ZIP_MAGIC:
+            raise ValueError(f"{where} is not an xpmlp model file: not an .npz (zip) archive")
+        fh.seek(start)
+        try:
+            f = np.load(fh, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(
+                f"{where} is not a readable .npz archive (truncated?): {exc}"
+            ) from exc
+        out = {}
+        with f:
+            for name in f.files:
+                try:
+                    out[name] = f[name]
+                except ValueError as exc:  # object arrays need pickle, which is refused
+                    raise ValueError(f"{where}: array {name!r} cannot be read: {exc}") from exc
+                except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+                    raise ValueError(
+                        f"{where} is damaged or truncated at {name!r}: {exc}"
+                    ) from exc
     return out
 
 
 def _metadata(raw) -> dict:
     if raw is None:
         raise ValueError(f"the file has no {METADATA!r} entry; it was not written by xpmlp.save")
-    if not (isinstance(raw, np.ndarray) and raw.dtype == np.uint8 and raw.ndim == 1):
+    if not (raw.dtype == np.uint8 and raw.ndim == 1):
         raise ValueError(
-            f"{METADATA!r} must be a 1-d uint8 array of JSON text, got "
-            f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {getattr(raw, 'shape', '?')}"
+            f"{METADATA!r} must be a 1-d uint8 array of JSON text, got {raw.dtype} of shape "
+            f"{raw.shape}"
         )
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
@@ -272,257 +343,62 @@ def _metadata(raw) -> dict:
     return meta
 
 
-def _get(d: dict, key: str, where: str, types: type | tuple, *, none: bool = False):
-    if not isinstance(d, dict) or key not in d:
-        section = f" {where.rstrip('.')}" if where else ""
-        raise ValueError(f"metadata{section} is missing {key!r}")
-    v = d[key]
-    if v is None and none:
-        return v
-    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise ValueError(f"metadata {where}{key}={v!r} has the wrong type")
-    if not isinstance(v, types):
-        raise ValueError(f"metadata {where}{key}={v!r} has the wrong type")
-    return v
-
-
-def _num(d: dict, key: str, where: str, *, none: bool = False, finite: bool = True):
-    v = _get(d, key, where, (int, float, str), none=none)
-    if v is None:
-        return v
-    if isinstance(v, str):
-        if v not in ("inf", "-inf") or finite:
-            raise ValueError(f"metadata {where}{key}={v!r} is not a number")
-        return float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"metadata {where}{key}={v!r} is not finite")
-    return v
-
-
-def _count(d: dict, key: str, where: str) -> int:
-    v = _get(d, key, where, int)
-    if v < 0:
-        raise ValueError(f"metadata {where}{key}={v!r} must be >= 0")
-    return v
-
-
-def _check_metadata(meta: dict) -> dict:
-    """Validate the metadata; returns what building needs, the expected arrays included."""
-    sizes = _get(meta, "layer_sizes", "", list)
-    if len(sizes) < 2 or any(
-        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes
-    ):
-        raise ValueError(f"metadata layer_sizes={sizes!r}; accepted: [D, n_1, ..., K], ints >= 1")
-    activation = _get(meta, "activation", "", str)
-    if activation not in ACTIVATIONS:
-        what = "a custom activation, which" if activation.startswith("custom") else "unknown; it"
-        raise ValueError(
-            f"metadata activation={activation!r} is {what} cannot be restored; "
-            f"accepted: {', '.join(ACTIVATIONS)}"
-        )
-    output = _get(meta, "output", "", str)
-    if output not in OUTPUTS:
-        raise ValueError(f"metadata output={output!r} is unknown; accepted: {', '.join(OUTPUTS)}")
-    dtype = _get(meta, "dtype", "", str)
-    if dtype not in DTYPES:
-        raise ValueError(
-            f"metadata dtype={dtype!r} is not supported; accepted: {', '.join(DTYPES)}"
-        )
-    init = _get(meta, "init", "", str, none=True)
-    if init is not None and init not in network.INITS:
-        raise ValueError(
-            f"metadata init={init!r} is unknown; accepted: {', '.join(network.INITS)}"
-        )
-    _get(meta, "seed", "", int, none=True)
-    classes = _get(meta, "classes", "", dict, none=True)
-    if classes is not None:
-        _classes_from_json(classes)
-    L = len(sizes) - 1
-    shapes = [(sizes[l + 1], sizes[l] + 1) for l in range(L)]
-    expected = {f"W{l}": shapes[l] for l in range(L)}
-    optimizer = _check_optimizer(_get(meta, "optimizer", "", dict, none=True))
-    if optimizer is not None and optimizer["has_arrays"]:
-        for prefix in OPT_ARRAYS[optimizer["name"]]:
-            expected.update({f"{prefix}{l}": shapes[l] for l in range(L)})
-    loop = _get(meta, "loop", "", dict)
-    w = "loop."
-    _num(loop, "learning_rate", w, none=True)
-    for key in ("t", "epochs", "no_improvement"):
-        _count(loop, key, w)
-    for key in ("best_loss", "best_score"):
-        _num(loop, key, w, finite=False)
-    if _get(loop, "has_best_weights", w, bool):
-        expected.update({f"best_W{l}": shapes[l] for l in range(L)})
-    history = _get(meta, "history", "", dict)
-    for k, v in history.items():
-        if not isinstance(v, list) or any(
-            isinstance(x, bool)
-            or not isinstance(x, (int, float, str))
-            or (isinstance(x, str) and x not in ("inf", "-inf", "nan"))
-            for x in v
-        ):
-            raise ValueError(f"metadata history[{k!r}] must be a list of numbers")
-    _rng_from_json(_get(meta, "rng", "", dict))  # a trial run: raises on a bad state
-    return {"dtype": dtype, "expected": expected, "optimizer": optimizer, "L": L}
-
-
-def _check_optimizer(opt: dict | None) -> dict | None:
-    if opt is None:
-        return None
-    w = "optimizer."
-    name = _get(opt, "name", w, str)
-    if name not in OPTIMIZERS:
-        raise ValueError(
-            f"metadata optimizer name={name!r} is unknown; accepted: {', '.join(OPTIMIZERS)}"
-        )
-    hyperparams = _get(opt, "hyperparams", w, dict)
+@contextmanager
+def _metadata_errors():
+    """A missing key or a value the checks refuse becomes one ``ValueError`` about the file."""
     try:
-        OPTIMIZERS[name](**hyperparams)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"metadata optimizer hyperparams={hyperparams!r}: {exc}") from exc
-    if _num(opt, "learning_rate", w) <= 0:
-        raise ValueError(f"metadata optimizer learning_rate={opt['learning_rate']!r} must be > 0")
-    schedule = _get(opt, "schedule", w, str)
-    if schedule not in train.SCHEDULES:
-        raise ValueError(
-            f"metadata optimizer schedule={schedule!r} is unknown; "
-            f"accepted: {', '.join(train.SCHEDULES)}"
-        )
-    has_arrays = _get(opt, "has_arrays", w, bool)
-    if name == "adam":
-        _count(opt, "t", w)
-        if not has_arrays:
-            raise ValueError("metadata optimizer 'adam' must have its moment arrays")
-    elif has_arrays != (hyperparams.get("momentum", 0.0) != 0.0):
-        raise ValueError(
-            f"metadata optimizer 'sgd' with momentum={hyperparams.get('momentum', 0.0)!r} "
-            f"{'cannot have' if has_arrays else 'needs'} velocity arrays"
-        )
-    return {"name": name, "has_arrays": has_arrays}
-
-
-def _classes_from_json(classes: dict) -> np.ndarray:
-    values = _get(classes, "values", "classes.", list)
-    try:
-        dtype = np.dtype(_get(classes, "dtype", "classes.", str))
-    except TypeError as exc:
-        raise ValueError(f"metadata classes dtype={classes['dtype']!r}: {exc}") from exc
-    if dtype.kind not in "biufU":
-        raise ValueError(
-            f"metadata classes dtype={dtype.str!r}; accepted: bool, int, float or str"
-        )
-    try:
-        C = np.asarray(values, dtype=dtype)
+        yield
+    except KeyError as exc:
+        raise ValueError(f"metadata is missing {exc}") from exc
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"metadata classes values do not fit dtype {dtype}: {exc}") from exc
-    if C.ndim != 1:
-        raise ValueError(f"metadata classes must be a flat list, got shape {C.shape}")
-    return C
+        raise ValueError(f"metadata cannot be restored: {exc}") from exc
 
 
-def _rng_from_json(rng: dict) -> np.random.Generator | np.random.RandomState:
-    kind = _get(rng, "kind", "rng.", str)
-    state = _unplain(_get(rng, "state", "rng.", dict))
-    try:
-        if kind == "RandomState":
-            r = np.random.RandomState()
-            r.set_state(state)
-            return r
-        if kind == "Generator":
-            name = state.get("bit_generator")
-            if name not in BIT_GENERATORS:
-                raise ValueError(
-                    f"bit_generator={name!r} is unknown; accepted: {', '.join(BIT_GENERATORS)}"
-                )
-            bit_generator = getattr(np.random, name)()
-            bit_generator.state = state
-            return np.random.Generator(bit_generator)
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise ValueError(f"metadata rng state cannot be restored: {exc}") from exc
-    raise ValueError(f"metadata rng kind={kind!r} is unknown; accepted: Generator, RandomState")
+def _section(d: dict, key: str, *, none: bool = False) -> dict | None:
+    v = d[key]
+    if not (isinstance(v, dict) or (none and v is None)):
+        raise ValueError(f"{key} must be a JSON object, got {v!r:.80}")
+    return v
 
 
-def _unplain(x):
-    if isinstance(x, dict):
-        if set(x) == {"array", "dtype"}:
-            dtype = np.dtype(x["dtype"]) if isinstance(x["dtype"], str) else None
-            if dtype is None or dtype.kind not in "iu" or not isinstance(x["array"], list):
-                raise ValueError(f"metadata rng state holds a bad array {x!r:.80}")
-            try:
-                return np.asarray(x["array"], dtype=dtype)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise ValueError(f"metadata rng state holds a bad array: {exc}") from exc
-        return {k: _unplain(v) for k, v in x.items()}
-    return x
-
-
-def _check_arrays(arrays: dict, spec: dict) -> None:
+def _check_arrays(arrays: dict, expected: dict, dtype: np.dtype) -> None:
     """Names, dtypes, shapes and finiteness of every array against the metadata."""
-    expected = spec["expected"]
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
     if missing:
         raise ValueError(f"the file lacks the arrays {missing} that its metadata announces")
     if extra:
         raise ValueError(f"the file holds arrays {extra} that its metadata does not announce")
-    dtype = np.dtype(spec["dtype"])
     for name, shape in expected.items():
         A = arrays[name]
-        if not isinstance(A, np.ndarray) or A.dtype != dtype:
-            got = A.dtype if isinstance(A, np.ndarray) else type(A).__name__
-            raise ValueError(f"array {name!r} has dtype {got}; the metadata says {dtype}")
+        if A.dtype != dtype:
+            raise ValueError(f"array {name!r} has dtype {A.dtype}; the metadata says {dtype}")
         if A.shape != shape:
             raise ValueError(f"array {name!r} has shape {A.shape}; the network needs {shape}")
         if not np.isfinite(A).all():
             raise ValueError(f"array {name!r} contains NaN or inf")
 
 
-def _build(arrays: dict, meta: dict, spec: dict, backend: Any, device: Any) -> Any:
-    from .model import MLP
+def _rng_from_json(rng: dict) -> np.random.Generator | np.random.RandomState:
+    kind = _check_choice(rng["kind"], "rng kind", ("Generator", "RandomState"))
+    state = _unplain(_section(rng, "state"))
+    if kind == "RandomState":
+        r = np.random.RandomState()
+        r.set_state(state)
+        return r
+    name = _check_choice(state.get("bit_generator"), "rng bit_generator", BIT_GENERATORS)
+    bit_generator = getattr(np.random, name)()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
 
-    L = spec["L"]
-    layers = lambda prefix: [arrays[f"{prefix}{l}"] for l in range(L)]  # noqa: E731
-    net = MLP(
-        meta["layer_sizes"],
-        meta["activation"],
-        meta["output"],
-        backend=backend,
-        device=device,
-        dtype=meta["dtype"],
-        seed=meta["seed"],
-        init=meta["init"] or "glorot",
-    )
-    if meta["init"] is None:
-        net.init = None  # a callable init, which cannot be stored
-    net.weights = layers("W")
-    net.rng = _rng_from_json(meta["rng"])
-    if meta["classes"] is not None:
-        net.classes = _classes_from_json(meta["classes"])
-    device_arrays = lambda xs: [net._array(x) for x in xs]  # noqa: E731
-    loop = meta["loop"]
-    opt_meta, opt_state, key = meta["optimizer"], None, None
-    if opt_meta is not None:
-        name = opt_meta["name"]
-        if name == "adam":
-            opt_state = AdamState(
-                opt_meta["t"], device_arrays(layers("opt_m")), device_arrays(layers("opt_v"))
-            )
-        else:
-            opt_state = SGDState(
-                device_arrays(layers("opt_V")) if opt_meta["has_arrays"] else None
-            )
-        key = (name, opt_meta["hyperparams"], opt_meta["learning_rate"], opt_meta["schedule"])
-    number = lambda x: float(x) if isinstance(x, str) else x  # noqa: E731
-    net.state = train.LoopState(
-        opt_state=opt_state,
-        learning_rate=loop["learning_rate"],
-        t=loop["t"],
-        epochs=loop["epochs"],
-        best_loss=float(number(loop["best_loss"])),
-        best_score=float(number(loop["best_score"])),
-        no_improvement=loop["no_improvement"],
-        best_weights=device_arrays(layers("best_W")) if loop["has_best_weights"] else None,
-        history={k: [number(x) for x in v] for k, v in meta["history"].items()},
-    )
-    net._optimizer_key = key
-    return net
+
+def _unplain(x):
+    """The inverse of :func:`_plain`; only integer arrays are accepted."""
+    if isinstance(x, dict):
+        if set(x) == {"array", "dtype"}:
+            dtype = np.dtype(x["dtype"]) if isinstance(x["dtype"], str) else None
+            if dtype is None or dtype.kind not in "iu" or not isinstance(x["array"], list):
+                raise ValueError(f"rng state holds a bad array {x!r:.80}")
+            return np.asarray(x["array"], dtype=dtype)
+        return {k: _unplain(v) for k, v in x.items()}
+    return x
