@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xpmlp.io import load as load_network
 from xpmlp.progress import ProgressBar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,8 @@ def test_classification_csv_round_trip_with_string_labels(tmp_path, data):
     ]
     assert len(losses) >= 10 and losses[-1] < losses[0] / 2
     meta = json.loads((tmp_path / "cls.npz.cli.json").read_text())
-    assert meta["classes"] == [["bird", "cat", "dog"]] and meta["output"] == "softmax"
+    assert meta["classes"] == [["bird", "cat", "dog"]]
+    assert load_network(tmp_path / "cls.npz").output.name == "softmax"
 
     stdout = ok("predict cls.npz data.csv", cwd=tmp_path)  # CSV on standard output
     pred = [row["kind"] for row in csv.DictReader(io.StringIO(stdout))]
@@ -130,8 +132,10 @@ def test_few_valued_integer_target_is_classification_unless_told(tmp_path):
     write_csv(tmp_path / "d.csv", ["x", "t"], [x, (x > 0).astype(int)])
     ok("train d.csv --target t --epochs 2 --save c.npz", cwd=tmp_path)
     meta = json.loads((tmp_path / "c.npz.cli.json").read_text())
-    assert meta["task"] == "classification" and meta["output"] == "logistic"
-    assert meta["classes"] == [["0", "1"]] and not meta["onehot"]
+    assert meta["task"] == "classification" and meta["classes"] == [["0", "1"]]
+    assert "output" not in meta and "onehot" not in meta  # the model knows them
+    assert load_network(tmp_path / "c.npz").layer_sizes[-1] == 1  # one 0/1 output, not one-hot
+    assert load_network(tmp_path / "c.npz").output.name == "logistic"
     ok("train d.csv --target t --task regression --epochs 2 --save r.npz", cwd=tmp_path)
     assert json.loads((tmp_path / "r.npz.cli.json").read_text())["task"] == "regression"
 
@@ -230,6 +234,18 @@ def assert_one_line_error(r: subprocess.CompletedProcess) -> str:
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("xpmlp: error: "), r.stderr
     return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [("--backend foo", "backend='foo'"), ("--device cuda:7", "device='cuda:7'")],
+)
+def test_predict_with_a_bad_backend_or_device_names_it_not_the_model(
+    tmp_path, data, options, named
+):
+    ok("train data.csv --target y --features a,b --epochs 1 --save m.npz", cwd=tmp_path)
+    line = assert_one_line_error(xpmlp(f"predict m.npz data.csv {options}", cwd=tmp_path))
+    assert named in line and "m.npz" not in line
 
 
 def test_backend_that_is_not_installed_names_the_fix(tmp_path):

@@ -30,7 +30,7 @@ import numpy as np
 from . import __version__
 from .activations import ACTIVATIONS
 from .activations import ALIASES as ACTIVATION_ALIASES
-from .backend import BACKENDS, resolve, to_numpy
+from .backend import BACKENDS, DTYPES, resolve, to_numpy
 from .info import print_info
 from .objectives import OUTPUTS
 from .optim import OPTIMIZERS
@@ -38,16 +38,18 @@ from .progress import write
 from .tables import (
     CLIError,
     Table,
+    class_codes,
+    classification_metrics,
     decode_outputs,
     digits_or_synthetic,
-    encode_targets,
     format_metrics,
     load_model,
-    metrics,
     model_input,
     one_line,
+    predicted_codes,
     prepare,
     read_table,
+    regression_metrics,
     save_model,
     sidecar_path,
 )
@@ -86,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         check_available()
     table = _training_table(args)
-    X, T, tr, va, meta = prepare(
+    X, T, tr, va, output, meta = prepare(
         table,
         task=args.task,
         output=args.output,
@@ -98,20 +100,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     net = xpmlp.MLP(
         sizes,
         args.activation,
-        meta["output"],
+        output,
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
     )
-    score_name = meta["score_name"]
+    score_name = "R^2" if output == "identity" else "accuracy"  # what MLP.score measures
     if not args.quiet:
         classes = meta["classes"]
         what = f"{len(classes[0])} classes" if classes and len(classes) == 1 else meta["task"]
         print(
             f"{table.name}: {len(tr)} training and {n_val} held-out samples, "
             f"{X.shape[1]} features, {what}\n"
-            f"MLP {sizes} {args.activation}/{meta['output']} on {net.backend} "
+            f"MLP {sizes} {args.activation}/{output} on {net.backend} "
             f"({args.dtype}), {args.solver} lr={args.lr:g}, batch {args.batch_size or 'full'}, "
             f"{args.epochs} epochs",
             flush=True,
@@ -146,8 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{final} after {seconds:.1f} s")
     if n_val:
         held = Table(table.X[va], [t[va] for t in table.targets], [], table.target_names, "")
-        Y = to_numpy(net.predict(X[va]))
-        print(f"held-out {format_metrics(metrics(held, decode_outputs(Y, meta), meta))}")
+        print(f"held-out {format_metrics(_scores(net, X[va], held, meta))}")
     if args.save:
         side = save_model(net, args.save, meta)
         print(f"saved {args.save} (and {side.name})")
@@ -159,10 +160,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predictions(net: Any, table: Table, meta: dict, path: str) -> list[np.ndarray]:
-    """The network's answers for a table's raw features, one column per target."""
-    Y = to_numpy(net.predict(model_input(net, table.X, meta, path)))
-    return decode_outputs(np.asarray(Y, dtype=np.float64), meta)
+def _scores(net: Any, X: np.ndarray, table: Table, meta: dict) -> dict:
+    """Accuracy, or R^2, RMSE and MAE, of the network on standardised features ``X`` against
+    the table's raw targets: one forward pass."""
+    if meta["task"] == "classification":
+        _, true = class_codes(table, meta["classes"])  # unknown classes: an error first
+        return classification_metrics(true, predicted_codes(_outputs(net, X), meta["classes"]))
+    Y = np.stack(decode_outputs(_outputs(net, X), meta), axis=1)
+    return regression_metrics(np.stack(table.targets, axis=1), Y)
+
+
+def _outputs(net: Any, X: np.ndarray) -> np.ndarray:
+    """The network's outputs ``Y`` (N, K) for standardised features, as float64 on the host."""
+    return np.asarray(to_numpy(net.predict(X)), dtype=np.float64)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -171,7 +181,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     table = read_table(
         args.data, features=meta.get("feature_names"), n_features=net.layer_sizes[0]
     )
-    columns = _predictions(net, table, meta, args.data)
+    columns = decode_outputs(_outputs(net, model_input(net, table.X, meta, args.data)), meta)
     names = meta.get("target_names") or [f"y{k}" for k in range(len(columns))]
     out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
     try:
@@ -207,10 +217,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"the model predicts {len(meta['target_names'])} target column(s), "
             f"--target names {len(table.targets)}"
         )
-    if meta["task"] == "classification":
-        encode_targets(table, meta)  # unknown classes -> one clear error
-    predicted = _predictions(net, table, meta, args.data)
-    print(f"{table.name}: {format_metrics(metrics(table, predicted, meta))}")
+    scores = _scores(net, model_input(net, table.X, meta, args.data), table, meta)
+    print(f"{table.name}: {format_metrics(scores)}")
     return 0
 
 
@@ -354,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=0.03, help="learning rate")
     p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float64")
     p.add_argument("--dpi", type=_positive_int, default=100)
     _backend_options(p)
     p.set_defaults(func=cmd_demo)
@@ -382,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_batch_size, default=64, help="int, or full")
     p.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate")
     p.add_argument("--alpha", type=_nonneg_float, default=0.0, help="L2 penalty")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--validation-fraction",

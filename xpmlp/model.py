@@ -208,11 +208,7 @@ class MLP:
             -1
         ]
         if self.output.name == "identity":
-            ss_res = xp.sum((T - Y) ** 2, axis=0)
-            ss_tot = xp.sum((T - xp.mean(T, axis=0)) ** 2, axis=0)
-            safe = xp.where(ss_tot > 0, ss_tot, xp.ones_like(ss_tot))
-            r2 = xp.where(ss_tot > 0, 1 - ss_res / safe, xp.astype(ss_res == 0, Y.dtype))
-            return xp.mean(r2)
+            return r2_score(T, Y, xp=xp)
         if self.output.name == "softmax":
             hit = xp.argmax(Y, axis=1) == xp.argmax(T, axis=1)
         else:
@@ -502,6 +498,16 @@ def _device_spec(backend: str, device: Any) -> Any:
     if backend == "jax":
         return f"{device.platform}:{device.id}"
     return str(device)
+
+
+def r2_score(T, Y, *, xp):
+    """R^2 = 1 - sum (t - y)^2 / sum (t - mean t)^2 per output, averaged over the outputs
+    (scikit-learn's default); a constant target scores 1 if fitted exactly, else 0."""
+    ss_res = xp.sum((T - Y) ** 2, axis=0)
+    ss_tot = xp.sum((T - xp.mean(T, axis=0)) ** 2, axis=0)
+    safe = xp.where(ss_tot > 0, ss_tot, xp.ones_like(ss_tot))
+    r2 = xp.where(ss_tot > 0, 1 - ss_res / safe, xp.astype(ss_res == 0, Y.dtype))
+    return xp.mean(r2)
 
 
 def _progress(epochs, verbose):

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import array_api_compat.numpy
 import numpy as np
 
 from . import __version__
-from .backend import BackendError
+from .backend import resolve
+from .io import load
+from .model import r2_score
 
 MAX_CLASSES = 20  # integer targets with at most this many values are class labels
 SIDECAR_SUFFIX = ".cli.json"
@@ -245,18 +248,52 @@ def digits_or_synthetic() -> Table:
 # ------------------------------------------------------------------------- targets
 
 
-def _labels(t: np.ndarray) -> np.ndarray:
+def _labels(values: np.ndarray) -> list[str]:
     """Class labels as strings: integral numbers without a decimal point ("3", not "3.0")."""
-    if t.dtype.kind == "f":
-        return np.asarray([str(int(v)) if v == int(v) else repr(float(v)) for v in t], dtype=str)
-    return t.astype(str)
+    if values.dtype.kind == "f":
+        return [str(int(v)) if v == int(v) else repr(float(v)) for v in values.tolist()]
+    return values.astype(str).tolist()
 
 
-def _sorted_classes(labels: np.ndarray) -> list[str]:
-    classes = sorted(set(labels.tolist()))
+def _sorted_classes(labels: list[str]) -> list[str]:
+    classes = sorted(labels)
     if all(_is_number(c) for c in classes):
         classes.sort(key=float)
     return classes
+
+
+def class_codes(
+    table: Table, classes: Sequence[Sequence[str]] | None = None
+) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Each target column's class labels and every row's index into them.
+
+    Parameters
+    ----------
+    table : its targets, one (N,) array per column
+    classes : the labels of each column as a model learnt them; default: each column's own
+        distinct labels, sorted (by value when all are numbers)
+
+    Returns
+    -------
+    classes : the labels of each target column
+    codes : one (N,) int array per target column, the rows' indices into its labels
+    """
+    all_classes, all_codes = [], []
+    for j, (t, name) in enumerate(zip(table.targets, table.target_names)):
+        values, inverse = np.unique(t, return_inverse=True)
+        labels = _labels(values)  # one per distinct value, so few
+        known = _sorted_classes(labels) if classes is None else list(classes[j])
+        index = {c: i for i, c in enumerate(known)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise CLIError(
+                f"target column {name!r} holds {unknown[0]!r}, a class the model never saw; "
+                f"its classes: {', '.join(known)}"
+            )
+        lookup = np.asarray([index[c] for c in labels], dtype=np.int64)
+        all_classes.append(known)
+        all_codes.append(lookup[inverse.reshape(-1)])
+    return all_classes, all_codes
 
 
 def infer_task(targets: Sequence[np.ndarray]) -> str:
@@ -268,8 +305,9 @@ def infer_task(targets: Sequence[np.ndarray]) -> str:
     return "classification" if few else "regression"
 
 
-def target_encoding(table: Table, task: str, output: str) -> dict:
-    """The sidecar's description of the targets: task, output, classes, scaling."""
+def choose_output(table: Table, task: str, output: str, classes: list[list[str]] | None) -> str:
+    """The output function for ``task`` (``output``, or the fitting one for ``"auto"``),
+    checked against the targets and, for classification, their ``classes``."""
     names = table.target_names
     if task == "regression":
         for t, name in zip(table.targets, names):
@@ -280,74 +318,71 @@ def target_encoding(table: Table, task: str, output: str) -> dict:
                 )
         if output not in ("auto", "identity"):
             raise CLIError(f"--output {output} does not fit regression; use identity or auto")
-        return {"task": task, "output": "identity", "classes": None, "onehot": False}
-    classes = [_sorted_classes(_labels(t)) for t in table.targets]
+        return "identity"
     for c, name in zip(classes, names):
         if len(c) < 2:
             raise CLIError(f"target column {name!r} has a single class ({c[0]!r})")
     if len(classes) == 1:
-        K = len(classes[0])
         if output == "auto":
-            output = "logistic" if K == 2 else "softmax"
-        onehot = not (K == 2 and output != "softmax")
-    else:
-        wide = [n for c, n in zip(classes, names) if len(c) > 2]
-        if wide:
-            raise CLIError(
-                f"target column {wide[0]!r} has more than two classes; several target "
-                "columns must each be binary (or give one target column)"
-            )
-        if output == "softmax":
-            raise CLIError("--output softmax needs one target column; use logistic")
-        output = "logistic" if output == "auto" else output
-        onehot = False
-    return {"task": task, "output": output, "classes": classes, "onehot": onehot}
+            output = "logistic" if len(classes[0]) == 2 else "softmax"
+        return output
+    wide = [n for c, n in zip(classes, names) if len(c) > 2]
+    if wide:
+        raise CLIError(
+            f"target column {wide[0]!r} has more than two classes; several target "
+            "columns must each be binary (or give one target column)"
+        )
+    if output == "softmax":
+        raise CLIError("--output softmax needs one target column; use logistic")
+    return "logistic" if output == "auto" else output
 
 
-def encode_targets(table: Table, enc: dict) -> np.ndarray:
-    """The targets ``T`` (N, K) the network learns: one-hot, 0/1 or (unscaled) numbers."""
-    if enc["task"] == "regression":
-        return np.stack(table.targets, axis=1)
-    columns = []
-    for t, classes, name in zip(table.targets, enc["classes"], table.target_names):
-        index = {c: i for i, c in enumerate(classes)}
-        labels = _labels(t)
-        unknown = sorted(set(labels.tolist()) - set(index))
-        if unknown:
-            raise CLIError(
-                f"target column {name!r} holds {unknown[0]!r}, a class the model never saw; "
-                f"its classes: {', '.join(classes)}"
-            )
-        columns.append(np.asarray([index[v] for v in labels], dtype=np.int64))
-    if enc["onehot"]:
-        return np.eye(len(enc["classes"][0]))[columns[0]]
-    return np.stack(columns, axis=1).astype(np.float64)
+def encode_targets(codes: list[np.ndarray], classes: list[list[str]], output: str) -> np.ndarray:
+    """The targets ``T`` the network learns from class indices (one (N,) array per column):
+    one-hot (N, K) for one column of K > 2 classes or a softmax output, else one 0/1 column
+    per (binary) target column."""
+    if len(classes) == 1 and (len(classes[0]) > 2 or output == "softmax"):
+        return np.eye(len(classes[0]))[codes[0]]
+    return np.stack(codes, axis=1).astype(np.float64)
+
+
+def predicted_codes(Y: np.ndarray, classes: list[list[str]]) -> list[np.ndarray]:
+    """Class indices, one (N,) array per target column, from outputs (or targets) ``Y``
+    (N, K) encoded as :func:`encode_targets` does: the largest of K one-hot outputs, else
+    ``y > 0.5`` in each column."""
+    if Y.shape[1] != len(classes):  # one column of K classes, one-hot
+        return [np.argmax(Y, axis=1)]
+    return [(Y[:, j] > 0.5).astype(np.int64) for j in range(Y.shape[1])]
 
 
 def decode_outputs(Y: np.ndarray, meta: dict) -> list[np.ndarray]:
     """Network outputs (N, K) back to one column per target: labels or numbers."""
     if meta.get("task") == "classification":
-        if meta["onehot"]:
-            return [np.asarray(meta["classes"][0])[np.argmax(Y, axis=1)]]
-        return [np.asarray(c)[(Y[:, j] > 0.5).astype(int)] for j, c in enumerate(meta["classes"])]
+        return [
+            np.asarray(c)[i] for c, i in zip(meta["classes"], predicted_codes(Y, meta["classes"]))
+        ]
     if meta.get("y_mean") is not None:
         Y = Y * np.asarray(meta["y_std"]) + np.asarray(meta["y_mean"])
     return [Y[:, k] for k in range(Y.shape[1])]
 
 
-def metrics(table: Table, predicted: list[np.ndarray], meta: dict) -> dict:
-    """Accuracy (all target columns right) for classification; R^2, RMSE, MAE otherwise."""
-    if meta["task"] == "classification":
-        hit = np.ones(table.X.shape[0], dtype=bool)
-        for t, p in zip(table.targets, predicted):
-            hit &= _labels(t) == p
-        return {"accuracy": float(hit.mean()), "correct": int(hit.sum()), "n": int(hit.size)}
-    T, Y = np.stack(table.targets, axis=1), np.stack(predicted, axis=1)
-    ss_tot = ((T - T.mean(axis=0)) ** 2).sum(axis=0)
-    ss_res = ((T - Y) ** 2).sum(axis=0)
-    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+def accuracy(correct: int, n: int) -> dict:
+    """The scores of ``correct`` of ``n`` rows classified right (every target column)."""
+    return {"accuracy": correct / n, "correct": correct, "n": n}
+
+
+def classification_metrics(true: list[np.ndarray], predicted: list[np.ndarray]) -> dict:
+    """Accuracy of class indices, one (N,) array per target column: rows with every column
+    right."""
+    hit = np.logical_and.reduce([t == p for t, p in zip(true, predicted)])
+    return accuracy(int(hit.sum()), int(hit.size))
+
+
+def regression_metrics(T: np.ndarray, Y: np.ndarray) -> dict:
+    """R^2 (the model's own rule, :func:`xpmlp.model.r2_score`), RMSE and MAE of the
+    predictions ``Y`` (N, K) of the targets ``T`` (N, K), in the targets' units."""
     return {
-        "r2": float(r2.mean()),
+        "r2": float(r2_score(T, Y, xp=array_api_compat.numpy)),
         "rmse": float(np.sqrt(((T - Y) ** 2).mean())),
         "mae": float(np.abs(T - Y).mean()),
         "n": int(T.shape[0]),
@@ -355,7 +390,7 @@ def metrics(table: Table, predicted: list[np.ndarray], meta: dict) -> dict:
 
 
 def format_metrics(m: dict) -> str:
-    """The scores of :func:`metrics` as one line of text."""
+    """The scores of :func:`accuracy` or :func:`regression_metrics` as one line of text."""
     if "accuracy" in m:
         return f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
     return f"R^2 {m['r2']:.4f}, RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g} (n={m['n']})"
@@ -364,27 +399,32 @@ def format_metrics(m: dict) -> str:
 # ------------------------------------------------------------------------- encoding
 
 
-def _standardise(X: np.ndarray, meta: dict) -> np.ndarray:
-    """``(X - x_mean) / x_std`` with the sidecar's statistics; ``X`` as is without them."""
-    if meta.get("x_mean") is None:
-        return X
-    return (X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_std"])
+def _standardise(A: np.ndarray, mean: list | None, std: list | None) -> np.ndarray:
+    """``(A - mean) / std`` with a sidecar's statistics; ``A`` as is without them."""
+    if mean is None:
+        return A
+    return (A - np.asarray(mean)) / np.asarray(std)
 
 
 def prepare(
     table: Table, *, task: str | None, output: str, validation_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, dict]:
     """Encode the targets, hold out rows and standardise with the training rows' statistics.
 
     Returns
     -------
     X, T : (N, D) standardised features, (N, K) targets as the network learns them
     tr, va : row indices of the training and held-out samples (a host permutation of ``seed``)
+    output : the network's output function
     meta : the sidecar's content
     """
     task = task or infer_task(table.targets)
-    enc = target_encoding(table, task, output)
-    T = encode_targets(table, enc)
+    classes, codes = class_codes(table) if task == "classification" else (None, None)
+    output = choose_output(table, task, output, classes)
+    if classes is None:
+        T = np.stack(table.targets, axis=1)
+    else:
+        T = encode_targets(codes, classes, output)
     N = table.X.shape[0]
     n_val = int(round(validation_fraction * N))
     n_val = max(n_val, 1) if validation_fraction > 0 else 0
@@ -401,8 +441,8 @@ def prepare(
         "data": table.name,
         "feature_names": table.feature_names,
         "target_names": table.target_names,
-        **enc,
-        "score_name": "R^2" if enc["output"] == "identity" else "accuracy",
+        "task": task,
+        "classes": classes,
         "x_mean": x_mean.tolist(),
         "x_std": x_std.tolist(),
         "y_mean": None,
@@ -412,8 +452,13 @@ def prepare(
         y_mean, y_std = T[tr].mean(axis=0), T[tr].std(axis=0)
         y_std[y_std == 0] = 1.0
         meta["y_mean"], meta["y_std"] = y_mean.tolist(), y_std.tolist()
-        T = (T - y_mean) / y_std
-    return _standardise(table.X, meta), T, tr, va, meta
+        T = model_targets(T, meta)
+    return _standardise(table.X, meta["x_mean"], meta["x_std"]), T, tr, va, output, meta
+
+
+def model_targets(T: np.ndarray, meta: dict) -> np.ndarray:
+    """Regression targets ``T`` (N, K) standardised as the sidecar ``meta`` says."""
+    return _standardise(T, meta.get("y_mean"), meta.get("y_std"))
 
 
 def model_input(net: Any, X: np.ndarray, meta: dict, path: str) -> np.ndarray:
@@ -422,7 +467,7 @@ def model_input(net: Any, X: np.ndarray, meta: dict, path: str) -> np.ndarray:
     D = net.layer_sizes[0]
     if X.shape[1] != D:
         raise CLIError(f"{path} has {X.shape[1]} feature columns; the model takes {D}")
-    return _standardise(X, meta)
+    return _standardise(X, meta.get("x_mean"), meta.get("x_std"))
 
 
 # ------------------------------------------------------------------------- models on disk
@@ -435,8 +480,6 @@ def sidecar_path(model: str | Path) -> Path:
 
 def save_model(net: Any, path: str, meta: dict) -> Path:
     """Write the network with ``net.save`` and the command line's metadata next to it."""
-    if not hasattr(net, "save"):
-        raise CLIError("saving models needs xpmlp.io, which this installation lacks", code=1)
     net.save(path)
     side = sidecar_path(path)
     items = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items())
@@ -445,18 +488,17 @@ def save_model(net: Any, path: str, meta: dict) -> Path:
 
 
 def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any, dict]:
-    """The network (``xpmlp.load``) and its command-line metadata (``{}`` when absent)."""
+    """The network (``xpmlp.load``) and its command-line metadata (``{}`` when absent).
+
+    A bad ``backend`` or ``device`` raises the backend's own error (``ValueError``,
+    ``BackendError``) before the file is read; any error of the file names the file.
+    """
+    resolve(backend, device)
     if not Path(path).is_file():
         raise CLIError(f"no such file: {path}")
     try:
-        from .io import load
-    except ImportError as exc:
-        raise CLIError("loading models needs xpmlp.io, which this installation lacks") from exc
-    try:
         net = load(path, backend=backend, device=device)
     except (KeyError, ValueError, OSError) as exc:
-        if isinstance(exc, BackendError):
-            raise
         raise CLIError(f"{path} is not a model saved by xpmlp: {one_line(exc)}") from exc
     side = sidecar_path(path)
     meta = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
