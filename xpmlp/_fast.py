@@ -11,9 +11,10 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   gradient ``grads = delta.T @ [1 | Z]`` (its column 0 is ``sum_n delta_n``): no bias pass, no
   ``concat``; the batch is gathered beside the ones (contiguous, then copied: NumPy's take
   into a strided ``out`` is slower), so ``[1 | X_b]`` costs what the gather costs anyway;
-- ``h'`` is taken from the stored ``Z`` (``1 - Z**2`` for tanh) right after ``h``, while ``Z``
-  is in cache, and multiplied into ``delta @ W[:, 1:]`` in backward; element-wise steps run
-  over whole ``[1 | Z]``-shaped buffers, contiguous, column 0 included and then ignored;
+- backward takes ``h'`` from the stored ``Z`` (``1 - Z**2`` for tanh) and writes
+  ``delta = h' * (delta @ W[:, 1:])`` over ``Z`` in place, once the gradient GEMM of the layer
+  above has read ``Z``: no ``h'`` buffer; element-wise steps run over whole
+  ``[1 | Z]``-shaped buffers, contiguous, column 0 included and then ignored;
 - plain SGD adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM (``beta = 1``) where
   NumPy's own BLAS is reachable and the layer is large, else it scales the gradient buffer
   and adds it in place; other built-in optimizers get the gradient buffers;
@@ -45,41 +46,42 @@ PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is thi
 GEMM_UPDATE_SIZE = 16384  # fuse the SGD update into the gradient GEMM from this many weights
 
 
-# H <- h'(a) from the stored z = h(a), as lists of (ufunc, args) with ``out`` last, run in
-# the forward pass right after h, while Z is in cache; backward multiplies H by
-# P = delta @ W[:, 1:]. Identity: h' = 1, no H at all.
-def _dh_tanh(Z, H):
-    return [(np.multiply, (Z, Z, H)), (np.subtract, (1, H, H))]  # tanh' = 1 - tanh^2
+# delta = h'(a) * P from the stored z = h(a) and P = delta_next @ W[:, 1:], written over Z
+# (its last use, the gradient GEMM of the layer above, is done by then), as lists of
+# (ufunc, args) with ``out`` last. Every step is in place: no h' buffer, no temporary.
+def _delta_tanh(Z, P):
+    return [(np.square, (Z, Z)), (np.subtract, (1, Z, Z)), (np.multiply, (Z, P, Z))]
 
 
-def _dh_logistic(Z, H):
-    return [(np.subtract, (1, Z, H)), (np.multiply, (Z, H, H))]  # sigma (1 - sigma)
+def _delta_logistic(Z, P):  # sigma (1 - sigma) P
+    return [(np.multiply, (P, Z, P)), (np.subtract, (1, Z, Z)), (np.multiply, (Z, P, Z))]
 
 
-def _dh_relu(Z, H):
-    return [(np.greater, (Z, 0, H))]  # a > 0 exactly where z = max(a, 0) > 0
+def _delta_relu(Z, P):  # a > 0 exactly where z = max(a, 0) > 0
+    return [(np.greater, (Z, 0, Z)), (np.multiply, (Z, P, Z))]
 
 
-def _dh_identity(Z, H):
-    return None
+def _delta_identity(Z, P):
+    return [(np.copyto, (Z, P))]
 
 
-DERIVATIVES = {
-    "identity": _dh_identity,
-    "tanh": _dh_tanh,
-    "logistic": _dh_logistic,
-    "relu": _dh_relu,
+DELTAS = {
+    "identity": _delta_identity,
+    "tanh": _delta_tanh,
+    "logistic": _delta_logistic,
+    "relu": _delta_relu,
 }
 
 
-def _h_ops(activation, Z, flat, ones, xp):
+def _h_ops(activation, Z, flat, xp):
     """``Z <- h(Z)`` in place on the matmul's output ``Z``, a view of ``[1 | Z]`` (``flat``:
-    the whole buffer; ``ones``: its column 0): a ufunc where the pure form is one."""
+    the whole buffer, column 0 included; the caller writes the ones again): a ufunc where
+    the pure form is one."""
     if activation.name == "identity":
         return []
-    if activation.name == "tanh":  # tanh(1) != 1 and h' made the ones 0: write them again
-        return [(np.tanh, (flat, flat)), (np.copyto, (ones, 1))]
-    if activation.name == "relu":  # relu(1) = 1, and h' leaves 1 > 0 as 1
+    if activation.name == "tanh":
+        return [(np.tanh, (flat, flat))]
+    if activation.name == "relu":
         return [(partial(np.maximum, out=flat), (flat, 0))]
     return [(lambda: np.copyto(Z, activation.h(Z, xp=xp)), ())]  # the pure form, copied
 
@@ -159,7 +161,7 @@ def plan(
         return None
     if not all(W.flags.writeable for W in weights):
         return None
-    if activation.name not in DERIVATIVES or ACTIVATIONS.get(activation.name) is not activation:
+    if activation.name not in DELTAS or ACTIVATIONS.get(activation.name) is not activation:
         return None
     if OUTPUTS.get(output.name) is not output:
         return None
@@ -180,8 +182,7 @@ class Plan:
         self.X, self.T, self.N, self.B, self.xp = X, T, N, B, xp
         self.bounds = [(s, min(s + B, N)) for s in range(0, N, B)]
         self.activation = activation
-        self.dh = DERIVATIVES[activation.name]
-        self.dh_needed = activation.name != "identity"
+        self.delta_ops = DELTAS[activation.name]
         self.output = output
         self.optimizer = optimizer
         self.sgd = optimizer.name == "sgd" and optimizer.hyperparams.get("momentum") == 0.0
@@ -195,14 +196,14 @@ class Plan:
         self.Tb = np.empty((rows, K), dtype=dt)
         self.Xb = None if self.pregather else np.empty((B, D), dtype=dt)
         self.gathered = False
-        # [1 | Z[l]] of every hidden layer, and two buffers of its shape: H = h'(A) (then
-        # delta = H * P) and P = delta @ W[:, 1:]. Element-wise steps run over whole buffers,
-        # contiguous (several times faster than over the strided Z); column 0 of H and P
-        # stays out of every GEMM.
+        # [1 | Z[l]] of every hidden layer, which backward overwrites with delta[l], and one
+        # buffer P = delta @ W[:, 1:] per width, shared by the layers of that width. The
+        # element-wise steps run over whole buffers, contiguous (several times faster than
+        # over the strided Z); the ones are written again after h. Column 0 of P stays 0.
         hidden = sizes[1:-1]
         self.Z1 = [np.ones((B, n + 1), dtype=dt) for n in hidden]
-        self.H = [np.zeros((B, n + 1), dtype=dt) for n in hidden]
-        self.P = [np.zeros((B, n + 1), dtype=dt) for n in hidden] if self.dh_needed else None
+        self.P = {n: np.zeros((B, n + 1), dtype=dt) for n in hidden}
+        self.hidden = hidden
         self.Aout = np.empty((B, K), dtype=dt)
         self.identity = output.name == "identity"
         self.Ybuf = None if self.identity else np.empty((B, K), dtype=dt)
@@ -236,10 +237,9 @@ class Plan:
         Z1 = [Z[:n] for Z in self.Z1]
         Z = [Z[:, 1:] for Z in Z1]
         flat = lambda bufs: [b[:n].reshape(-1) for b in bufs]  # noqa: E731 (row slices: views)
-        Zf, Hf = flat(self.Z1), flat(self.H)
-        delta = [b[:n, 1:] for b in self.H]
-        if self.dh_needed:
-            Pf, Pv = flat(self.P), [b[:n, 1:] for b in self.P]
+        Zf = flat(self.Z1)
+        P1 = [self.P[m][:n] for m in self.hidden]
+        Pf = flat(P1)
         A = self.Aout[:n]
         Y = A if self.identity else self.Ybuf[:n]
 
@@ -257,19 +257,17 @@ class Plan:
             if l > 0:
                 fwd.append((np.matmul, (Z1[l - 1], Wt[l], out)))
             if l < L - 1:
-                fwd += _h_ops(self.activation, out, Zf[l], Z1[l][:, 0], self.xp)
-                fwd += self.dh(Zf[l], Hf[l]) or []
+                fwd += _h_ops(self.activation, out, Zf[l], self.xp)
+                fwd.append((np.copyto, (Z1[l][:, 0], 1)))
         bwd = [] if n == 1 else [(np.multiply, (Y, 1.0 / n, Y))]  # delta = (y - t) / N
         d = Y
         for l in range(L - 1, 0, -1):
-            if self.dh_needed:  # delta = h'(A) * (delta @ W[:, 1:]), into H
-                bwd.append((np.matmul, (d, Wh[l], Pv[l - 1])))
-                bwd += grad_ops(l, d, Z1[l - 1])
-                bwd.append((np.multiply, (Hf[l - 1], Pf[l - 1], Hf[l - 1])))
-            else:
-                bwd.append((np.matmul, (d, Wh[l], delta[l - 1])))
-                bwd += grad_ops(l, d, Z1[l - 1])
-            d = delta[l - 1]
+            # P = delta @ W[:, 1:] with W before its update, the gradient from [1 | Z], then
+            # delta = h'(A) * P over Z, which no later step reads
+            bwd.append((np.matmul, (d, Wh[l], P1[l - 1][:, 1:])))
+            bwd += grad_ops(l, d, Z1[l - 1])
+            bwd += self.delta_ops(Zf[l - 1], Pf[l - 1])
+            d = Z[l - 1]
         last = grad_ops(0, d, None)
         # layer 0's gradient GEMM takes [1 | X_b], which changes every step: _step calls it
         first = last.pop(0)[1]
