@@ -87,11 +87,32 @@ def test_update_inside_the_gemm_matches_pure_path(monkeypatch):
     assert_same(runs)
 
 
-def test_batch_by_batch_gather_matches_pure_path(monkeypatch):
-    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # gather each batch, as for large data
+@pytest.mark.parametrize("sizes", [[3, 6, 2], [3, 2], [3, 6, 4, 1]])
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_batch_by_batch_gather_matches_pure_path(monkeypatch, sizes, fused, optimizer):
+    """Large data: each batch gathered alone, layer 0's bias added apart from its GEMM."""
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    if fused:
+        monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
     for shuffle in (True, False):
-        runs = fit_both(monkeypatch, [3, 6, 2], epochs=3, batch_size=5, shuffle=shuffle)
-        assert_same(runs)
+        for activation in ("tanh", "relu", "identity"):
+            runs = fit_both(
+                monkeypatch, sizes, activation, epochs=3, batch_size=5, shuffle=shuffle,
+                optimizer=optimizer, learning_rate=0.05,
+            )  # fmt: skip
+            assert_same(runs)
+
+
+def test_batch_by_batch_plan_keeps_no_ones_column(monkeypatch):
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    X, T = problem()
+    p = _plan(xpmlp.MLP([3, 4, 2]), X, T)
+    assert p.Xg.shape == (4, 3)  # X_b itself: the gather is the only copy of the batch
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 2**20)
+    p = _plan(xpmlp.MLP([3, 4, 2]), X, T)
+    assert p.Xg.shape == (X.shape[0], 4) and np.all(p.Xg[:, 0] == 1)  # [1 | X], per epoch
 
 
 def test_float32_matches_pure_path(monkeypatch):

@@ -6,19 +6,22 @@ writeable NumPy arrays and the configuration is one covered here, each epoch run
 It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mod:`optim`:
 
 - every array of a step lives in a buffer made once per call and is written with ``out=``;
-- each layer's input is held as ``[1 | Z[l]]``, the ones written once, so that one GEMM gives
+- each hidden layer's output is held as ``[1 | Z[l]]``, so that one GEMM gives
   ``A = [1 | Z] @ W.T`` (the bias ``w_j0 x_0`` inside the sum) and one GEMM gives the whole
   gradient ``grads = delta.T @ [1 | Z]`` (its column 0 is ``sum_n delta_n``): no bias pass, no
-  ``concat``; the batch is gathered beside the ones (contiguous, then copied: NumPy's take
-  into a strided ``out`` is slower), so ``[1 | X_b]`` costs what the gather costs anyway;
+  ``concat``; small data sets are gathered once per epoch as ``[1 | X]`` likewise;
+- large data sets are gathered a batch at a time into a contiguous ``X_b`` and layer 0's bias
+  joins apart: the output rows are set to ``[1 | b]`` and the GEMM adds ``X_b @ W[:, 1:].T``
+  (``beta = 1``), and the bias gradient is ``delta.T @ 1``. Gathering beside the ones
+  instead costs a second copy of the batch (NumPy's take into a strided ``out`` buffers)
+  and GEMMs of width ``D + 1``: workload A's epoch was 8-12 % slower that way;
 - backward takes ``h'`` from the stored ``Z`` (``1 - Z**2`` for tanh) and writes
   ``delta = h' * (delta @ W[:, 1:])`` over ``Z`` in place, once the gradient GEMM of the layer
   above has read ``Z``: no ``h'`` buffer; element-wise steps run over whole
   ``[1 | Z]``-shaped buffers, contiguous, column 0 included and then ignored;
 - plain SGD adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM (``beta = 1``) where
   NumPy's own BLAS is reachable and the layer is large, else it scales the gradient buffer
-  and adds it in place; other built-in optimizers get the gradient buffers;
-- small data sets are gathered once per epoch, so a step only slices views.
+  and adds it in place; other built-in optimizers get the gradient buffers.
 
 The two paths differ only in the order of floating-point operations (the bias joins the dot
 product; the epoch loss sums per-sample losses; the update inside the GEMM rounds once where
@@ -137,11 +140,43 @@ class _Gemm:
         return None
 
 
-def _ld(M):
-    """Leading dimension of a row-major matrix with unit column stride, else None."""
-    if M.ndim != 2 or (M.shape[1] > 1 and M.strides[1] != M.itemsize):
+_NOTRANS, _TRANS = 111, 112
+
+
+def _operand(M):
+    """``(trans, ld)`` of a 2-D view for row-major CBLAS: a row-major matrix (unit column
+    stride) or the transpose of one (unit row stride); None for any other layout."""
+    if M.ndim != 2 or not M.flags.aligned or any(s % M.itemsize for s in M.strides):
         return None
-    return max(M.strides[0] // M.itemsize, M.shape[1], 1)
+    (r, c), (s0, s1) = M.shape, (s // M.itemsize for s in M.strides)
+    if (s1 == 1 or c == 1) and s0 >= max(c, 1):
+        return _NOTRANS, max(s0, 1)
+    if (s0 == 1 or r == 1) and s1 >= max(r, 1):
+        return _TRANS, max(s1, 1)
+    return None
+
+
+class _GemmCall:
+    """``C <- alpha A @ B + beta C`` on fixed views through NumPy's CBLAS, its arguments
+    worked out once; ``call(alpha, a=..., b=...)`` takes this step's array for ``A`` or
+    ``B``, laid out like the one it replaces (a batch in its buffer)."""
+
+    def __init__(self, fn, A, B, C, beta):
+        (ta, lda), (tb, ldb), (tc, ldc) = _operand(A), _operand(B), _operand(C)
+        assert tc == _NOTRANS and A.shape[1] == B.shape[0] and C.shape == (A.shape[0], B.shape[1])
+        self.fn, self.head = fn, (101, ta, tb, C.shape[0], C.shape[1], A.shape[1])
+        self.a, self.lda, self.b, self.ldb = A.ctypes.data, lda, B.ctypes.data, ldb
+        self.tail = (beta, C.ctypes.data, ldc)
+
+    @staticmethod
+    def usable(*arrays):
+        ops = [_operand(M) for M in arrays]
+        return all(op is not None for op in ops) and ops[-1][0] == _NOTRANS
+
+    def __call__(self, alpha, a=None, b=None):
+        pa = self.a if a is None else a.ctypes.data
+        pb = self.b if b is None else b.ctypes.data
+        self.fn(*self.head, alpha, pa, self.lda, pb, self.ldb, *self.tail)
 
 
 # ---------------------------------------------------------------- the plan
@@ -188,13 +223,16 @@ class Plan:
         self.sgd = optimizer.name == "sgd" and optimizer.hyperparams.get("momentum") == 0.0
         sizes = [D] + [W.shape[0] for W in weights]
         L = len(weights)
-        # Whole epoch gathered at once (small data), or one batch at a time into [1 | X_b].
+        self.blas = _Gemm.find(dt)
+        # Small data: the whole epoch gathered at once into [1 | X], a step slices views.
+        # Else one batch at a time, X_b alone (the gather is the copy; a copy beside the
+        # ones would cost a second one), and layer 0's bias is added apart.
         self.pregather = N * (D + 1 + K) * dt.itemsize <= PREGATHER_BYTES
         rows = N if self.pregather else B
-        self.X1 = np.empty((rows, D + 1), dtype=dt)
-        self.X1[:, 0] = 1
-        self.Tb = np.empty((rows, K), dtype=dt)
-        self.Xb = None if self.pregather else np.empty((B, D), dtype=dt)
+        self.Xg = np.empty((rows, D + 1 if self.pregather else D), dtype=dt)
+        if self.pregather:
+            self.Xg[:, 0] = 1
+        self.Tg = np.empty((rows, K), dtype=dt)
         self.gathered = False
         # [1 | Z[l]] of every hidden layer, which backward overwrites with delta[l], and one
         # buffer P = delta @ W[:, 1:] per width, shared by the layers of that width. The
@@ -204,6 +242,8 @@ class Plan:
         self.Z1 = [np.ones((B, n + 1), dtype=dt) for n in hidden]
         self.P = {n: np.zeros((B, n + 1), dtype=dt) for n in hidden}
         self.hidden = hidden
+        self.bias_row = np.ones(sizes[1] + 1 if L > 1 else K, dtype=dt)  # [1 | b] or b
+        self.ones = np.ones((B, 1), dtype=dt)
         self.Aout = np.empty((B, K), dtype=dt)
         self.identity = output.name == "identity"
         self.Ybuf = None if self.identity else np.empty((B, K), dtype=dt)
@@ -213,11 +253,11 @@ class Plan:
         self.loss_scale = getattr(config, "loss_scale", 1.0) * (
             0.5 if output.name == "identity" else 1.0
         )
-        self.gemm = _Gemm.find(dt) if self.sgd else None
+        # plain SGD: W += -eta delta.T @ [1 | Z] inside the GEMM (beta = 1), no gradient buffer
         self.fused = [
-            self.gemm is not None and W.size >= GEMM_UPDATE_SIZE and _ld(W) is not None
-            for W in weights
-        ]
+            self.sgd and self.blas is not None and W.size >= GEMM_UPDATE_SIZE
+            and _GemmCall.usable(W) for W in weights
+        ]  # fmt: skip
         self.G = [None if f else np.empty(W.shape, dtype=dt) for W, f in zip(weights, self.fused)]
         self.L = L
         self.neg_lr = np.zeros((), dtype=dt)  # -eta, set each epoch (schedules change eta)
@@ -231,8 +271,8 @@ class Plan:
         self._programs = {}
 
     def _program(self, n):
-        """The step for batch size ``n`` as lists of ``(ufunc, args)`` on fixed buffers;
-        only the batch (``[1 | X_b]``, ``T_b``) and its loss slots change from step to step."""
+        """The step for batch size ``n`` as lists of ``(ufunc, args)`` on fixed buffers, and
+        layer 0's two functions of this step's batch ``x`` (``[1 | X_b]`` or ``X_b``)."""
         L, W, Wt, Wh, G, neg_lr = self.L, self.W, self.Wt, self.Wh, self.G, self.neg_lr
         Z1 = [Z[:n] for Z in self.Z1]
         Z = [Z[:, 1:] for Z in Z1]
@@ -242,14 +282,18 @@ class Plan:
         Pf = flat(P1)
         A = self.Aout[:n]
         Y = A if self.identity else self.Ybuf[:n]
+        x = self.Xg[:n]  # the layout of every batch
+
+        def sgd_step(l):  # W <- W + (-eta) G, the pure path's order, where not fused
+            if self.fused[l] or not self.sgd:
+                return []
+            return [(np.multiply, (G[l], neg_lr, G[l])), (np.add, (W[l], G[l], W[l]))]
 
         def grad_ops(l, d, inp):
             if self.fused[l]:
-                return [(self._gemm, (l, d, inp))]
-            ops = [(np.matmul, (d.T, inp, G[l]))]
-            if self.sgd:  # W <- W + (-eta) G, the pure path's order
-                ops += [(np.multiply, (G[l], neg_lr, G[l])), (np.add, (W[l], G[l], W[l]))]
-            return ops
+                call = _GemmCall(self.blas, d.T, inp, W[l], 1.0)
+                return [(lambda: call(-self.lr), ())]
+            return [(np.matmul, (d.T, inp, G[l])), *sgd_step(l)]
 
         fwd = []
         for l in range(L):
@@ -268,13 +312,61 @@ class Plan:
             bwd += grad_ops(l, d, Z1[l - 1])
             bwd += self.delta_ops(Zf[l - 1], Pf[l - 1])
             d = Z[l - 1]
-        last = grad_ops(0, d, None)
-        # layer 0's gradient GEMM takes [1 | X_b], which changes every step: _step calls it
-        first = last.pop(0)[1]
-        first = None if self.fused[0] else (first[0], first[2])
-        prog = (Z[0] if L > 1 else A, fwd, A, Y, bwd, d, first, last)
+        out = Z[0] if L > 1 else A
+        if self.pregather:
+            first_fwd, first_grad = self._layer0_ones(x, out, d)
+        else:
+            first_fwd, first_grad = self._layer0_apart(x, out, Z1[0] if L > 1 else A, d)
+        prog = (first_fwd, fwd, A, Y, bwd, first_grad, sgd_step(0))
         self._programs[n] = prog
         return prog
+
+    def _layer0_ones(self, x, out, d):
+        """``A = [1 | X_b] @ W.T`` and the gradient ``delta.T @ [1 | X_b]``: into ``W`` with
+        ``-eta`` (fused) or into ``G``."""
+        if self.fused[0]:
+            call = _GemmCall(self.blas, d.T, x, self.W[0], 1.0)
+            grad = lambda x: call(-self.lr, b=x)  # noqa: E731
+        else:
+            G = self.G[0]
+            grad = lambda x: np.matmul(d.T, x, G)  # noqa: E731
+        Wt = self.Wt[0]
+        return (lambda x: np.matmul(x, Wt, out)), grad
+
+    def _layer0_apart(self, x, out, fill, d):
+        """The same with ``X_b`` and the bias ``b = W[:, 0]`` apart: ``fill`` (the rows of
+        ``[1 | Z]``, or ``A``) is set to ``[1 | b]`` and the GEMM adds ``X_b @ W[:, 1:].T``
+        (``beta = 1``); the gradient's column 0 is ``delta.T @ 1``, a GEMM with ones."""
+        W, G = self.W[0], self.G[0]
+        b, Wx, row = W[:, 0], W[:, 1:], self.bias_row
+        rb = row[1:] if row.shape[0] > b.shape[0] else row
+        if self.blas is not None and _GemmCall.usable(x, Wx.T, out):
+            call = _GemmCall(self.blas, x, Wx.T, out, 1.0)
+
+            def fwd(x):
+                np.copyto(rb, b)
+                np.copyto(fill, row)
+                call(1.0, a=x)
+        else:
+
+            def fwd(x):
+                np.matmul(x, Wx.T, out)
+                np.add(out, b, out)
+
+        if self.fused[0]:
+            update = _GemmCall(self.blas, d.T, x, Wx, 1.0)
+            bias = _GemmCall(self.blas, d.T, self.ones[: x.shape[0]], W[:, :1], 1.0)
+
+            def grad(x):
+                update(-self.lr, b=x)
+                bias(-self.lr)
+        else:
+
+            def grad(x):
+                np.matmul(d.T, x, G[:, 1:])
+                np.sum(d, axis=0, out=G[:, 0])
+
+        return fwd, grad
 
     # ------------------------------------------------------------ one epoch
 
@@ -288,7 +380,7 @@ class Plan:
                     break
         self.neg_lr[...] = -learning_rate
         self.lr = learning_rate
-        X1, Tb, losses, pregather = self.X1, self.Tb, self.losses, self.pregather
+        Xg, Tg, losses, pregather = self.Xg, self.Tg, self.losses, self.pregather
         if idx is not None:
             idx = np.asarray(idx)
             # in range: gather without take's buffered bounds check
@@ -300,32 +392,31 @@ class Plan:
         step = self._step
         for s, e in self.bounds:
             if pregather:
-                opt_state = step(X1[s:e], Tb[s:e], losses[s:e], e - s, opt_state)
+                opt_state = step(Xg[s:e], Tg[s:e], losses[s:e], e - s, opt_state)
             else:
                 self._gather(s, e, idx)
-                opt_state = step(X1[: e - s], Tb[: e - s], losses[s:e], e - s, opt_state)
+                opt_state = step(Xg[: e - s], Tg[: e - s], losses[s:e], e - s, opt_state)
         total = self.loss_scale * np.add.reduce(losses, axis=None)
         return self.W, opt_state, total
 
     def _gather(self, s, e, idx):
+        """Rows ``s:e`` of the epoch's order into the batch buffers (beside the ones, when
+        pregathered: take into a strided ``out`` buffers anyway, but once per epoch)."""
         n = e - s
+        x = self.Xg[:n, 1:] if self.pregather else self.Xg[:n]
         if idx is None:
-            np.copyto(self.X1[:n, 1:], self.X[s:e])
-            np.copyto(self.Tb[:n], self.T[s:e])
+            np.copyto(x, self.X[s:e])
+            np.copyto(self.Tg[:n], self.T[s:e])
         else:
             i = idx[s:e]
-            if self.Xb is None:
-                np.take(self.X, i, axis=0, out=self.X1[:n, 1:], mode=self.take_mode)
-            else:  # take into a strided ``out`` buffers anyway; contiguous, then copy: faster
-                np.take(self.X, i, axis=0, out=self.Xb[:n], mode=self.take_mode)
-                np.copyto(self.X1[:n, 1:], self.Xb[:n])
-            np.take(self.T, i, axis=0, out=self.Tb[:n], mode=self.take_mode)
+            np.take(self.X, i, axis=0, out=x, mode=self.take_mode)
+            np.take(self.T, i, axis=0, out=self.Tg[:n], mode=self.take_mode)
 
-    def _step(self, x1, t, losses, n, opt_state):
+    def _step(self, x, t, losses, n, opt_state):
         prog = self._programs.get(n) or self._program(n)
-        first_out, fwd, A, Y, bwd, d, first, last = prog
+        first_fwd, fwd, A, Y, bwd, first_grad, last = prog
         # forward: A = [1 | Z] @ W.T, Z = h(A) stored in place beside its ones
-        np.matmul(x1, self.Wt[0], first_out)
+        first_fwd(x)
         for f, args in fwd:
             f(*args)
         # output error y - t (scaled by 1/N in bwd) and the per-sample losses L_n
@@ -334,7 +425,7 @@ class Plan:
             if self.K1:
                 np.multiply(A, A, losses)
             else:
-                np.sum(np.multiply(A, A), axis=1, out=losses)
+                np.einsum("ij,ij->i", A, A, out=losses)
         else:
             xp = self.xp
             np.copyto(Y, self.output.f(A, xp=xp))
@@ -343,10 +434,7 @@ class Plan:
         # backward: grads = delta.T @ [1 | Z]; delta <- h'(Z) * (delta @ W[:, 1:])
         for f, args in bwd:
             f(*args)
-        if first is None:
-            self._gemm(0, d, x1)
-        else:
-            np.matmul(first[0], x1, first[1])
+        first_grad(x)
         for f, args in last:
             f(*args)
         if not self.sgd:
@@ -356,13 +444,3 @@ class Plan:
             if any(a is not b for a, b in zip(new, self.W)):
                 self._bind(new)
         return opt_state
-
-    def _gemm(self, l, d, inp):
-        # W <- W - eta delta.T @ [1 | Z], row-major: C (M x N) += alpha A.T (M x K) @ B (K x N)
-        W = self.W[l]
-        M, Ncol = W.shape
-        self.gemm(
-            101, 112, 111, M, Ncol, d.shape[0],
-            -self.lr, d.ctypes.data, _ld(d), inp.ctypes.data, _ld(inp),
-            1.0, W.ctypes.data, _ld(W),
-        )  # fmt: skip
