@@ -86,6 +86,22 @@ def test_bad_data_leaves_the_model_unchanged(net, data, change, error, match):
     assert_unchanged(net, snap)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype):
+    """The quick check (a sum of squares) overflows on huge values; the exact one decides."""
+    net = xpmlp.MLP([2, 3, 1], dtype=dtype)
+    big = 1e20 if dtype == "float32" else 1e160  # its square overflows, itself does not
+    X = np.full((4, 2), big, dtype=dtype)
+    Y = np.asarray(net.predict(X))
+    assert Y.shape == (4, 1) and np.all(np.isfinite(Y))  # accepted, and tanh saturates
+    for bad in (np.nan, np.inf, -np.inf):
+        X[3, 1] = bad
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            net.predict(X)
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            net.predict(np.asfortranarray(X))  # not contiguous: the plain sum
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

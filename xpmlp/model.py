@@ -532,9 +532,15 @@ def _split_order(rng, N, n_val, stratify):
 
 def _all_finite(A, *, xp) -> bool:
     """Whether ``A`` holds no NaN or inf, without an ``A``-sized temporary in the usual case:
-    a finite sum proves it; only an infinite or NaN sum (maybe an overflow) looks closer."""
+    a finite sum proves it (for contiguous NumPy floats the sum of squares, a threaded BLAS
+    dot, twice as fast); only an infinite or NaN sum (maybe an overflow) looks closer."""
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow only means: look closer
-        if bool(xp.isfinite(xp.sum(A))):
+        if type(A) is np.ndarray and A.dtype in (np.float32, np.float64) and A.flags.c_contiguous:
+            v = A.reshape(-1)
+            total = np.dot(v, v)
+        else:
+            total = xp.sum(A)
+        if bool(xp.isfinite(total)):
             return True
     return bool(xp.all(xp.isfinite(A)))
 
