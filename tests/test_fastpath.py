@@ -88,13 +88,16 @@ def test_update_inside_the_gemm_matches_pure_path(monkeypatch):
 
 
 @pytest.mark.parametrize("sizes", [[3, 6, 2], [3, 2], [3, 6, 4, 1]])
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("blas", ["ufuncs", "fused", "none"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_batch_by_batch_gather_matches_pure_path(monkeypatch, sizes, fused, optimizer):
-    """Large data: each batch gathered alone, layer 0's bias added apart from its GEMM."""
+def test_batch_by_batch_gather_matches_pure_path(monkeypatch, sizes, blas, optimizer):
+    """Large data: each batch gathered alone, layer 0's bias added apart from its GEMM,
+    with the SGD update in ufuncs, inside the GEMM, or without NumPy's CBLAS at all."""
     monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
-    if fused:
+    if blas == "fused":
         monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
+    if blas == "none":
+        monkeypatch.setattr(_fast._Gemm, "find", classmethod(lambda cls, dtype: None))
     for shuffle in (True, False):
         for activation in ("tanh", "relu", "identity"):
             runs = fit_both(
