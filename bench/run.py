@@ -14,7 +14,7 @@ one is timed doing less work. Times are medians of interleaved repeats, each aft
 pause that lets the other libraries' worker threads go idle. Fresh-process first epochs
 and the peak memory of a training run are measured in subprocesses.
 
-    python bench/run.py            # full run, ~5-8 minutes on 2 cores
+    python bench/run.py            # full run, ~8-10 minutes on 2 cores
     python bench/run.py --quick    # ~1 minute
     python bench/run.py --backend cupy --scale-a 4096 --tf32 off   # on a CUDA machine
 
@@ -453,6 +453,14 @@ def fmt_t(wl, s):
     return f"{s / wl.epochs * 1e6:.1f} us/iteration"
 
 
+def spread_pct(times):
+    """Half the interquartile range, in % of the median: how far a repeat typically strays."""
+    if len(times) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return 50 * (q3 - q1) / statistics.median(times)
+
+
 def report(results, meta, args):
     L = []
     add = L.append
@@ -460,7 +468,8 @@ def report(results, meta, args):
     add("")
     add(f"Command: `python bench/run.py {' '.join(meta['argv'])}`. ")
     add(
-        "Times are medians of interleaved repeats after a short pause; ratios are "
+        "Times are medians of interleaved repeats after a short pause; spread: half the "
+        "interquartile range of a runner's repeats, in % of its median. Ratios are "
         "peer time / xpmlp time (> 1: xpmlp is faster). Loss: float64 loss recomputed from "
         "each runner's final weights (first 2048 samples), checked against xpmlp's."
     )
@@ -475,29 +484,34 @@ def report(results, meta, args):
         add("")
         if key == "A":
             g = by.get("GEMM-only limit", {}).get("median_s")
-            add("| runner | dtype | speed | GFLOP/s | % of GEMM | peer/xpmlp | loss | agrees |")
-            add("|---|---|---|---|---|---|---|---|")
+            add(
+                "| runner | dtype | speed | spread | GFLOP/s | % of GEMM | peer/xpmlp | loss "
+                "| agrees |"
+            )
+            add("|---|---|---|---|---|---|---|---|---|")
         else:
-            add("| runner | dtype | speed | peer/xpmlp | loss | agrees |")
-            add("|---|---|---|---|---|---|")
+            add("| runner | dtype | speed | spread | peer/xpmlp | loss | agrees |")
+            add("|---|---|---|---|---|---|---|")
         for r in rows:
             t = r["median_s"]
             loss = "" if r["loss"] is None else f"{r['loss']:.6g}"
             ratio = f"{t / x:.2f}x"
             name = r["name"] + (f" ({r['info']})" if r["info"] else "")
+            spread = f"±{spread_pct(r['times_s']):.0f}%"
             if key == "A":
                 gf = wl.flops_per_epoch() / t / 1e9
                 pct = f"{100 * g / t:.1f}%" if g else ""
                 add(
-                    f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {gf:.1f} | {pct} | {ratio} "
-                    f"| {loss} | {r['agree']} |"
+                    f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {spread} | {gf:.1f} | {pct} "
+                    f"| {ratio} | {loss} | {r['agree']} |"
                 )
             else:
                 add(
-                    f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {ratio} | {loss} | {r['agree']} |"
+                    f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {spread} | {ratio} | {loss} "
+                    f"| {r['agree']} |"
                 )
         for k, why in res["skipped"]:
-            add(f"| {k} | | skipped: {why} | | | |")
+            add(f"| {k} | | skipped: {why} | | | | |")
         add("")
         add(f"Loss before training {res['loss0']:.6g}; xpmlp after {res['ref_loss']:.6g}.")
         if "xpmlp-pure" in by:
@@ -512,6 +526,10 @@ def report(results, meta, args):
             pct = 100 * g / x
             loop = by.get("xpmlp (loop only)")
             extra = f" (loop only: {100 * g / loop['median_s']:.1f}%)" if loop else ""
+            paired = statistics.median(
+                a / b for a, b in zip(by["GEMM-only limit"]["times_s"], by["xpmlp"]["times_s"])
+            )
+            extra += f"; median of the paired per-repeat ratios {100 * paired:.1f}%"
             targets.append(
                 (
                     "A >= 95% of the GEMM-only limit",
@@ -652,7 +670,7 @@ def main(argv=None):
     p.add_argument("--runner", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 3 if args.quick else 11
     if args.probe:
         fn = {"first-epoch": probe_first_epoch, "memory": probe_memory, "blas-env": probe_blas_env}
         try:
