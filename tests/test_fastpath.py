@@ -184,3 +184,36 @@ def test_pure_path_still_runs_for_sample_weights_and_l2(monkeypatch):
         net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=1)
         fits.append(net.fit(X, T, epochs=2, batch_size=5, alpha=1e-2, sample_weight=sw))
     assert fits[0]["loss"] == fits[1]["loss"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_call_takes_row_major_and_transposed_views(dtype):
+    """``C <- alpha A @ B + beta C`` through NumPy's own CBLAS, on the views the plan uses."""
+    fn = _fast._Gemm.find(dtype)
+    if fn is None:
+        pytest.skip("NumPy's BLAS exposes no CBLAS symbol here")
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(5, 8)).astype(dtype)  # [b | W[:, 1:]]
+    d = rng.normal(size=(6, 5)).astype(dtype)
+    X = rng.normal(size=(6, 7)).astype(dtype)
+    ones = np.ones((6, 1), dtype=dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    cases = [
+        (d.T, X, W[:, 1:]),  # transposed A, strided C (the update of W[:, 1:])
+        (d.T, ones, W[:, :1]),  # a column: the bias gradient
+        (X, W[:, 1:].T, np.zeros((6, 5), dtype=dtype)),  # transposed, strided B (forward)
+        (d[:1].T, X[:1], W[:, 1:]),  # a batch of one
+    ]
+    for A, B, C in cases:
+        want = -0.5 * (A @ B) + C
+        _fast._GemmCall(fn, A, B, C, 1.0)(-0.5)
+        np.testing.assert_allclose(C, want, rtol=rtol, atol=rtol)
+    X2 = rng.normal(size=(6, 7)).astype(dtype)
+    out = np.zeros((6, 5), dtype=dtype)
+    call = _fast._GemmCall(fn, X, W[:, 1:].T, out, 0.0)
+    call(1.0, a=X2)  # this step's batch in place of the template
+    np.testing.assert_allclose(out, X2 @ W[:, 1:].T, rtol=rtol, atol=rtol)
+    with pytest.raises(ValueError, match="no GEMM for shapes"):
+        _fast._GemmCall(fn, X, W, out, 0.0)  # 7 columns against 5 rows
+    with pytest.raises(ValueError, match="no GEMM for shapes"):
+        _fast._GemmCall(fn, X, W[:, 1:].T, np.zeros((5, 6), dtype=dtype).T, 0.0)  # C row-major

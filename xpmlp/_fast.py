@@ -162,8 +162,15 @@ class _GemmCall:
     ``B``, laid out like the one it replaces (a batch in its buffer)."""
 
     def __init__(self, fn, A, B, C, beta):
-        (ta, lda), (tb, ldb), (tc, ldc) = _operand(A), _operand(B), _operand(C)
-        assert tc == _NOTRANS and A.shape[1] == B.shape[0] and C.shape == (A.shape[0], B.shape[1])
+        # BLAS trusts these numbers with raw pointers: a mismatch must stop here, even under -O
+        if not (
+            _GemmCall.usable(A, B, C)
+            and A.shape[1] == B.shape[0]
+            and C.shape == (A.shape[0], B.shape[1])
+            and A.dtype == B.dtype == C.dtype
+        ):
+            raise ValueError(f"no GEMM for shapes {A.shape} @ {B.shape} -> {C.shape}")
+        (ta, lda), (tb, ldb), (_, ldc) = _operand(A), _operand(B), _operand(C)
         self.fn, self.head = fn, (101, ta, tb, C.shape[0], C.shape[1], A.shape[1])
         self.a, self.lda, self.b, self.ldb = A.ctypes.data, lda, B.ctypes.data, ldb
         self.tail = (beta, C.ctypes.data, ldc)
