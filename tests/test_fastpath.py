@@ -107,6 +107,23 @@ def test_batch_by_batch_gather_matches_pure_path(monkeypatch, sizes, blas, optim
             assert_same(runs)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batch_by_batch_takes_any_memory_order(monkeypatch, shuffle):
+    """In order, C-contiguous rows are used in place; other layouts are copied first."""
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    X, T = problem(D=4)
+    runs = []
+    for enabled, order in ((False, "C"), (True, "C"), (True, "F")):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([4, 5, 2], dtype="float64", seed=3)
+        Xo, To = np.asarray(X, order=order), np.asarray(T, order=order)
+        hist = net.fit(Xo, To, epochs=3, batch_size=6, shuffle=shuffle, learning_rate=0.05)
+        runs.append((hist["loss"], [np.asarray(W) for W in net.weights]))
+    assert_same([runs[0], runs[1]])
+    assert_same([runs[0], runs[2]])
+    np.testing.assert_array_equal(X, problem(D=4)[0])  # the caller's data untouched
+
+
 def test_batch_by_batch_plan_keeps_no_ones_column(monkeypatch):
     monkeypatch.setattr(_fast, "ENABLED", True)
     monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)

@@ -93,8 +93,8 @@ def _h_ops(activation, Z, flat, xp):
 
 
 class _Gemm:
-    """``C <- alpha A.T @ B + C`` through the CBLAS that NumPy itself links (OpenBLAS wheels),
-    so the update shares NumPy's BLAS threads; absent elsewhere (then ``find`` gives None)."""
+    """The CBLAS ``?gemm`` that NumPy itself links (OpenBLAS wheels), so that calls made
+    here share NumPy's BLAS threads; absent elsewhere (then ``find`` gives None)."""
 
     _cache: dict = {}
 
@@ -396,10 +396,14 @@ class Plan:
         if pregather and (idx is not None or not self.gathered):
             self._gather(0, self.N, idx)
             self.gathered = idx is None
+        # in order, rows of a C-contiguous X are laid out like the batch buffer: no copy
+        direct = idx is None and not pregather and self.X.flags.c_contiguous
         step = self._step
         for s, e in self.bounds:
             if pregather:
                 opt_state = step(Xg[s:e], Tg[s:e], losses[s:e], e - s, opt_state)
+            elif direct:
+                opt_state = step(self.X[s:e], self.T[s:e], losses[s:e], e - s, opt_state)
             else:
                 self._gather(s, e, idx)
                 opt_state = step(Xg[: e - s], Tg[: e - s], losses[s:e], e - s, opt_state)
