@@ -397,7 +397,8 @@ class Plan:
             self._gather(0, self.N, idx)
             self.gathered = idx is None
         # in order, rows of a C-contiguous X are laid out like the batch buffer: no copy
-        direct = idx is None and not pregather and self.X.flags.c_contiguous
+        flags = self.X.flags
+        direct = idx is None and not pregather and flags.c_contiguous and flags.aligned
         step = self._step
         for s, e in self.bounds:
             if pregather:
