@@ -135,7 +135,11 @@ def test_batch_by_batch_plan_keeps_no_ones_column(monkeypatch):
     assert p.Xg.shape == (X.shape[0], 4) and np.all(p.Xg[:, 0] == 1)  # [1 | X], per epoch
 
 
-def test_float32_matches_pure_path(monkeypatch):
+@pytest.mark.parametrize("pregather", [True, False])
+def test_float32_matches_pure_path(monkeypatch, pregather):
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+        monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # sgemm for every update
     runs = fit_both(monkeypatch, [3, 8, 2], dtype="float32", epochs=3, batch_size=4)
     assert_same(runs, rtol=2e-5, atol=1e-6)
 
