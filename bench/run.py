@@ -14,7 +14,7 @@ one is timed doing less work. Times are medians of interleaved repeats, each aft
 pause that lets the other libraries' worker threads go idle. Fresh-process first epochs
 and the peak memory of a training run are measured in subprocesses.
 
-    python bench/run.py            # full run, ~8-10 minutes on 2 cores
+    python bench/run.py            # full run, ~4-5 minutes on 2 cores
     python bench/run.py --quick    # ~1 minute
     python bench/run.py --backend cupy --scale-a 4096 --tf32 off   # on a CUDA machine
 
