@@ -133,8 +133,9 @@ class MLP:
             new.append(W)
         self._weights = new
 
-    def _input(self, X, name: str, width: int):
-        """``X`` as a finite (N, width) array of the model's backend and dtype."""
+    def _input(self, X, name: str, width: int, *, check_finite: bool = True):
+        """``X`` as a finite (N, width) array of the model's backend and dtype
+        (``check_finite=False``: the caller has already checked it)."""
         if isinstance(X, (str, bytes)) or X is None:
             raise TypeError(f"{name} must be an array of numbers, got {type(X).__name__}")
         if namespace_of(X) is None or backend_name(namespace_of(X)) == "numpy":
@@ -146,20 +147,20 @@ class MLP:
             if H.ndim == 1 and width == 1:
                 H = H[:, None]
             _check_shape(H.shape, name, width)
-            if H.dtype.kind == "f" and not _all_finite(H, xp=np):
+            if check_finite and H.dtype.kind == "f" and not _all_finite(H, xp=np):
                 raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
             return self._array(H)
         A = self._array(X)
         if A.ndim == 1 and width == 1:
             A = A[:, None]
         _check_shape(tuple(A.shape), name, width)
-        if not _all_finite(A, xp=self.xp):
+        if check_finite and not _all_finite(A, xp=self.xp):
             raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
         return A
 
-    def _pair(self, X, T):
-        X = self._input(X, "X", self.layer_sizes[0])
-        T = self._input(T, "T", self.layer_sizes[-1])
+    def _pair(self, X, T, *, check_finite: bool = True):
+        X = self._input(X, "X", self.layer_sizes[0], check_finite=check_finite)
+        T = self._input(T, "T", self.layer_sizes[-1], check_finite=check_finite)
         if X.shape[0] != T.shape[0]:
             raise ValueError(
                 f"X and T must have the same number of rows, got {X.shape[0]} and {T.shape[0]}"

@@ -337,7 +337,9 @@ class _BaseMLP(BaseEstimator):
         elif sklearn_mode:  # scikit-learn draws from a fresh check_random_state each fit
             self._net.rng = check_random_state(self.random_state)
         net = self._net
-        Xd, Td = net._pair(X, T)
+        # validate_data has checked NumPy-like X and y for NaN and inf; the targets of the
+        # classifier are its own 0/1 indicators
+        Xd, Td = net._pair(X, T, check_finite=xp_in is not None)
         N = int(Xd.shape[0])
         sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
         if class_sw is not None:
