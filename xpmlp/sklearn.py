@@ -301,10 +301,15 @@ class _BaseMLP(BaseEstimator):
             )
         return [int(n) for n in sizes]
 
+    @property
+    def _sklearn_mode(self) -> bool:
+        """``init="sklearn"``: replay scikit-learn's random draws throughout."""
+        return isinstance(self.init, str) and self.init == "sklearn"
+
     def _seed(self):
         """The model's seed: a RandomState as scikit-learn's for ``init="sklearn"``."""
         rs = self.random_state
-        if isinstance(self.init, str) and self.init == "sklearn":
+        if self._sklearn_mode:
             return check_random_state(rs)
         if rs is None or isinstance(rs, Integral):
             return rs
@@ -321,7 +326,6 @@ class _BaseMLP(BaseEstimator):
         X, y, sample_weight, xp_in = self._fit_inputs(X, y, sample_weight, reset=first)
         T, stratify, class_sw = self._targets(y, xp_in, incremental=incremental, classes=classes)
         K = 1 if T.ndim == 1 else int(T.shape[1])
-        sklearn_mode = isinstance(self.init, str) and self.init == "sklearn"
         if first:
             on_input = xp_in is not None  # the backend follows the input's namespace
             self._net = MLP(
@@ -334,7 +338,7 @@ class _BaseMLP(BaseEstimator):
                 seed=self._seed(),
                 init=self.init,
             )
-        elif sklearn_mode:  # scikit-learn draws from a fresh check_random_state each fit
+        elif self._sklearn_mode:  # scikit-learn draws from a fresh check_random_state each fit
             self._net.rng = check_random_state(self.random_state)
         net = self._net
         # validate_data has checked NumPy-like X and y for NaN and inf; the targets of the
@@ -350,7 +354,7 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
         config, opt = self._config(int(Xd.shape[0]), K, incremental)
-        order = _cumulative_shuffle() if sklearn_mode and self.shuffle else None
+        order = _cumulative_shuffle() if self._sklearn_mode and self.shuffle else None
         callbacks = [_printer()] if self.verbose else []
         try:
             history = net._train(
@@ -723,8 +727,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         T = lb.transform(y).astype(np.float64)
         multilabel = lb.y_type_.startswith("multilabel")
         # Stratify single-label targets; scikit-learn itself stratifies binary ones only.
-        sklearn_mode = isinstance(self.init, str) and self.init == "sklearn"
-        stratify = None if multilabel or (sklearn_mode and T.shape[1] > 1) else y
+        stratify = None if multilabel or (self._sklearn_mode and T.shape[1] > 1) else y
         class_sw = None
         if self.class_weight is not None:
             if multilabel:
