@@ -37,11 +37,14 @@ class Cache(NamedTuple):
 # ---------------------------------------------------------------- initial weights (host)
 
 
+def _glorot_bound(fan_in, fan_out, activation):
+    # scikit-learn's form: b = sqrt(6 / (fan_in + fan_out)), 2 instead of 6 for logistic units
+    return np.sqrt((2.0 if activation == "logistic" else 6.0) / (fan_in + fan_out))
+
+
 def _glorot(fan_in, fan_out, *, rng, activation):
-    # scikit-learn's form: U(-b, b), b = sqrt(6 / (fan_in + fan_out)) (2 instead of 6 for
-    # logistic units), for the weights and the biases alike.
-    factor = 2.0 if activation == "logistic" else 6.0
-    b = np.sqrt(factor / (fan_in + fan_out))
+    # U(-b, b) for the weights and the biases alike
+    b = _glorot_bound(fan_in, fan_out, activation)
     return rng.uniform(-b, b, size=(fan_out, fan_in + 1))
 
 
@@ -63,8 +66,7 @@ def _torch(fan_in, fan_out, *, rng, activation):
 
 def _sklearn(fan_in, fan_out, *, rng, activation):
     # scikit-learn's exact draw order: coef (fan_in, fan_out), then intercept (fan_out).
-    factor = 2.0 if activation == "logistic" else 6.0
-    b = np.sqrt(factor / (fan_in + fan_out))
+    b = _glorot_bound(fan_in, fan_out, activation)
     coef = rng.uniform(-b, b, (fan_in, fan_out))
     intercept = rng.uniform(-b, b, fan_out)
     return np.concatenate([intercept[:, None], coef.T], axis=1)
