@@ -166,6 +166,65 @@ def test_weights_stay_numpy_float_and_update_in_place(monkeypatch):
     assert all(W.dtype == np.float64 for W in out)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("pregather", [True, False])
+def test_weights_set_by_a_callback_are_trained_on(monkeypatch, optimizer, pregather):
+    """``model.weights = ...`` in a callback: both paths train the new arrays from the next
+    epoch (the fast path rebinds its GEMMs and views to them)."""
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
+
+    def clip(epoch, loss, score, model):
+        model.weights = [np.clip(W, -0.2, 0.2) for W in model.weights]
+
+    runs = fit_both(
+        monkeypatch, [3, 6, 2], epochs=4, batch_size=5, learning_rate=0.1,
+        optimizer=optimizer, callbacks=[clip],
+    )  # fmt: skip
+    assert_same(runs)
+    (loss_pure, W_pure), _ = runs
+    assert max(float(np.abs(W).max()) for W in W_pure) <= 0.2  # the last epoch's clip kept
+    unclipped = fit_both(
+        monkeypatch, [3, 6, 2], epochs=4, batch_size=5, learning_rate=0.1, optimizer=optimizer
+    )
+    assert not np.allclose(unclipped[0][0][1:], loss_pure[1:])  # the clip changed training
+
+
+@pytest.mark.parametrize("replacement", ["C", "F", "read-only", "float32"])
+def test_train_on_epoch_may_replace_entries_of_the_list(monkeypatch, replacement):
+    """``train.train``'s ``on_epoch`` puts arrays into its list: each path trains those,
+    a copy where the fast path cannot update one in place."""
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0, dtype="float64")
+
+    def replace(epoch, loss, score, weights):
+        W = np.zeros_like(weights[0]) + 0.01 * epoch
+        W = {"F": np.asfortranarray(W), "float32": W.astype(np.float32)}.get(replacement, W)
+        W.flags.writeable = replacement != "read-only"
+        weights[0] = W
+
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
+        out, state = train.train(
+            [np.array(W) for W in net.weights], X, T, activation=net.activation,
+            output=net.output, optimizer=optim.sgd(), state=train.LoopState(),
+            config=train.Config(epochs=3, batch_size=5, learning_rate=0.1),
+            rng=np.random.default_rng(0), on_epoch=replace, xp=net.xp,
+        )  # fmt: skip
+        runs.append((state.history["loss"], [np.asarray(W, dtype=np.float64) for W in out]))
+    assert_same(runs, rtol=1e-6 if replacement == "float32" else RTOL)
+
+
+def test_weights_are_a_tuple_set_as_a_whole():
+    net = xpmlp.MLP([3, 4, 2], seed=0)
+    assert isinstance(net.weights, tuple)
+    with pytest.raises(TypeError):
+        net.weights[0] = np.full((4, 4), np.nan)  # only the checked setter replaces weights
+
+
 def _plan(net, X, T, **kw):
     cfg = train.Config(**{"batch_size": 4, **kw})
     return _fast.plan(

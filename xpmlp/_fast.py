@@ -44,7 +44,7 @@ from . import optim
 from .activations import ACTIVATIONS
 from .objectives import OUTPUTS
 
-ENABLED = os.environ.get("XPMLP_FAST", "1").strip() not in ("0", "false", "no", "off")
+ENABLED = os.environ.get("XPMLP_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is this small
 GEMM_UPDATE_SIZE = 16384  # fuse the SGD update into the gradient GEMM from this many weights
 
@@ -272,7 +272,18 @@ class Plan:
         self._bind(weights)
 
     def _bind(self, weights):
-        self.W = list(weights)
+        """Work on ``weights``; one this plan cannot update in place (a callback's
+        replacement: read-only, of another dtype or layout) is trained as a copy, as the
+        pure path makes new arrays where it cannot write."""
+        dt = self.X.dtype
+
+        def own(l, W):
+            ok = type(W) is np.ndarray and W.dtype == dt and W.flags.writeable
+            ok = ok and (not self.fused[l] or _GemmCall.usable(W))
+            return W if ok else np.array(W, dt, order="C")
+
+        weights = [own(l, W) for l, W in enumerate(weights)]
+        self.W, self.bound = weights, tuple(weights)  # the list is the caller's to change
         self.Wt = [W.T for W in weights]
         self.Wh = [W[:, 1:] for W in weights]
         self._programs = {}
@@ -380,11 +391,9 @@ class Plan:
     def epoch(self, weights, idx, opt_state, learning_rate):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
         ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
-        if weights is not self.W:
-            for a, b in zip(weights, self.W):
-                if a is not b:
-                    self._bind(weights)
-                    break
+        # the same list may come back with arrays replaced (a callback's ``m.weights[i] = ...``)
+        if any(a is not b for a, b in zip(weights, self.bound)):
+            self._bind(weights)
         self.neg_lr[...] = -learning_rate
         self.lr = learning_rate
         Xg, Tg, losses, pregather = self.Xg, self.Tg, self.losses, self.pregather

@@ -107,9 +107,12 @@ class MLP:
         return asarray(x, xp=self.xp, dtype=self.dtype, device=self.device)
 
     @property
-    def weights(self) -> list:
-        """``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0, in the model's backend."""
-        return self._weights
+    def weights(self) -> tuple:
+        """``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0, in the model's backend.
+
+        A tuple: replace weights by assigning a whole sequence (``net.weights = [...]``,
+        checked and copied), also from a callback, where training goes on from them."""
+        return tuple(self._weights)
 
     @weights.setter
     def weights(self, weights: Sequence[Any]) -> None:
@@ -253,7 +256,8 @@ class MLP:
 
         Parameters
         ----------
-        X, T : arrays (N, D), (N, K) of any backend; converted once to the model's.
+        X, T : arrays (N, D), (N, K) of any backend; converted once to the model's and never
+            written. They must not change while ``fit`` runs (e.g. in a callback).
         epochs : passes over the training data.
         batch_size : samples per update; 1 is the notes' per-sample rule, None the full batch.
         learning_rate : eta > 0, the initial step size.
@@ -273,6 +277,7 @@ class MLP:
         validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).
         sample_weight : array (N,), weights of the samples in the loss.
         callbacks : callables ``cb(epoch, loss, val_score, model)``; returning True stops.
+            One that sets ``model.weights`` has training go on from those weights.
         verbose : show a progress bar.
 
         Returns
@@ -358,7 +363,10 @@ class MLP:
             if bar is not None:
                 bar.update(loss, score)
             self._weights, self.state = W, state  # callbacks see this epoch's model
-            return any([bool(cb(epoch, loss, score, self)) for cb in callbacks])  # all called
+            stop = any([bool(cb(epoch, loss, score, self)) for cb in callbacks])  # all called
+            if self._weights is not W:  # a callback set model.weights: train those on
+                W[:], self._weights = self._weights, W
+            return stop
 
         try:
             weights, state = train.train(

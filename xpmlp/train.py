@@ -140,6 +140,7 @@ def train(
         epoch's sample order when ``config.shuffle``.
     validate : ``validate(weights) -> score`` (higher is better), called once per epoch.
     on_epoch : ``on_epoch(epoch, loss, val_score, weights)``; returning True stops training.
+        Arrays it puts into the list ``weights`` are the ones the next epoch trains.
 
     Returns
     -------
@@ -171,6 +172,7 @@ def train(
         if c.shuffle:
             idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
         weights, state.opt_state, total = epoch(weights, idx, state.opt_state, state.learning_rate)
+        weights = list(weights)  # on_epoch may replace its entries for the next epoch
         epoch_loss = float(total / S)  # the one host synchronisation of the epoch
         state.t += N
         state.epochs += 1
