@@ -400,7 +400,7 @@ def test_early_stopping_splits_by_class_and_keeps_the_best_epoch(monkeypatch):
     monkeypatch.setattr(MLP, "_hold_out", spy)
     clf = MLPClassifier((16,), early_stopping=True, validation_fraction=0.2, random_state=0)
     clf.fit(X, y)
-    X_val, T_val = held_out[0]
+    X_val, T_val, _ = held_out[0]
     val_counts = np.sum(np.asarray(T_val), axis=0)
     np.testing.assert_array_equal(val_counts, np.round(counts * 0.2))  # stratified
     assert len(clf.validation_scores_) == clf.n_iter_

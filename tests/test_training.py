@@ -495,7 +495,7 @@ def capture(store):
 
 def scripted_scores(monkeypatch, net, scores):
     calls = iter(scores)
-    monkeypatch.setattr(net, "_score", lambda W, X, T: next(calls))
+    monkeypatch.setattr(net, "_score", lambda W, X, T, sw=None: next(calls))
 
 
 def test_early_stopping_stops_after_n_iter_no_change_and_restores_the_best(monkeypatch):
@@ -839,3 +839,22 @@ def test_divergence_leaves_weights_and_optimizer_state_unchanged(backend):
             optimizer=optim.sgd(momentum=0.9),
         )
     assert_unchanged(net, snap)
+
+
+def test_validation_score_weighs_samples_like_scikit_learn():
+    """The held-out score of a weighted fit weighs its samples: scikit-learn's r2_score
+    and accuracy_score with ``sample_weight``."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    X, w = rng.normal(size=(30, 2)), rng.random(30)
+    reg = net64(sizes=(2, 4, 1))
+    T = rng.normal(size=(30, 1))
+    Y = np.asarray(reg.predict(X))
+    got = float(reg._score(reg.weights, X, T, w))
+    assert got == pytest.approx(metrics.r2_score(T, Y, sample_weight=w), rel=1e-12)
+    assert float(reg._score(reg.weights, X, T)) == pytest.approx(metrics.r2_score(T, Y))
+    clf = xpmlp.MLP([2, 4, 3], output="softmax", dtype="float64", seed=0)
+    T = np.eye(3)[rng.integers(0, 3, 30)]
+    pred = np.argmax(np.asarray(clf.predict(X)), axis=1)
+    want = metrics.accuracy_score(np.argmax(T, axis=1), pred, sample_weight=w)
+    assert float(clf._score(clf.weights, X, T, w)) == pytest.approx(want, rel=1e-12)

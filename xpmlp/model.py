@@ -206,18 +206,19 @@ class MLP:
         X, T = self._pair(X, T)
         return float(self._score(self._weights, X, T))
 
-    def _score(self, weights, X, T):
+    def _score(self, weights, X, T, sw=None):
+        """R^2 or accuracy of ``weights`` on ``(X, T)``, ``sw`` weighing the samples."""
         xp = self.xp
-        Y = network.forward(weights, X, activation=self.activation, output=self.output, xp=xp).Z[
-            -1
-        ]
+        Y = network.forward(weights, X, activation=self.activation, output=self.output, xp=xp)
+        Y = Y.Z[-1]
         if self.output.name == "identity":
-            return r2_score(T, Y, xp=xp)
+            return r2_score(T, Y, sw, xp=xp)
         if self.output.name == "softmax":
             hit = xp.argmax(Y, axis=1) == xp.argmax(T, axis=1)
         else:
             hit = xp.all((Y > 0.5) == (T > 0.5), axis=1)
-        return xp.mean(xp.astype(hit, Y.dtype))
+        hit = xp.astype(hit, Y.dtype)
+        return xp.mean(hit) if sw is None else xp.sum(sw * hit) / xp.sum(sw)
 
     def _sample_weight(self, sample_weight, N):
         sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
@@ -314,7 +315,7 @@ class MLP:
                 raise ValueError("give validation_data or validation_fraction, not both")
             if not (isinstance(data, (tuple, list)) and len(data) == 2):
                 raise TypeError("validation_data must be a pair (X_val, T_val)")
-            return (X, T, sw, self._pair(*data))
+            return (X, T, sw, (*self._pair(*data), None))
         if fraction is None:
             if not early_stopping:
                 return X, T, sw, None
@@ -330,20 +331,25 @@ class MLP:
         return self._hold_out(X, T, sw, n_val, stratify)
 
     def _hold_out(self, X, T, sw, n_val: int, stratify=None):
-        """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T)`` to score."""
+        """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T, sw)`` to
+        score (the validation score weighs its samples as the loss does)."""
         perm = _split_order(self.rng, X.shape[0], n_val, stratify)
         take = lambda A, i: self.xp.take(A, self.xp.asarray(i, device=self.device), axis=0)  # noqa: E731
         tr, va = perm[n_val:], perm[:n_val]
         sw_tr = None if sw is None else take(sw, tr)
-        return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va))
+        sw_va = None if sw is None else take(sw, va)
+        return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va), sw_va)
 
     def _train(
-        self, X, T, sw, val, opt, config, callbacks, verbose, order=None, reset_optimizer=False
-    ):
+        self, X, T, sw, val, opt, config, callbacks, verbose, order=None, reset_optimizer=False,
+        keep_plateau=False,
+    ):  # fmt: skip
         """Run :func:`train.train` on copies, so that a failed run changes nothing.
 
         ``order(rng, N)``, if given, draws each epoch's sample order (see :func:`train.train`);
-        ``reset_optimizer`` starts a fresh optimizer state even for the same optimizer.
+        ``reset_optimizer`` starts a fresh optimizer state even for the same optimizer;
+        ``keep_plateau`` goes on counting epochs without improvement, and keeps the best
+        score and weights, from the calls before (scikit-learn's warm start and partial_fit).
         """
         xp = self.xp
         weights = [xp.asarray(W, copy=True) for W in self._weights]
@@ -352,8 +358,8 @@ class MLP:
         key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule)
         if reset_optimizer or key != self._optimizer_key:  # a new optimizer starts afresh
             state.opt_state, state.learning_rate = None, None
-        # Each fit scores its own validation set: its best weights come from this fit.
-        state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
+        if not keep_plateau:  # each fit scores its own validation set and keeps its own best
+            state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
         before = {k: len(v) for k, v in state.history.items()}
         validate = None if val is None else (lambda W: self._score(W, *val))
         saved, saved_state = self._weights, self.state
@@ -509,11 +515,17 @@ def _device_spec(backend: str, device: Any) -> Any:
     return str(device)
 
 
-def r2_score(T, Y, *, xp):
+def r2_score(T, Y, sw=None, *, xp):
     """R^2 = 1 - sum (t - y)^2 / sum (t - mean t)^2 per output, averaged over the outputs
-    (scikit-learn's default); a constant target scores 1 if fitted exactly, else 0."""
-    ss_res = xp.sum((T - Y) ** 2, axis=0)
-    ss_tot = xp.sum((T - xp.mean(T, axis=0)) ** 2, axis=0)
+    (scikit-learn's default), each sum and the mean weighted by ``sw`` if given; a constant
+    target scores 1 if fitted exactly, else 0."""
+    if sw is None:
+        ss_res = xp.sum((T - Y) ** 2, axis=0)
+        ss_tot = xp.sum((T - xp.mean(T, axis=0)) ** 2, axis=0)
+    else:
+        w = xp.reshape(sw, (-1, 1))
+        ss_res = xp.sum(w * (T - Y) ** 2, axis=0)
+        ss_tot = xp.sum(w * (T - xp.sum(w * T, axis=0) / xp.sum(w)) ** 2, axis=0)
     safe = xp.where(ss_tot > 0, ss_tot, xp.ones_like(ss_tot))
     r2 = xp.where(ss_tot > 0, 1 - ss_res / safe, xp.astype(ss_res == 0, Y.dtype))
     return xp.mean(r2)
