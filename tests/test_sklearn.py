@@ -458,3 +458,180 @@ def test_a_failed_warm_start_fit_keeps_the_optimizer_state():
         reg.fit(X * 1e20, y * 1e20)  # diverges in its first epoch
     for V, V_kept in zip(V0, reg._net.state.opt_state.velocities):
         np.testing.assert_array_equal(V_kept, V)
+
+
+# ---------------------------------------------------------------- failed calls
+
+
+FAILED_CALLS = {
+    # checked before the network is built, after the new data and labels were read
+    "hidden_layer_sizes": lambda clf, X, y: clf.set_params(hidden_layer_sizes=(0,)).fit(X, y),
+    "backend": lambda clf, X, y: clf.set_params(backend="nope").fit(X, y),
+    # training diverges (non-finite loss) in the new call
+    "fit": lambda clf, X, y: clf.set_params(**DIVERGE).fit(X * 1e150, y),
+    "warm_start": lambda clf, X, y: clf.set_params(warm_start=True, **DIVERGE).fit(X * 1e150, y),
+    "partial_fit": lambda clf, X, y: clf.set_params(**DIVERGE).partial_fit(X * 1e150, y),
+}
+DIVERGE = dict(solver="sgd", momentum=0.0, learning_rate_init=1e300, batch_size=1)
+
+
+def fitted_attributes(est) -> dict:
+    return {k: v for k, v in vars(est).items() if k not in est.get_params()}
+
+
+@pytest.mark.parametrize("how", FAILED_CALLS)
+@IGNORE_CONVERGENCE
+def test_a_failed_call_leaves_the_fitted_estimator_as_it_was(how):
+    X, y = problem("multiclass")
+    clf = MLPClassifier((5,), max_iter=5, random_state=0).fit(X, y)
+    fitted = fitted_attributes(clf)
+    coefs, curve = [np.array(C) for C in clf.coefs_], list(clf.loss_curve_)
+    proba = clf.predict_proba(X)
+    if how in ("hidden_layer_sizes", "backend", "fit"):  # new features and new labels
+        X, y = np.hstack([X, X]), np.array(["x", "y", "z"])[y]
+    with np.errstate(all="ignore"), pytest.raises(ValueError):
+        FAILED_CALLS[how](clf, X, y)
+    assert fitted_attributes(clf).keys() == fitted.keys()
+    assert all(getattr(clf, k) is v for k, v in fitted.items())  # the same objects
+    for C, C0 in zip(clf.coefs_, coefs):
+        np.testing.assert_array_equal(C, C0)
+    assert clf.loss_curve_ == curve and clf.loss_ == curve[-1]
+    clf.set_params(backend=None, hidden_layer_sizes=(5,), learning_rate_init=1e-3)
+    X, y = problem("multiclass")
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    clf.partial_fit(X, y)  # and it goes on
+    assert len(clf.loss_curve_) == len(curve) + 1
+
+
+@IGNORE_CONVERGENCE
+def test_a_failed_first_fit_leaves_the_estimator_unfitted():
+    X, y = problem("multiclass")
+    clf = MLPClassifier((5,), backend="nope")
+    with pytest.raises(ValueError, match="backend='nope'"):
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match="backend='nope'"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert fitted_attributes(clf) == {}
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "loss_")
+    reg = MLPRegressor((3,), max_iter=1).fit(X, y)
+    reg._net.state.history["loss"].clear()  # a network without a training epoch
+    assert not hasattr(reg, "loss_")
+
+
+# ---------------------------------------------------------------- warm start and partial_fit
+
+
+def test_partial_fit_carries_the_stopping_state_as_sklearn():
+    """The epochs without improvement add up over the calls: "adaptive" lowers the rate."""
+    X, y = problem("regression")
+    params = dict(hidden_layer_sizes=(5,), solver="sgd", learning_rate="adaptive", tol=0.5)
+    params.update(learning_rate_init=0.1, n_iter_no_change=2, random_state=0)
+    ref, ours = sk.MLPRegressor(**params), MLPRegressor(init="sklearn", **params)
+    rates = []
+    for _ in range(12):
+        ref.partial_fit(X, y)
+        ours.partial_fit(X, y)
+        rates.append((ref._optimizer.learning_rate, ours._net.state.learning_rate))
+    assert [a for a, _ in rates] == pytest.approx([b for _, b in rates], rel=1e-12)
+    assert rates[-1][0] < 0.1 / 25  # lowered at least twice
+    assert worst_error(ours, ref) < 1e-8
+    assert ours.best_loss_ == pytest.approx(ref.best_loss_, rel=1e-12)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+@IGNORE_CONVERGENCE
+def test_warm_start_carries_the_stopping_state_as_sklearn(early_stopping):
+    X, y = problem("regression")
+    params = dict(hidden_layer_sizes=(5,), warm_start=True, learning_rate_init=0.05, tol=1e-3)
+    params.update(max_iter=300, random_state=0, early_stopping=early_stopping)
+    ref, ours = sk.MLPRegressor(**params), MLPRegressor(init="sklearn", **params)
+    for fit in range(3 if not early_stopping else 2):
+        ref.fit(X, y)
+        ours.fit(X, y)
+        assert (ours.n_iter_, ours.t_) == (ref.n_iter_, ref.t_)
+        if fit:  # still on the plateau reached by the first fit: one epoch and stop
+            assert ours.n_iter_ == 1
+    if early_stopping:
+        assert ours.validation_scores_ == pytest.approx(ref.validation_scores_, rel=1e-12)
+        assert ours.best_validation_score_ == pytest.approx(ref.best_validation_score_, 1e-12)
+        # scikit-learn's last fit trains its best weights in place (coefs_ is _best_coefs);
+        # here the best weights stay those of the best validation score
+        first = MLPRegressor(init="sklearn", **{**params, "warm_start": False}).fit(X, y)
+        for C, C0 in zip(ours.coefs_, first.coefs_):
+            np.testing.assert_array_equal(C, C0)
+    else:
+        assert worst_error(ours, ref) < 1e-8
+        assert ours.best_loss_ == pytest.approx(ref.best_loss_, rel=1e-12)
+
+
+@IGNORE_CONVERGENCE
+def test_warm_start_uses_the_current_activation_and_dtype_and_keeps_the_draws():
+    X, y = problem("regression")
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0, warm_start=True)
+    ref, ours = sk.MLPRegressor(**params).fit(X, y), MLPRegressor(init="sklearn", **params)
+    ours.fit(X, y)
+    # the activation changes, the weights go on; init draws new weights only: not here
+    ref.set_params(activation="tanh").fit(X, y)
+    ours.set_params(activation="tanh", init="glorot").fit(X, y)
+    assert worst_error(ours, ref) < 1e-8
+    # float64 -> float32: the same weights, converted, trained on in float32
+    wide = MLPRegressor(**params).fit(X, y)
+    narrow = MLPRegressor(**params).fit(X, y).set_params(dtype="float32")
+    wide.fit(X, y)
+    narrow.fit(X, y)
+    assert {C.dtype for C in narrow.coefs_ + narrow.intercepts_} == {np.dtype(np.float32)}
+    np.testing.assert_allclose(narrow.loss_curve_, wide.loss_curve_, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- validation split
+
+
+@IGNORE_CONVERGENCE
+def test_early_stopping_stratifies_where_it_can_and_as_sklearn_for_init_sklearn():
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    one_c = np.array(["a"] * 9 + ["b"] * 10 + ["c"])  # class "c" has 1 member
+    three = np.array(["a", "b", "c"] * 6 + ["a", "b"])  # 3 classes, 2 validation samples
+    params = dict(hidden_layer_sizes=(3,), max_iter=5, early_stopping=True, random_state=0)
+    for y in (one_c, three):
+        ref = sk.MLPClassifier(**params).fit(X, y)
+        ours = MLPClassifier(init="sklearn", **params).fit(X, y)
+        assert ours.validation_scores_ == pytest.approx(ref.validation_scores_, rel=1e-12)
+        MLPClassifier(**params).fit(X, y)  # not stratified: it cannot be
+    one_1 = np.array([0] * 19 + [1])  # binary: scikit-learn stratifies, and fails here
+    with pytest.raises(ValueError, match="only 1 member"):
+        sk.MLPClassifier(**params).fit(X, one_1)
+    with pytest.raises(ValueError, match="only 1 member"):
+        MLPClassifier(init="sklearn", **params).fit(X, one_1)
+    assert len(MLPClassifier(**params).fit(X, one_1).validation_scores_) == 5
+
+
+@IGNORE_CONVERGENCE
+def test_validation_fraction_zero_without_early_stopping():
+    X, y = problem("regression")
+    MLPRegressor((3,), max_iter=2, validation_fraction=0.0).fit(X, y)
+    with pytest.raises(ValueError, match="validation_fraction=0.0 .* validation set of 0"):
+        MLPRegressor((3,), early_stopping=True, validation_fraction=0.0).fit(X, y)
+
+
+# ---------------------------------------------------------------- reported loss
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@IGNORE_CONVERGENCE
+def test_log_loss_is_clipped_as_sklearns_for_init_sklearn(task):
+    """scikit-learn clips probabilities to [eps, 1 - eps]: a confidently wrong sample costs
+    at most -log(eps) per output; the gradients are those of the unclipped loss."""
+    X, y = problem(task)
+    params = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, alpha=0.0)
+    params.update(learning_rate_init=1e-3, max_iter=1, random_state=0)
+    ref, ours = sk.MLPClassifier(**params).fit(X, y), MLPClassifier(init="sklearn", **params)
+    ours.fit(X, y)
+    for est in (ref, ours):  # huge logits: many probabilities beyond [eps, 1 - eps]
+        est.coefs_ = [np.array(C) * (1e3 if l else 1) for l, C in enumerate(est.coefs_)]
+        est.partial_fit(X, y)
+    assert ours.loss_ == pytest.approx(ref.loss_, rel=1e-12) and ours.loss_ < 36.05
+    assert worst_error(ours, ref) < 1e-8
+    unclipped = MLPClassifier(**params).fit(X, y)
+    unclipped.coefs_ = [np.array(C) * (1e3 if l else 1) for l, C in enumerate(ours.coefs_)]
+    unclipped.intercepts_ = ours.intercepts_
+    assert unclipped.partial_fit(X, y).loss_ > 40

@@ -8,6 +8,7 @@ not from ``Y``, so that no ``log(0)`` or overflow occurs (stable for logits of +
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -57,6 +58,34 @@ OUTPUTS = {
     )
 }
 ALIASES = {"linear": "identity", "sigmoid": "logistic"}
+
+
+def _clip_log_loss(L, *, xp):
+    """``-log p`` from ``L = -log p`` for ``p`` clipped to ``[eps, 1 - eps]``, eps of the dtype."""
+    eps = float(xp.finfo(L.dtype).eps)
+    return xp.clip(L, -math.log1p(-eps), -math.log(eps))
+
+
+def _binary_cross_entropy_clipped(A, Y, T, *, xp):
+    return xp.sum(_clip_log_loss(softplus(A, xp=xp) - T * A, xp=xp), axis=1)
+
+
+def _categorical_cross_entropy_clipped(A, Y, T, *, xp):
+    m = xp.max(A, axis=1, keepdims=True)
+    lse = xp.log(xp.sum(xp.exp(A - m), axis=1, keepdims=True)) + m
+    return xp.sum(T * _clip_log_loss(lse - A, xp=xp), axis=1)
+
+
+# scikit-learn's log-losses clip every probability to [eps, 1 - eps]: per target, a loss of at
+# most -log(eps) (36.04 in float64) however wrong the logits. The same outputs and output
+# errors Y - T as above, hence the same gradients; only the reported loss differs, and only
+# where a probability is within eps of 0 or 1. (Not the NumPy fast path's outputs: training
+# with them takes the Array API path.)
+CLIPPED = {
+    "identity": OUTPUTS["identity"],
+    "logistic": Output("logistic", logistic, _binary_cross_entropy_clipped),
+    "softmax": Output("softmax", _softmax, _categorical_cross_entropy_clipped),
+}
 
 
 def get_output(output: Any) -> Output:

@@ -14,13 +14,19 @@ prediction its one forward pass, on any Array API backend:
 With ``init="sklearn"``, the same ``random_state``, float64 data and no early stopping, the
 fitted ``coefs_``, ``intercepts_`` and ``loss_curve_`` are scikit-learn's to rounding: that
 mode replays scikit-learn's random draws (initial weights, cumulative shuffles, validation
-split). Other modes draw from a ``numpy.random.Generator``.
+split) and its clipped log-loss. Other modes draw from a ``numpy.random.Generator``. One
+difference remains: with ``sample_weight`` and several batches per epoch, ``loss_curve_``
+weighs each batch's loss by its total sample weight, scikit-learn by its number of samples.
+
+A call of ``fit`` or ``partial_fit`` that raises leaves the estimator as it was.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import Any
 
@@ -41,8 +47,10 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import network, optim, train
-from .backend import DTYPES, asarray, backend_name, device_of, namespace_of, to_numpy
+from .activations import get_activation
+from .backend import DTYPES, asarray, backend_name, device_of, dtype_name, namespace_of, to_numpy
 from .model import MLP
+from .objectives import CLIPPED, get_output
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -66,6 +74,11 @@ def _host(x: Any) -> Any:
     return to_numpy(x) if namespace_of(x) is not None else x
 
 
+def _replays_sklearn(init) -> bool:
+    """``init="sklearn"``: replay scikit-learn's random draws throughout."""
+    return isinstance(init, str) and init == "sklearn"
+
+
 def _cumulative_shuffle():
     """scikit-learn's epoch order: ``idx = shuffle(idx, random_state=rng)`` each epoch, the
     permutations compounding from ``arange(N)``."""
@@ -77,6 +90,18 @@ def _cumulative_shuffle():
         return idx
 
     return order
+
+
+@contextmanager
+def _unchanged_on_error(est):
+    """Put back every attribute of ``est`` if the block raises (a failed fit changes nothing)."""
+    saved = dict(est.__dict__)
+    try:
+        yield
+    except BaseException:
+        est.__dict__.clear()
+        est.__dict__.update(saved)
+        raise
 
 
 def _printer():
@@ -114,7 +139,7 @@ class _BaseMLP(BaseEstimator):
         "momentum": [Interval(Real, 0, 1, closed="both")],
         "nesterovs_momentum": ["boolean"],
         "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
@@ -215,7 +240,10 @@ class _BaseMLP(BaseEstimator):
     @property
     def loss_(self) -> float:
         """The last epoch's mean training loss."""
-        return self.loss_curve_[-1]
+        curve = self.loss_curve_
+        if not curve:
+            raise AttributeError(f"{type(self).__name__} has no loss before fit")
+        return curve[-1]
 
     @property
     def t_(self) -> int:
@@ -301,15 +329,10 @@ class _BaseMLP(BaseEstimator):
             )
         return [int(n) for n in sizes]
 
-    @property
-    def _sklearn_mode(self) -> bool:
-        """``init="sklearn"``: replay scikit-learn's random draws throughout."""
-        return isinstance(self.init, str) and self.init == "sklearn"
-
     def _seed(self):
         """The model's seed: a RandomState as scikit-learn's for ``init="sklearn"``."""
         rs = self.random_state
-        if self._sklearn_mode:
+        if _replays_sklearn(self.init):
             return check_random_state(rs)
         if rs is None or isinstance(rs, Integral):
             return rs
@@ -318,59 +341,100 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------ training
 
     def _fit(self, X, y, sample_weight=None, *, incremental: bool, classes=None):
-        """``fit`` (``max_iter`` epochs) or ``partial_fit`` (one epoch, ``incremental``)."""
+        """``fit`` (``max_iter`` epochs) or ``partial_fit`` (one epoch, ``incremental``).
+
+        All or nothing: a call that raises leaves every fitted attribute as it was."""
         self._check_params()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        hidden = self._hidden_sizes()
+        # scikit-learn's first pass: new weights, labels and stopping state
         first = "_net" not in self.__dict__ or (not self.warm_start and not incremental)
-        X, y, sample_weight, xp_in = self._fit_inputs(X, y, sample_weight, reset=first)
-        T, stratify, class_sw = self._targets(y, xp_in, incremental=incremental, classes=classes)
-        K = 1 if T.ndim == 1 else int(T.shape[1])
+        with _unchanged_on_error(self):
+            X, y, sample_weight, xp_in = self._fit_inputs(X, y, sample_weight, reset=first)
+            T, stratify, class_sw = self._targets(
+                y, xp_in, incremental=incremental, classes=classes
+            )
+            K = 1 if T.ndim == 1 else int(T.shape[1])
+            net = self._network(X, xp_in, [*hidden, K], first)
+            # validate_data has checked NumPy-like X and y for NaN and inf; the targets of
+            # the classifier are its own 0/1 indicators
+            Xd, Td = net._pair(X, T, check_finite=xp_in is not None)
+            N = int(Xd.shape[0])
+            sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
+            if class_sw is not None:
+                class_sw = net._array(class_sw)
+                sw = net._sample_weight(class_sw if sw is None else sw * class_sw, N)
+
+            val = None
+            if self.early_stopping:
+                Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
+            config, opt = self._config(int(Xd.shape[0]), K, incremental)
+            order = _cumulative_shuffle() if _replays_sklearn(net.init) and self.shuffle else None
+            callbacks = [_printer()] if self.verbose else []
+            try:
+                history = net._train(
+                    Xd, Td, sw, val, opt, config, callbacks, False, order=order,
+                    reset_optimizer=not incremental,  # each fit starts a new optimizer
+                    keep_plateau=not first,  # the count and the best go on, as in sklearn
+                )  # fmt: skip
+            except FloatingPointError as exc:
+                raise ValueError(
+                    f"{exc}. The solver produced non-finite weights: the input may contain "
+                    "large values that need scaling (e.g. sklearn.preprocessing.StandardScaler)"
+                ) from exc
+            self._net = net
+            self._record(len(history["loss"]), K)
+        stopped = net.state.no_improvement > self.n_iter_no_change
+        if not incremental and self.n_iter_ == self.max_iter and not stopped:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                "optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _network(self, X, xp_in, sizes: list[int], first: bool) -> MLP:
+        """A new network ``[D, *sizes]``, or a copy of the fitted one to train on: its weights
+        and state are only read, its generator and history copied, and it takes the current
+        ``activation`` and ``dtype`` (scikit-learn's warm start keeps the weights and uses
+        the current parameters). ``init`` only draws new weights: a copy keeps the draws
+        of the weights it continues, scikit-learn's or its own."""
         if first:
             on_input = xp_in is not None  # the backend follows the input's namespace
-            self._net = MLP(
-                [int(X.shape[1]), *self._hidden_sizes(), K],
+            return MLP(
+                [int(X.shape[1]), *sizes],
                 activation=self.activation,
-                output=self._output_name(K),
+                output=self._output(sizes[-1], _replays_sklearn(self.init)),
                 backend=backend_name(xp_in) if on_input else self.backend,
                 device=device_of(X) if on_input else self.device,
                 dtype=self.dtype,
                 seed=self._seed(),
                 init=self.init,
             )
-        elif self._sklearn_mode:  # scikit-learn draws from a fresh check_random_state each fit
-            self._net.rng = check_random_state(self.random_state)
-        net = self._net
-        # validate_data has checked NumPy-like X and y for NaN and inf; the targets of the
-        # classifier are its own 0/1 indicators
-        Xd, Td = net._pair(X, T, check_finite=xp_in is not None)
-        N = int(Xd.shape[0])
-        sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
-        if class_sw is not None:
-            class_sw = net._array(class_sw)
-            sw = net._sample_weight(class_sw if sw is None else sw * class_sw, N)
+        net = copy.copy(self._net)
+        net.state = copy.copy(net.state)
+        net.state.history = {k: list(v) for k, v in net.state.history.items()}
+        replay = _replays_sklearn(net.init)
+        # scikit-learn draws from a fresh check_random_state each fit
+        net.rng = check_random_state(self.random_state) if replay else copy.deepcopy(net.rng)
+        net.activation = get_activation(self.activation)
+        net.output = get_output(self._output(sizes[-1], replay))  # also after unpickling
+        if dtype_name(net.dtype) != self.dtype:
+            net.dtype = self.dtype
+            net.to(net.xp, net.device)  # weights, optimizer state and best weights
+        return net
 
-        val = None
-        if self.early_stopping:
-            Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
-        config, opt = self._config(int(Xd.shape[0]), K, incremental)
-        order = _cumulative_shuffle() if self._sklearn_mode and self.shuffle else None
-        callbacks = [_printer()] if self.verbose else []
-        try:
-            history = net._train(
-                Xd, Td, sw, val, opt, config, callbacks, False, order=order,
-                reset_optimizer=not incremental,  # each fit starts a new optimizer, as sklearn's
-            )  # fmt: skip
-        except FloatingPointError as exc:
-            raise ValueError(
-                f"{exc}. The solver produced non-finite weights: the input may contain large "
-                "values that need scaling (e.g. sklearn.preprocessing.StandardScaler)"
-            ) from exc
-        self._record(len(history["loss"]), K, incremental)
-        return self
+    def _output(self, K: int, replay: bool):
+        """The output layer; replaying scikit-learn, with its clipped log-loss."""
+        name = self._output_name(K)
+        return CLIPPED[name] if replay else name
 
     def _hold_out(self, net: MLP, X, T, sw, stratify):
-        """scikit-learn's validation split: ``ceil(validation_fraction N)`` samples."""
+        """scikit-learn's validation split: ``ceil(validation_fraction N)`` samples,
+        stratified by the labels ``stratify`` where scikit-learn's split can do so, else at
+        random; replaying scikit-learn, stratified for a single output only, as it does."""
         N = int(X.shape[0])
         n_val = math.ceil(self.validation_fraction * N)
         if n_val < 2 or n_val >= N:
@@ -379,6 +443,12 @@ class _BaseMLP(BaseEstimator):
                 f"validation set of {n_val}; it needs at least 2 samples and must leave some "
                 "for training: change validation_fraction or add samples"
             )
+        if _replays_sklearn(net.init):
+            stratify = stratify if T.shape[1] == 1 else None
+        elif stratify is not None:
+            counts = np.unique(stratify, return_counts=True)[1]
+            if counts.min() < 2 or min(n_val, N - n_val) < len(counts):
+                stratify = None
         return net._hold_out(X, T, sw, n_val, stratify)
 
     def _config(self, N: int, K: int, incremental: bool):
@@ -414,10 +484,9 @@ class _BaseMLP(BaseEstimator):
             opt = optim.adam(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         return config, opt
 
-    def _record(self, n_iter: int, K: int, incremental: bool) -> None:
-        """Set scikit-learn's fitted attributes; warn if ``max_iter`` ended the training."""
-        net = self._net
-        state = net.state
+    def _record(self, n_iter: int, K: int) -> None:
+        """Set scikit-learn's fitted attributes."""
+        state = self._net.state
         self.n_iter_ = n_iter
         if self.early_stopping:
             self.validation_scores_ = list(state.history["val_score"])
@@ -428,14 +497,6 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = float(state.best_loss)
         self.n_outputs_ = K
-        stopped = state.no_improvement > self.n_iter_no_change
-        if not incremental and n_iter == self.max_iter and not stopped:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                "optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
 
     def fit(self, X, y, sample_weight=None):
         """Train from scratch (or from the last weights with ``warm_start=True``).
@@ -503,7 +564,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     verbose : bool, default=False
         Print the loss of every epoch.
     warm_start : bool, default=False
-        ``fit`` continues from the last weights instead of drawing new ones.
+        ``fit`` continues from the last weights instead of drawing new ones (``init`` is not
+        used), with the current ``activation`` and ``dtype``, and goes on counting the
+        epochs without improvement, as ``partial_fit`` does.
     momentum : float, default=0.9
     nesterovs_momentum : bool, default=True
     early_stopping : bool, default=False
@@ -616,9 +679,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     classes_ : array (n_classes,)
     loss_ : float
-        Last epoch's cross-entropy (mean over samples) plus the L2 term.
+        Last epoch's cross-entropy (mean over samples) plus the L2 term; for
+        ``init="sklearn"`` with every probability clipped to [eps, 1 - eps], as scikit-learn.
 
-    Early stopping scores the accuracy on a validation set stratified by class.
+    Early stopping scores the accuracy on a validation set stratified by class where each
+    class can have samples on both sides (``init="sklearn"``: as scikit-learn, which
+    stratifies binary targets only).
 
     Examples
     --------
@@ -726,8 +792,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         lb = self._label_binarizer
         T = lb.transform(y).astype(np.float64)
         multilabel = lb.y_type_.startswith("multilabel")
-        # Stratify single-label targets; scikit-learn itself stratifies binary ones only.
-        stratify = None if multilabel or (self._sklearn_mode and T.shape[1] > 1) else y
+        stratify = None if multilabel else y  # the labels of the validation split
         class_sw = None
         if self.class_weight is not None:
             if multilabel:
