@@ -368,6 +368,50 @@ CORRUPTIONS = {
         corrupt_meta(lambda m: m["optimizer"]["state"].update(t=-1)),
         "t=-1; accepted: an int >= 0",
     ),
+    "huge optimizer step": (
+        corrupt_meta(lambda m: m["optimizer"]["state"].update(t=10**400)),
+        r"t is a 1329-bit int; accepted: an int < 2\*\*63",
+    ),
+    "huge epoch count": (
+        corrupt_meta(lambda m: m["loop"].update(epochs=2**63)),
+        r"epochs is a 64-bit int; accepted: an int < 2\*\*63",
+    ),
+    "NaN best loss": (
+        corrupt_meta(lambda m: m["loop"].update(best_loss="nan")),
+        "best_loss='nan'; accepted: a number, not NaN",
+    ),
+    "infinite epsilon": (
+        corrupt_meta(lambda m: m["optimizer"]["hyperparams"].update(epsilon=float("inf"))),
+        "epsilon=inf; accepted: a finite number",
+    ),
+    "hyper-parameter true": (
+        corrupt_meta(lambda m: m["optimizer"]["hyperparams"].update(beta_2=True)),
+        "beta_2=True; accepted: a finite number",
+    ),
+    "flag as a number": (
+        corrupt_meta(lambda m: m["optimizer"].update(name="sgd", hyperparams={"nesterov": 1})),
+        "nesterov=1; accepted: true or false",
+    ),
+    "history without loss": (
+        corrupt_meta(lambda m: m.update(history={})),
+        r"history\['loss'\] is missing; accepted: a list of numbers",
+    ),
+    "history loss not a list": (
+        corrupt_meta(lambda m: m["history"].update(loss=0.5)),
+        r"history\['loss'\] is 0.5; accepted: a list of numbers",
+    ),
+    "unknown history list": (
+        corrupt_meta(lambda m: m["history"].update(accuracy=[0.5])),
+        r"history holds \['accuracy'\]; accepted: \['loss', 'val_score'\]",
+    ),
+    "version true": (
+        corrupt_meta(lambda m: m.update(version=True)),
+        "version=True is not supported",
+    ),
+    "version a float": (
+        corrupt_meta(lambda m: m.update(version=1.0)),
+        "version=1.0 is not supported",
+    ),
     "moments under plain sgd": (
         corrupt_meta(lambda m: m["optimizer"].update(name="sgd", hyperparams={})),
         r"holds arrays \['opt_m0', .*'opt_v2'\] that its metadata does not announce",

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import zipfile
 from contextlib import contextmanager, nullcontext
 from numbers import Integral
@@ -40,6 +41,7 @@ VERSION = 1
 METADATA = "metadata"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what numpy.load takes for an .npz
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+MAX_COUNT = 2**63  # step and sample counts at or above it are not ones a run can reach
 # the loop's scalars; its arrays (optimizer state, best weights) and history travel apart
 LOOP_SCALARS = [
     f
@@ -141,11 +143,12 @@ def _to_json(x) -> int | float | str | None:
     return x if math.isfinite(x) else str(x)
 
 
-def _number(x, name: str) -> float:
-    """The inverse of :func:`_to_json` for a float."""
+def _number(x, name: str, *, nan: bool = True) -> float:
+    """The inverse of :func:`_to_json` for a float; ``nan=False`` refuses NaN."""
     if isinstance(x, (int, float)) and not isinstance(x, bool) or x in ("inf", "-inf", "nan"):
-        return float(x)
-    raise ValueError(f"{name}={x!r}; accepted: a number")
+        if nan or not math.isnan(float(x)):
+            return float(x)
+    raise ValueError(f"{name}={x!r:.40}; accepted: a number" + ("" if nan else ", not NaN"))
 
 
 def _custom_activation(name: str, prefix: str = "") -> ValueError:
@@ -252,7 +255,14 @@ def _optimizer(opt: dict | None, n_layers: int) -> tuple:
     if opt is None:
         return None, None
     name = _check_choice(opt["name"], "optimizer name", OPTIMIZERS)
-    hyperparams = OPTIMIZERS[name](**_section(opt, "hyperparams")).hyperparams
+    saved, defaults = _section(opt, "hyperparams"), OPTIMIZERS[name]().hyperparams
+    for k, v in saved.items():  # flags stay flags, numbers finite numbers
+        if isinstance(defaults.get(k), bool):
+            if not isinstance(v, bool):
+                raise ValueError(f"{k}={v!r:.40}; accepted: true or false")
+        elif type(v) not in (int, float) or not abs(v) <= sys.float_info.max:  # finite
+            raise ValueError(f"{k}={v!r:.40}; accepted: a finite number")
+    hyperparams = OPTIMIZERS[name](**saved).hyperparams
     learning_rate = _check_positive(opt["learning_rate"], "learning_rate")
     schedule = _check_choice(opt["schedule"], "schedule", train.SCHEDULES)
     return (name, hyperparams, learning_rate, schedule), _template(name, hyperparams, n_layers)
@@ -265,8 +275,16 @@ def _fill(template: Any, opt: dict, host: dict) -> Any:
         if isinstance(v, list):
             template = template._replace(**{field: host[f"opt_{field}"]})
         elif v is not None:
-            template = template._replace(**{field: _check_int(saved[field], field, 0)})
+            template = template._replace(**{field: _count(saved[field], field)})
     return template
+
+
+def _count(v, name: str) -> int:
+    """A saved step or sample count: an int in [0, 2**63)."""
+    v = _check_int(v, name, 0)
+    if v >= MAX_COUNT:
+        raise ValueError(f"{name} is a {v.bit_length()}-bit int; accepted: an int < 2**63")
+    return v
 
 
 def _loop_state(meta: dict, opt_state: Any, best_weights: list | None) -> train.LoopState:
@@ -274,16 +292,21 @@ def _loop_state(meta: dict, opt_state: Any, best_weights: list | None) -> train.
     for f in LOOP_SCALARS:
         v = loop[f.name]
         if isinstance(f.default, int):
-            scalars[f.name] = _check_int(v, f.name, 0)
+            scalars[f.name] = _count(v, f.name)
         else:
-            scalars[f.name] = None if v is None else _number(v, f.name)
+            scalars[f.name] = None if v is None else _number(v, f.name, nan=False)
     if scalars["learning_rate"] is not None:
         _check_positive(scalars["learning_rate"], "learning_rate")
-    history = {}
-    for k, v in _section(meta, "history").items():
-        if not isinstance(v, list):
-            raise ValueError(f"history[{k!r}] must be a list of numbers")
-        history[k] = [_number(x, f"history[{k!r}]") for x in v]
+    saved, history = _section(meta, "history"), {}
+    for k in train.LoopState().history:  # the lists fit appends to, and no others
+        if not isinstance(saved.get(k), list):
+            got = f"{saved[k]!r:.40}" if k in saved else "missing"
+            raise ValueError(f"history[{k!r}] is {got}; accepted: a list of numbers")
+        history[k] = [_number(x, f"history[{k!r}]") for x in saved[k]]
+    if set(saved) - set(history):
+        raise ValueError(
+            f"history holds {sorted(set(saved) - set(history))}; accepted: {sorted(history)}"
+        )
     return train.LoopState(
         opt_state=opt_state, best_weights=best_weights, history=history, **scalars
     )
@@ -335,9 +358,10 @@ def _metadata(raw) -> dict:
         raise ValueError(
             f"metadata format={meta.get('format')!r} is unknown; accepted: {FORMAT!r}"
         )
-    if meta.get("version") != VERSION:
+    version = meta.get("version")
+    if type(version) is not int or version != VERSION:  # not True, not 1.0
         raise ValueError(
-            f"metadata version={meta.get('version')!r} is not supported; accepted: {VERSION} "
+            f"metadata version={version!r} is not supported; accepted: {VERSION} "
             "(written by a newer xpmlp?)"
         )
     return meta
