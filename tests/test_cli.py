@@ -286,3 +286,104 @@ def test_progress_bar_is_silent_off_a_terminal():
     bar.update(0.5)
     bar.close()
     assert stream.getvalue() == ""
+
+
+# ------------------------------------------------------------------ damaged or odd files
+
+
+@pytest.fixture
+def model(tmp_path, data) -> Path:
+    """A regression model on features a, b of ``data``, with its sidecar."""
+    ok("train data.csv --target y --features a,b --epochs 1 --save m.npz", cwd=tmp_path)
+    return tmp_path / "m.npz"
+
+
+def test_truncated_npz_data_is_one_line_naming_the_file(tmp_path, model):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "good.npz", X=rng.normal(size=(40, 2)), y=rng.normal(size=40))
+    raw = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    for command in ("train cut.npz", "predict m.npz cut.npz"):
+        line = assert_one_line_error(xpmlp(command, cwd=tmp_path))
+        assert "cut.npz is not a readable .npz file (damaged or truncated?)" in line
+
+
+SIDECARS = {
+    "a JSON list": ("[1, 2]", "holds a JSON list; accepted: an object"),
+    "not JSON": ("{not json", "is not valid JSON text"),
+    "missing keys": ('{"task": "regression"}', "format is missing; accepted: 'xpmlp-cli'"),
+    "x_mean too long": (
+        lambda m: m.update(x_mean=[0.0] * 5),
+        "x_mean is [0.0, 0.0, 0.0, 0.0, 0.0]; accepted: a list of 2 finite numbers",
+    ),
+    "zero x_std": (lambda m: m.update(x_std=[1.0, 0]), "x_std is [1.0, 0]; accepted: a list"),
+    "unknown task": (lambda m: m.update(task="ranking"), "task is 'ranking'; accepted"),
+    "classes for a regression model": (
+        lambda m: m.update(task="classification", classes=[["a", "b", "c"]]),
+        r"classes is [['a', 'b', 'c']]; accepted: 1 list(s) of 2 labels",
+    ),
+    "target names": (lambda m: m.update(target_names=[]), "target_names is []; accepted"),
+}
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("name", list(SIDECARS))
+def test_a_bad_sidecar_is_one_line_naming_the_file_and_the_field(tmp_path, model, name, command):
+    content, message = SIDECARS[name]
+    side = tmp_path / "m.npz.cli.json"
+    if callable(content):
+        meta = json.loads(side.read_text())
+        content(meta)
+        content = json.dumps(meta)
+    side.write_text(content)
+    line = assert_one_line_error(xpmlp(f"{command} m.npz data.csv", cwd=tmp_path))
+    assert line.startswith("xpmlp: error: m.npz.cli.json") and message in line
+
+
+@pytest.mark.parametrize("cell", ["nan", "NA", "inf", "?"])
+def test_a_numeric_target_with_a_missing_cell_is_an_error_not_classes(tmp_path, data, cell):
+    rows = list(csv.reader(data.read_text().splitlines()))
+    rows[5][2] = cell  # column y, line 6 of the file
+    write_csv(tmp_path / "gap.csv", rows[0], list(zip(*rows[1:])))
+    line = assert_one_line_error(xpmlp("train gap.csv --target y --features a,b", cwd=tmp_path))
+    assert f"target column 'y' of gap.csv holds {cell!r} on line 6" in line
+
+
+def test_a_label_column_may_hold_na_as_a_class(tmp_path):
+    x = np.linspace(-1, 1, 40)
+    write_csv(tmp_path / "d.csv", ["x", "t"], [x, np.where(x > 0, "yes", "NA")])
+    assert "2 classes" in ok("train d.csv --target t --epochs 1", cwd=tmp_path)
+
+
+def test_a_non_finite_target_array_names_the_file_and_the_array(tmp_path):
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    np.savez(tmp_path / "d.npz", X=X, y=np.where(np.arange(20) == 3, np.nan, 1.0))
+    np.save(tmp_path / "d.npy", np.column_stack([X, np.where(np.arange(20) == 4, np.inf, 1.0)]))
+    for task in ("", "--task classification", "--task regression"):
+        line = assert_one_line_error(xpmlp(f"train d.npz {task}", cwd=tmp_path))
+        assert "d.npz: array 'y' holds nan in row 3" in line
+    line = assert_one_line_error(xpmlp("train d.npy", cwd=tmp_path))
+    assert "d.npy: the target (last) column holds inf in row 4" in line
+
+
+NAMED = {
+    "negative seed": ("train --seed -1", "argument --seed: '-1'; accepted: an int >= 0"),
+    "demo seed": ("demo --seed x", "argument --seed: 'x'; accepted: an int >= 0"),
+    "save into a missing folder": ("train --save no/m.npz", "argument --save: 'no/m.npz'"),
+    "plot into a missing folder": ("train --plot no/c.png", "argument --plot: 'no/c.png'"),
+    "demo into a missing folder": ("demo --out no/d.png", "the folder 'no' does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", list(NAMED))
+def test_a_bad_option_is_named_before_any_training(tmp_path, name):
+    command, message = NAMED[name]
+    r = xpmlp(command, cwd=tmp_path)
+    assert message in assert_one_line_error(r)
+    assert r.stdout == ""  # nothing trained
+
+
+def test_a_diverging_run_ends_in_one_line_without_numpy_warnings(tmp_path, data):
+    r = xpmlp("train data.csv --target y --features a,b --lr 1e30 --epochs 5 --quiet", tmp_path)
+    assert r.returncode == 1
+    assert "lower learning_rate" in assert_one_line_error(r)

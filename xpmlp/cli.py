@@ -54,6 +54,9 @@ from .tables import (
     sidecar_path,
 )
 
+# what ends a command with one line on standard error (FloatingPointError: training diverged)
+ERRORS = (CLIError, FloatingPointError, ImportError, ValueError, TypeError, OSError, MemoryError)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (``xpmlp: error: ...``)."""
@@ -128,21 +131,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     val_data = (X[va], T[va]) if n_val else None
     t0 = time.perf_counter()
-    try:
-        history = net.fit(
-            X[tr],
-            T[tr],
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            optimizer=args.solver,
-            alpha=args.alpha,
-            validation_data=val_data,
-            callbacks=[report],
-            verbose=not args.quiet,
-        )
-    except FloatingPointError as exc:
-        raise CLIError(one_line(exc), code=1) from exc
+    history = net.fit(
+        X[tr],
+        T[tr],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        optimizer=args.solver,
+        alpha=args.alpha,
+        validation_data=val_data,
+        callbacks=[report],
+        verbose=not args.quiet,
+    )
     seconds = time.perf_counter() - t0
     final = f"final training loss {history['loss'][-1]:.5f}" if history["loss"] else "no epochs"
     print(f"{final} after {seconds:.1f} s")
@@ -294,10 +294,26 @@ def _hidden(text: str) -> list[int]:
     return [int(s) for s in sizes]
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}; accepted: an int >= 1")
+def _int(text: str, low: int) -> int:
+    if not text.strip().isdecimal() or int(text) < low:
+        raise argparse.ArgumentTypeError(f"{text!r}; accepted: an int >= {low}")
     return int(text)
+
+
+def _positive_int(text: str) -> int:
+    return _int(text, 1)
+
+
+def _seed(text: str) -> int:
+    return _int(text, 0)
+
+
+def _out_file(text: str) -> str:
+    """A file to write, whose folder must exist: checked before any training."""
+    folder = Path(text).parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: the folder {str(folder)!r} does not exist")
+    return text
 
 
 def _batch_size(text: str) -> int | None:
@@ -357,11 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     activations = [*ACTIVATIONS, *ACTIVATION_ALIASES]
 
     p = sub.add_parser("demo", help="fit a 1-3-1 tanh network to four curves; write a PNG")
-    p.add_argument("--out", default="xpmlp-demo.png", help="picture file (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=_out_file,
+        default="xpmlp-demo.png",
+        help="picture file (default: %(default)s)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=3000, help="full-batch steps")
     p.add_argument("--lr", type=_positive_float, default=0.03, help="learning rate")
     p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--dtype", choices=list(DTYPES), default="float64")
     p.add_argument("--dpi", type=_positive_int, default=100)
     _backend_options(p)
@@ -391,15 +412,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate")
     p.add_argument("--alpha", type=_nonneg_float, default=0.0, help="L2 penalty")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument(
         "--validation-fraction",
         type=_fraction,
         default=0.1,
         help="share of rows held out and scored (default: %(default)s)",
     )
-    p.add_argument("--save", metavar="MODEL", help="write the model (e.g. model.npz)")
-    p.add_argument("--plot", metavar="PNG", help="write loss and validation curves")
+    p.add_argument(
+        "--save", type=_out_file, metavar="MODEL", help="write the model (e.g. model.npz)"
+    )
+    p.add_argument(
+        "--plot", type=_out_file, metavar="PNG", help="write loss and validation curves"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     _backend_options(p)
     p.set_defaults(func=cmd_train)
@@ -407,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict a table with a saved model, as CSV")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("--out", help="CSV file (default: standard output)")
+    p.add_argument("--out", type=_out_file, help="CSV file (default: standard output)")
     _backend_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -431,14 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        return args.func(args)
+        with np.errstate(all="ignore"):  # a diverging run ends in one line, not warnings
+            return args.func(args)
     except KeyboardInterrupt:
         print("xpmlp: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `xpmlp predict ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (CLIError, ImportError, ValueError, TypeError, OSError, MemoryError) as exc:
+    except ERRORS as exc:
         if os.environ.get("XPMLP_DEBUG"):
             raise
         if isinstance(exc, OSError) and exc.filename is not None:
@@ -446,4 +472,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             message = one_line(exc)
         print(f"xpmlp: error: {message}", file=sys.stderr)
-        return getattr(exc, "code", 2) if isinstance(exc, CLIError) else 2
+        if isinstance(exc, FloatingPointError):  # training diverged
+            return 1
+        return exc.code if isinstance(exc, CLIError) else 2

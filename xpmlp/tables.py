@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import sys
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,12 @@ from .io import load
 from .model import r2_score
 
 MAX_CLASSES = 20  # integer targets with at most this many values are class labels
+MISSING = ("na", "n/a", "null", "none", "?")  # what tables write for a missing value
 SIDECAR_SUFFIX = ".cli.json"
+SIDECAR_FORMAT, SIDECAR_VERSION = "xpmlp-cli", 1
+TASKS = ("classification", "regression")
+# what NumPy raises for a damaged or truncated .npy/.npz file
+UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class CLIError(Exception):
@@ -156,13 +165,19 @@ def _is_number(v: str) -> bool:
 
 
 def _target_column(values: list[str], name: str, path: Path, lines: list[int]) -> np.ndarray:
+    """A target column as float64 when every value is a finite number, else as labels; a
+    missing value, or a column of numbers with a NaN, inf or NA in it, is an error."""
+    bad = [i for i, v in enumerate(values) if not (_is_number(v) and math.isfinite(float(v)))]
+    if not bad:
+        return np.asarray(values, dtype=np.float64)
     if "" in values:
         i = values.index("")
         raise CLIError(f"target column {name!r} of {path} misses a value on line {lines[i]}")
-    if all(_is_number(v) for v in values):
-        t = np.asarray(values, dtype=np.float64)
-        if np.isfinite(t).all():
-            return t
+    if all(_is_number(values[i]) or values[i].lower() in MISSING for i in bad):
+        raise CLIError(
+            f"target column {name!r} of {path} holds {values[bad[0]]!r} on line "
+            f"{lines[bad[0]]}; a numeric target needs a finite number on every row"
+        )
     return np.asarray(values, dtype=str)
 
 
@@ -170,8 +185,10 @@ def _read_npz(path: Path) -> Table:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             data = {k: arrays[k] for k in arrays.files}
-    except (ValueError, OSError) as exc:
-        raise CLIError(f"{path} is not a readable .npz file: {exc}") from exc
+    except UNREADABLE as exc:
+        raise CLIError(
+            f"{path} is not a readable .npz file (damaged or truncated?): {exc}"
+        ) from exc
     if "X" not in data:
         raise CLIError(f"{path} has no array 'X'; it holds: {', '.join(data) or 'nothing'}")
     X = _features_array(data["X"], path)
@@ -182,23 +199,25 @@ def _read_npz(path: Path) -> Table:
         Y = Y[:, None] if Y.ndim == 1 else Y
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
             raise CLIError(f"{path}: {key} has shape {data[key].shape}; X has {X.shape[0]} rows")
-        targets = [_target_array(Y[:, k]) for k in range(Y.shape[1])]
         names = [key] if Y.shape[1] == 1 else [f"{key}{k}" for k in range(Y.shape[1])]
+        targets = [_target_array(Y[:, k], path, f"array {n!r}") for k, n in enumerate(names)]
     return Table(X, targets, [f"x{i}" for i in range(X.shape[1])], names, path.name)
 
 
 def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
     try:
         A = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise CLIError(f"{path} is not a readable .npy file: {exc}") from exc
+    except UNREADABLE as exc:
+        raise CLIError(
+            f"{path} is not a readable .npy file (damaged or truncated?): {exc}"
+        ) from exc
     if A.ndim != 2:
         raise CLIError(f"{path} holds an array of shape {A.shape}; a 2-d table is needed")
     split = with_target or (n_features is not None and A.shape[1] == n_features + 1)
     if split and A.shape[1] < 2:
         raise CLIError(f"{path} has one column; features and a last target column are needed")
     X = _features_array(A[:, :-1] if split else A, path)
-    targets = [_target_array(A[:, -1])] if split else []
+    targets = [_target_array(A[:, -1], path, "the target (last) column")] if split else []
     return Table(
         X, targets, [f"x{i}" for i in range(X.shape[1])], ["y"] if split else [], path.name
     )
@@ -216,10 +235,15 @@ def _features_array(X: np.ndarray, path: Path) -> np.ndarray:
     return X
 
 
-def _target_array(t: np.ndarray) -> np.ndarray:
-    if t.dtype.kind in "biuf":
-        return t.astype(np.float64)
-    return t.astype(str)
+def _target_array(t: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Numbers as float64, which must be finite; anything else as labels."""
+    if t.dtype.kind not in "biuf":
+        return t.astype(str)
+    t = t.astype(np.float64)
+    if not np.isfinite(t).all():
+        i = int(np.flatnonzero(~np.isfinite(t))[0])
+        raise CLIError(f"{path}: {what} holds {t[i]} in row {i}; targets must be finite numbers")
+    return t
 
 
 def digits_or_synthetic() -> Table:
@@ -435,8 +459,8 @@ def prepare(
     x_mean, x_std = table.X[tr].mean(axis=0), table.X[tr].std(axis=0)
     x_std[x_std == 0] = 1.0
     meta = {
-        "format": "xpmlp-cli",
-        "version": 1,
+        "format": SIDECAR_FORMAT,
+        "version": SIDECAR_VERSION,
         "xpmlp": __version__,
         "data": table.name,
         "feature_names": table.feature_names,
@@ -501,5 +525,67 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
     except (KeyError, ValueError, OSError) as exc:
         raise CLIError(f"{path} is not a model saved by xpmlp: {one_line(exc)}") from exc
     side = sidecar_path(path)
-    meta = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
-    return net, meta
+    return net, read_sidecar(side, net) if side.is_file() else {}
+
+
+def read_sidecar(side: Path, net: Any) -> dict:
+    """The command line's metadata in ``side``, checked against the network it goes with;
+    a :class:`CLIError` names the file and the first field that is wrong."""
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise CLIError(f"{side} is not valid JSON text: {one_line(exc)}") from exc
+    if not isinstance(meta, dict):
+        raise CLIError(f"{side} holds a JSON {type(meta).__name__}; accepted: an object")
+
+    def need(field: str, ok, accepted: str) -> None:
+        if field not in meta or not ok(meta[field]):
+            got = f"{meta[field]!r:.60}" if field in meta else "missing"
+            raise CLIError(f"{side}: {field} is {got}; accepted: {accepted}")
+
+    D, K = net.layer_sizes[0], net.layer_sizes[-1]
+    need("format", lambda v: v == SIDECAR_FORMAT, repr(SIDECAR_FORMAT))
+    need("version", lambda v: type(v) is int and v == SIDECAR_VERSION, str(SIDECAR_VERSION))
+    need("task", lambda v: v in TASKS, " or ".join(TASKS))
+    need("feature_names", lambda v: _list_of(v, D, str), f"a list of {D} column names")
+    need("x_mean", lambda v: _list_of(v, D, float), f"a list of {D} finite numbers")
+    need("x_std", lambda v: _list_of(v, D, float, low=0), f"a list of {D} numbers > 0")
+    if meta["task"] == "regression":
+        need("y_mean", lambda v: _list_of(v, K, float), f"a list of {K} finite numbers")
+        need("y_std", lambda v: _list_of(v, K, float, low=0), f"a list of {K} numbers > 0")
+        n_targets = K
+    else:
+        one = f", or one list of {K} labels" if K > 1 else ""
+        need(
+            "classes",
+            lambda v: _classes_fit(v, K),
+            f"{K} list(s) of 2 labels{one}, as the model has {K} outputs",
+        )
+        n_targets = len(meta["classes"])
+    need("target_names", lambda v: _list_of(v, n_targets, str), f"a list of {n_targets} names")
+    return meta
+
+
+def _classes_fit(classes: Any, K: int) -> bool:
+    """Whether ``classes`` fit K outputs as :func:`encode_targets` lays them out: K binary
+    target columns, or one column of K classes (one-hot)."""
+    if not isinstance(classes, list):
+        return False
+    if len(classes) == 1 and K > 1:
+        return _list_of(classes[0], K, str)
+    return len(classes) == K and all(_list_of(c, 2, str) for c in classes)
+
+
+def _list_of(v: Any, n: int, kind: type, low: float | None = None) -> bool:
+    """Whether ``v`` is a list of ``n`` strings (``kind=str``), or of ``n`` finite numbers
+    (``kind=float``), each ``> low`` if given."""
+    if not (isinstance(v, list) and len(v) == n):
+        return False
+    if kind is str:
+        return all(isinstance(x, str) for x in v)
+    return all(_finite(x) and (low is None or x > low) for x in v)
+
+
+def _finite(x: Any) -> bool:
+    """Whether a JSON value is a finite number (not a bool, nor an int beyond float range)."""
+    return type(x) in (int, float) and abs(x) <= sys.float_info.max
