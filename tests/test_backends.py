@@ -129,3 +129,45 @@ def test_importing_xpmlp_never_imports_cupy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def _array_of(library, dtype, shape=(2, 3)):
+    """An array of ones from ``library`` with ``dtype`` ("complex64" or "bool")."""
+    mod = pytest.importorskip({"jax": "jax.numpy"}.get(library, library))
+    return mod.ones(shape, dtype=getattr(mod, dtype))
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch", "jax", "array_api_strict"])
+def test_complex_arrays_of_every_library_are_rejected_and_bool_accepted(backend, library):
+    net = xpmlp.MLP([3, 1], backend=backend, seed=0)
+    Z = _array_of(library, "complex64")
+    with pytest.raises(TypeError, match="X must hold numbers .* got dtype .*complex64"):
+        net.predict(Z)
+    with pytest.raises(TypeError, match=r"weights\[0\] must hold numbers .*complex64"):
+        net.weights = [_array_of(library, "complex64", (1, 4))]
+    B = _array_of(library, "bool")
+    np.testing.assert_allclose(to_np(net.predict(B)), to_np(net.predict(np.ones((2, 3)))))
+
+
+def test_torch_tensors_that_require_grad_stay_out_of_autograd():
+    torch = pytest.importorskip("torch")
+    net = xpmlp.MLP([2, 3, 1], backend="torch", seed=0)
+    X = torch.ones((4, 2), requires_grad=True)
+    net.fit(X, torch.ones((4, 1), requires_grad=True), epochs=2, batch_size=2)
+    assert not any(W.requires_grad for W in net.weights)
+    assert not net.predict(X).requires_grad
+    W0 = torch.zeros((3, 3), requires_grad=True)
+    net.weights = [W0, torch.zeros((1, 4))]
+    assert not net.weights[0].requires_grad and net.weights[0].grad_fn is None
+    net.fit(X, torch.ones((4, 1)), epochs=1)
+    assert W0.grad is None and not bool(W0.any())  # the caller's tensor is untouched
+    np_net = xpmlp.MLP([2, 3, 1], backend="numpy", seed=0)
+    assert np_net.predict(X).shape == (4, 1)
+
+
+def test_a_device_that_cannot_be_used_raises_backend_error_at_construction():
+    pytest.importorskip("torch")
+    with pytest.raises(xpmlp.BackendError, match="device='cuda:99' cannot be used with .*torch"):
+        xpmlp.MLP([2, 1], backend="torch", device="cuda:99")
+    with pytest.raises(xpmlp.BackendError, match="device='nowhere' cannot be used"):
+        xpmlp.MLP([2, 1], backend="array_api_strict", device="nowhere")

@@ -165,3 +165,107 @@ def test_weights_are_assignable_and_checked(net):
     with pytest.raises(ValueError, match=r"weights\[1\] contains NaN"):
         net.weights = [np.zeros((3, 3)), np.full((1, 4), np.nan)]
     np.testing.assert_array_equal(net.weights[1], np.ones((1, 4)))
+
+
+def test_values_that_overflow_the_model_dtype_are_rejected_after_the_cast():
+    """1e300 is a finite float64 but inf in a float32 model: checked after the cast."""
+    net = xpmlp.MLP([2, 3, 1], seed=0, dtype="float32")
+    snap = snapshot(net)
+    X, T = np.full((4, 2), 1e300), np.ones((4, 1))
+    match = "X contains NaN or inf after the cast to the model's dtype float32"
+    with pytest.raises(ValueError, match=match):
+        net.predict(X)
+    with pytest.raises(ValueError, match=match):
+        net.fit(X, T, epochs=1)
+    with pytest.raises(ValueError, match="T contains NaN or inf after the cast"):
+        net.loss_and_gradients(np.ones((4, 2)), np.full((4, 1), 1e39))
+    with pytest.raises(ValueError, match="X contains NaN or inf after the cast"):
+        net._pair(X, T, check_finite=False)  # the caller checked X: the cast is still checked
+    with pytest.raises(ValueError, match=r"weights\[0\] contains NaN or inf after the cast"):
+        net.weights = [np.full((3, 3), 1e300), np.zeros((1, 4))]
+    assert_unchanged(net, snap)
+    with pytest.raises(ValueError, match="X contains NaN or inf; accepted"):  # NaN itself
+        net.predict(np.full((4, 2), np.nan))
+
+
+@pytest.mark.parametrize(
+    ("W0", "error", "match"),
+    [
+        (np.full((3, 3), "1.5"), TypeError, r"weights\[0\] must hold numbers .* got dtype <U3"),
+        (np.full((3, 3), 1 + 5j), TypeError, r"weights\[0\] must hold numbers .* complex128"),
+        (np.full((3, 3), 1, dtype=object), TypeError, r"weights\[0\] must hold numbers"),
+        ([["1"] * 3] * 3, TypeError, r"weights\[0\] must hold numbers"),
+        ([[1, 2, 3], [1, 2]], ValueError, r"weights\[0\] must be a rectangular array"),
+    ],
+    ids=["strings", "complex", "object", "nested-strings", "ragged"],
+)
+def test_weights_setter_rejects_what_is_not_an_array_of_real_numbers(net, W0, error, match):
+    snap = snapshot(net)
+    with pytest.raises(error, match=match):
+        net.weights = [W0, np.zeros((1, 4))]
+    assert_unchanged(net, snap)
+
+
+def test_validation_data_errors_name_x_val_and_t_val(net, data):
+    X, T = data
+    snap = snapshot(net)
+    for val, match in [
+        ((np.ones((3, 5)), np.ones((3, 1))), r"X_val has shape \(3, 5\)"),
+        ((np.ones((3, 2)), np.full((3, 1), np.nan)), "T_val contains NaN or inf"),
+        ((np.ones((3, 2)), np.ones((2, 1))), "X_val and T_val must have the same number of rows"),
+        ((np.ones((0, 2)), np.ones((0, 1))), "X_val is empty"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            net.fit(X, T, epochs=1, validation_data=val)
+    assert_unchanged(net, snap)
+
+
+@pytest.mark.parametrize(
+    ("seed", "init", "error", "match"),
+    [
+        (-1, "glorot", ValueError, "seed=-1; accepted: None, an int >= 0"),
+        (1.5, "glorot", TypeError, r"seed=1.5 \(float\); accepted"),
+        ("abc", "glorot", TypeError, r"seed='abc' \(str\); accepted"),
+        (True, "glorot", TypeError, r"seed=True \(bool\)"),
+        (2**32, "sklearn", ValueError, r"seed=4294967296; accepted: None, an int in \[0, 2"),
+        (np.random.default_rng(0), "sklearn", TypeError, r"\(Generator\); accepted: None"),
+    ],
+)
+def test_bad_seed_names_seed_and_what_is_accepted(seed, init, error, match):
+    with pytest.raises(error, match=match):
+        xpmlp.MLP([2, 3, 1], seed=seed, init=init)
+
+
+def test_every_accepted_seed_kind_seeds_the_same_weights():
+    ref = xpmlp.MLP([2, 3, 1], seed=3).weights
+    for seed in (np.int64(3), np.random.default_rng(3)):
+        for W, W_ref in zip(xpmlp.MLP([2, 3, 1], seed=seed).weights, ref):
+            np.testing.assert_array_equal(W, W_ref)
+    ref = xpmlp.MLP([2, 3, 1], seed=2**32 - 1, init="sklearn").weights
+    rs = np.random.RandomState(2**32 - 1)
+    for W, W_ref in zip(xpmlp.MLP([2, 3, 1], seed=rs, init="sklearn").weights, ref):
+        np.testing.assert_array_equal(W, W_ref)
+    assert xpmlp.MLP([2, 3, 1], seed=None).weights[0].shape == (3, 3)
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "alpha", "clip_norm", "tol", "power_t"])
+def test_ints_too_large_for_a_float_name_the_parameter(net, data, name):
+    snap = snapshot(net)
+    with pytest.raises(ValueError, match=f"{name} is too large for a float; accepted: a finite"):
+        net.fit(*data, epochs=1, **{name: 10**400})
+    assert_unchanged(net, snap)
+    if name == "alpha":
+        with pytest.raises(ValueError, match="alpha is too large for a float"):
+            net.loss_and_gradients(*data, alpha=10**400)
+
+
+def test_callbacks_must_be_a_list_of_callables(net, data):
+    snap = snapshot(net)
+    with pytest.raises(TypeError, match=r"callbacks must be a list of callables .*=\[cb\]"):
+        net.fit(*data, epochs=1, callbacks=lambda *a: None)
+    with pytest.raises(TypeError, match="callbacks must be callables, got 42"):
+        net.fit(*data, epochs=1, callbacks=[42])
+    assert_unchanged(net, snap)
+    seen = []
+    net.fit(*data, epochs=2, callbacks=(cb for cb in [lambda e, *_: seen.append(e)]))
+    assert seen == [1, 2]  # a generator of callbacks serves every epoch

@@ -1,5 +1,7 @@
 """Backpropagation against central finite differences, float64."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,30 @@ def test_losses_are_finite_for_huge_logits(output):
     assert L[0] == pytest.approx(0.0, abs=1e-9)
     assert L[1] == pytest.approx(2e4, rel=1e-12)
     assert L[2] == pytest.approx(np.log(2) * (1 if output == "softmax" else 2), rel=1e-12)
+
+
+def test_a_nan_gradient_is_reported_as_nan_not_as_a_pass():
+    X, T = data("identity")
+    nan_dh = (lambda a: a * a * a, lambda a: a * float("nan"))
+    net = xpmlp.MLP([3, 4, 2], nan_dh, "identity", dtype="float64", seed=2)
+    err = xpmlp.check_gradients(net, X, T)
+    assert isinstance(err, float) and math.isnan(err)
+    assert not err < 1e-6  # a threshold test fails
+
+
+@pytest.mark.parametrize(
+    ("X", "T", "kw", "match"),
+    [
+        (np.ones((7, 3)), np.ones((1, 2)), {}, "same number of rows, got 7 and 1"),
+        (np.ones((0, 3)), np.ones((0, 2)), {}, "X is empty"),
+        (np.ones((7, 3)), np.full((7, 2), np.nan), {}, "T contains NaN"),
+        (np.ones((7, 3)), np.ones((7, 2)), {"eps": 0}, "eps=0; accepted: a finite number > 0"),
+        (np.ones((7, 3)), np.ones((7, 2)), {"eps": -1e-5}, "eps=-1e-05"),
+        (np.ones((7, 3)), np.ones((7, 2)), {"eps": float("nan")}, "eps=nan"),
+        (np.ones((7, 3)), np.ones((7, 2)), {"eps": "a"}, "eps='a'"),
+    ],
+)
+def test_check_gradients_checks_its_data_and_eps(X, T, kw, match):
+    net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=match):
+        xpmlp.check_gradients(net, X, T, **kw)

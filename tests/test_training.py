@@ -2,6 +2,7 @@
 stopping, callbacks, sample weights, host synchronisation and optimizer state across fits."""
 
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -730,7 +731,7 @@ def test_one_loss_value_reaches_the_host_per_epoch(monkeypatch, kw, per_epoch):
     net = net64("array_api_strict")
     hist = net.fit(X, T, epochs=3, batch_size=4, **kw)  # 6 batches per epoch
     assert len(hist["loss"]) == 3
-    assert counts["n"] == 3 * per_epoch
+    assert counts["n"] == 3 * per_epoch + 1  # and one check that the weights are finite
 
 
 # ---------------------------------------------------------------- state across fits
@@ -858,3 +859,48 @@ def test_validation_score_weighs_samples_like_scikit_learn():
     pred = np.argmax(np.asarray(clf.predict(X)), axis=1)
     want = metrics.accuracy_score(np.argmax(T, axis=1), pred, sample_weight=w)
     assert float(clf._score(clf.weights, X, T, w)) == pytest.approx(want, rel=1e-12)
+
+
+def _raise_at_epoch_2(epoch, loss, score, model):
+    if epoch == 2:
+        raise KeyError("stop here")
+
+
+@pytest.mark.parametrize("init", ["glorot", "sklearn"])  # a Generator, a RandomState
+@pytest.mark.parametrize(
+    "failing",
+    [
+        dict(callbacks=[42]),  # rejected before the validation split draws
+        dict(callbacks=[_raise_at_epoch_2], early_stopping=False, validation_fraction=None),
+        dict(callbacks=[_raise_at_epoch_2]),  # after the split and one epoch's shuffle
+        dict(learning_rate=1e300),  # diverges
+    ],
+    ids=["bad-callback", "raising-callback", "raising-after-split", "divergence"],
+)
+def test_a_failed_fit_leaves_the_random_generator_as_it_was(init, failing):
+    X, T = problem(N=20)
+    kw = dict(epochs=3, batch_size=4, early_stopping=True, validation_fraction=0.2)
+    ref = net64(init=init)
+    ref.fit(X, T, **kw)
+    net = net64(init=init)
+    state = pickle.dumps(net.rng)
+    with np.errstate(all="ignore"), pytest.raises((TypeError, KeyError, FloatingPointError)):
+        scale = 1e3 if "learning_rate" in failing else 1.0
+        net.fit(X * scale, T * scale**2, **{**kw, **failing})
+    assert pickle.dumps(net.rng) == state
+    net.fit(X, T, **kw)  # as on a fresh model
+    assert_weights_equal(net.weights, ref.weights)
+    assert net.history == ref.history
+
+
+def test_an_overflow_in_the_last_update_raises_and_leaves_the_model_unchanged(backend):
+    """The epoch loss is computed before each update: the weights are checked at the end."""
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    net = net64(backend, sizes=(3, 5, 1))
+    snap = snapshot(net)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError) as err:
+        net.fit(X, 1e3 * X[:, :1], epochs=1, batch_size=None, learning_rate=1e308)
+    assert str(err.value) == (
+        "the weights became non-finite at epoch 1; lower learning_rate or scale the inputs"
+    )
+    assert_unchanged(net, snap)

@@ -154,7 +154,23 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
             f"backend must be a name or a namespace module, got {type(backend).__name__}; "
             f"accepted: {', '.join(BACKENDS)}"
         )
-    return xp, _resolve_device(name, xp, device)
+    resolved = _resolve_device(name, xp, device)
+    if resolved is not None and name != "numpy":
+        _check_usable(name, xp, resolved, device)
+    return xp, resolved
+
+
+def _check_usable(name: str, xp: Any, resolved: Any, device: Any) -> None:
+    """Put a tiny array on the device: a CUDA device on a CPU-only build, or one past the
+    last, fails here, when the backend is chosen, rather than inside the first ``fit``."""
+    try:
+        xp.asarray([0.0], device=resolved)
+    except Exception as exc:  # each backend raises its own (AssertionError, RuntimeError, ...)
+        reason = (str(exc).splitlines() or [""])[0]
+        raise BackendError(
+            f"device={device!r} cannot be used with backend={name!r} here "
+            f"({type(exc).__name__}: {reason}); device=None picks the backend's default"
+        ) from exc
 
 
 def namespace_of(x: Any) -> Any | None:
@@ -184,8 +200,11 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
     """``x`` as an array of namespace ``xp`` on ``device`` with ``dtype``.
 
     Arrays already in ``xp`` stay where they are unless a device is named; arrays of another
-    backend pass through host memory once.
+    backend pass through host memory once. Torch tensors are detached: the model's arrays
+    never join the caller's autograd graph.
     """
+    if array_api_compat.is_torch_array(x):
+        x = x.detach()
     if namespace_of(x) is not xp and namespace_of(x) is not None:
         if backend_name(namespace_of(x)) != backend_name(xp):
             x = to_numpy(x)

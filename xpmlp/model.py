@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -44,10 +46,11 @@ class MLP:
     device : str, int or None
         ``"cuda:1"``, a CuPy device id, ... ``None`` is the backend's default.
     dtype : {"float32", "float64"}
-    seed : int or numpy Generator
+    seed : None, int >= 0, numpy Generator or RandomState
         Seeds the host generator that draws initial weights, shuffles and splits: the same
         seed gives the same initial weights on every backend. With ``init="sklearn"`` the
-        generator is a ``numpy.random.RandomState``, and one may be passed as the seed.
+        generator is a ``numpy.random.RandomState`` (an int seed below 2**32, or a
+        RandomState itself). A Generator or RandomState given is drawn from, not copied.
     init : {"glorot", "he", "torch", "sklearn"} or callable
         Initial weights (see :func:`xpmlp.network.init_weights`).
 
@@ -84,12 +87,7 @@ class MLP:
         self.xp, self.device = resolve(backend, device)
         self.dtype = get_dtype(dtype, xp=self.xp)
         self.seed = seed
-        if init == "sklearn":  # replays scikit-learn's RandomState draws
-            self.rng = (
-                seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed)
-            )
-        else:
-            self.rng = np.random.default_rng(seed)
+        self.rng = _host_rng(seed, init)
         W0 = network.init_weights(
             self.layer_sizes, rng=self.rng, init=init, activation=self.activation.name
         )
@@ -123,53 +121,69 @@ class MLP:
             raise ValueError(f"weights must be a list of {L} arrays, got {len(weights)}")
         new = []
         for l, W in enumerate(weights):
+            W = self._convert(W, f"weights[{l}]")
             shape = (self.layer_sizes[l + 1], self.layer_sizes[l] + 1)
-            got = tuple(W.shape) if hasattr(W, "shape") else np.shape(W)
-            if got != shape:
+            if tuple(W.shape) != shape:
                 raise ValueError(
-                    f"weights[{l}] has shape {got}; "
+                    f"weights[{l}] has shape {tuple(W.shape)}; "
                     f"layer {l + 1} needs {shape} (n_{l + 1}, n_{l} + 1), bias in column 0"
                 )
-            W = self.xp.asarray(self._array(W), copy=True)  # never alias the caller's array
-            if not bool(self.xp.all(self.xp.isfinite(W))):
-                raise ValueError(f"weights[{l}] contains NaN or inf")
-            new.append(W)
+            new.append(self.xp.asarray(W, copy=True))  # never alias the caller's array
         self._weights = new
 
-    def _input(self, X, name: str, width: int, *, check_finite: bool = True):
-        """``X`` as a finite (N, width) array of the model's backend and dtype
-        (``check_finite=False``: the caller has already checked it)."""
+    def _convert(self, X, name: str, *, check_finite: bool = True):
+        """``X`` (any backend, or nested lists) as an array of the model's backend and dtype,
+        finite after the cast (``check_finite=False``: the caller has checked ``X`` itself;
+        a cast to a narrower float, which may overflow, is still checked)."""
         if isinstance(X, (str, bytes)) or X is None:
             raise TypeError(f"{name} must be an array of numbers, got {type(X).__name__}")
-        if namespace_of(X) is None or backend_name(namespace_of(X)) == "numpy":
-            H = np.asarray(X)
-            if H.dtype.kind not in "biuf":
-                raise TypeError(
-                    f"{name} must hold numbers (bool, int or float), got dtype {H.dtype}"
+        src = namespace_of(X)
+        if src is None or backend_name(src) == "numpy":
+            try:
+                X = np.asarray(X)
+            except (ValueError, TypeError) as exc:  # ragged nesting, ...
+                raise ValueError(
+                    f"{name} must be a rectangular array of numbers; NumPy cannot convert it "
+                    f"({exc})"
+                ) from None
+            src = namespace_of(X)
+        if not src.isdtype(X.dtype, ("bool", "integral", "real floating")):
+            raise TypeError(f"{name} must hold numbers (bool, int or float), got dtype {X.dtype}")
+        floating = src.isdtype(X.dtype, "real floating")
+        narrows = floating and src.finfo(X.dtype).max > self.xp.finfo(self.dtype).max
+        with np.errstate(over="ignore"):  # reported below, naming the argument
+            A = self._array(X)
+        if floating and (check_finite or narrows) and not _all_finite(A, xp=self.xp):
+            if narrows and _all_finite(X, xp=src):
+                big = float(self.xp.finfo(self.dtype).max)
+                raise ValueError(
+                    f"{name} contains NaN or inf after the cast to the model's dtype "
+                    f"{dtype_name(self.dtype)}: values beyond +-{big:.4g} overflow; accepted: "
+                    "finite numbers within that range (or a float64 model)"
                 )
-            if H.ndim == 1 and width == 1:
-                H = H[:, None]
-            _check_shape(H.shape, name, width)
-            if check_finite and H.dtype.kind == "f" and not _all_finite(H, xp=np):
-                raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
-            return self._array(H)
-        A = self._array(X)
-        if A.ndim == 1 and width == 1:
-            A = A[:, None]
-        _check_shape(tuple(A.shape), name, width)
-        if check_finite and not _all_finite(A, xp=self.xp):
             raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
         return A
 
-    def _pair(self, X, T, *, check_finite: bool = True):
-        X = self._input(X, "X", self.layer_sizes[0], check_finite=check_finite)
-        T = self._input(T, "T", self.layer_sizes[-1], check_finite=check_finite)
+    def _input(self, X, name: str, width: int, *, check_finite: bool = True):
+        """``X`` as a finite (N, width) array of the model's backend and dtype (see
+        :meth:`_convert`); a 1-D ``X`` is a column when ``width`` is 1."""
+        A = self._convert(X, name, check_finite=check_finite)
+        if A.ndim == 1 and width == 1:
+            A = A[:, None]
+        _check_shape(tuple(A.shape), name, width)
+        return A
+
+    def _pair(self, X, T, *, check_finite: bool = True, names=("X", "T")):
+        nx, nt = names
+        X = self._input(X, nx, self.layer_sizes[0], check_finite=check_finite)
+        T = self._input(T, nt, self.layer_sizes[-1], check_finite=check_finite)
         if X.shape[0] != T.shape[0]:
             raise ValueError(
-                f"X and T must have the same number of rows, got {X.shape[0]} and {T.shape[0]}"
+                f"{nx} and {nt} must have the same number of rows, "
+                f"got {X.shape[0]} and {T.shape[0]}"
             )
         if X.shape[0] == 0:
-            raise ValueError("X is empty; at least one sample is needed")
+            raise ValueError(f"{nx} is empty; at least one sample is needed")
         return X, T
 
     # ------------------------------------------------------------ maths
@@ -277,8 +291,8 @@ class MLP:
             ``validation_data``, stop on its score and restore the best weights.
         validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).
         sample_weight : array (N,), weights of the samples in the loss.
-        callbacks : callables ``cb(epoch, loss, val_score, model)``; returning True stops.
-            One that sets ``model.weights`` has training go on from those weights.
+        callbacks : list of callables ``cb(epoch, loss, val_score, model)``; returning True
+            stops. One that sets ``model.weights`` has training go on from those weights.
         verbose : show a progress bar.
 
         Returns
@@ -299,15 +313,14 @@ class MLP:
             early_stopping=bool(early_stopping),
         )
         opt = get_optimizer(optimizer)
+        callbacks = _check_callbacks(callbacks)
         X, T = self._pair(X, T)
         sw = None if sample_weight is None else self._sample_weight(sample_weight, X.shape[0])
-        X, T, sw, val = self._validation_split(
-            X, T, sw, validation_fraction, validation_data, early_stopping
-        )
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables, got {cb!r}")
-        return self._train(X, T, sw, val, opt, config, callbacks, verbose)
+        with self._unchanged_on_error():  # the split draws from self.rng
+            X, T, sw, val = self._validation_split(
+                X, T, sw, validation_fraction, validation_data, early_stopping
+            )
+            return self._train(X, T, sw, val, opt, config, callbacks, verbose)
 
     def _validation_split(self, X, T, sw, fraction, data, early_stopping, stratify=None):
         if data is not None:
@@ -315,7 +328,7 @@ class MLP:
                 raise ValueError("give validation_data or validation_fraction, not both")
             if not (isinstance(data, (tuple, list)) and len(data) == 2):
                 raise TypeError("validation_data must be a pair (X_val, T_val)")
-            return (X, T, sw, (*self._pair(*data), None))
+            return (X, T, sw, (*self._pair(*data, names=("X_val", "T_val")), None))
         if fraction is None:
             if not early_stopping:
                 return X, T, sw, None
@@ -362,7 +375,6 @@ class MLP:
             state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
         before = {k: len(v) for k, v in state.history.items()}
         validate = None if val is None else (lambda W: self._score(W, *val))
-        saved, saved_state = self._weights, self.state
         bar = _progress(config.epochs, verbose)
 
         def on_epoch(epoch, loss, score, W):
@@ -375,32 +387,44 @@ class MLP:
             return stop
 
         try:
-            weights, state = train.train(
-                weights,
-                X,
-                T,
-                activation=self.activation,
-                output=self.output,
-                optimizer=opt,
-                config=config,
-                state=state,
-                rng=self.rng,
-                sample_weight=sw,
-                validate=validate,
-                on_epoch=on_epoch,
-                order=order,
-                xp=xp,
-            )
-        except BaseException:
-            for k, n in before.items():  # the history lists are shared, not copied
-                del saved_state.history[k][n:]
-            self._weights, self.state = saved, saved_state
-            raise
+            with self._unchanged_on_error():
+                weights, state = train.train(
+                    weights,
+                    X,
+                    T,
+                    activation=self.activation,
+                    output=self.output,
+                    optimizer=opt,
+                    config=config,
+                    state=state,
+                    rng=self.rng,
+                    sample_weight=sw,
+                    validate=validate,
+                    on_epoch=on_epoch,
+                    order=order,
+                    xp=xp,
+                )
         finally:
             if bar is not None:
                 bar.close()
         self._weights, self.state, self._optimizer_key = weights, state, key
         return {k: v[before[k] :] for k, v in state.history.items()}
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self):
+        """Put back the weights, the loop state (history included) and the host generator's
+        state if the block raises: a failed call leaves the model as it was."""
+        weights, state, rng = self._weights, self.state, self.rng
+        lengths = {k: len(v) for k, v in state.history.items()}
+        rng_state = _rng_state(rng)
+        try:
+            yield
+        except BaseException:
+            for k, n in lengths.items():  # the history lists are shared, not copied
+                del state.history[k][n:]
+            self._weights, self.state, self.rng = weights, state, rng
+            _set_rng_state(rng, rng_state)
+            raise
 
     @property
     def history(self) -> dict:
@@ -566,6 +590,68 @@ def _all_finite(A, *, xp) -> bool:
     return bool(xp.all(xp.isfinite(A)))
 
 
+_SEED_KINDS = (
+    np.random.Generator,
+    np.random.RandomState,
+    np.random.SeedSequence,
+    np.random.BitGenerator,
+)
+
+
+def _host_rng(seed, init) -> np.random.Generator | np.random.RandomState:
+    """The host generator for ``seed``: a RandomState for ``init="sklearn"`` (it replays
+    scikit-learn's draws), else a Generator."""
+    sklearn = init == "sklearn"
+    kinds = (np.random.RandomState,) if sklearn else _SEED_KINDS
+    accepted = (
+        "None, an int in [0, 2**32) or a numpy.random.RandomState (init='sklearn')"
+        if sklearn
+        else "None, an int >= 0, a numpy.random Generator, RandomState, SeedSequence or "
+        "BitGenerator"
+    )
+    if isinstance(seed, Integral) and not isinstance(seed, bool):
+        if seed < 0 or (sklearn and seed >= 2**32):
+            raise ValueError(f"seed={seed!r}; accepted: {accepted}")
+    elif seed is not None and not isinstance(seed, kinds):
+        raise TypeError(f"seed={seed!r} ({type(seed).__name__}); accepted: {accepted}")
+    if sklearn:
+        return seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed)
+    return np.random.default_rng(seed)
+
+
+def _rng_state(rng) -> Any:
+    if isinstance(rng, np.random.RandomState):
+        return rng.get_state(legacy=False)
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng, state) -> None:
+    if isinstance(rng, np.random.RandomState):
+        rng.set_state(state)
+    else:
+        rng.bit_generator.state = state
+
+
+def _check_callbacks(callbacks) -> list:
+    """``callbacks`` as a list of callables (``None``: no callbacks)."""
+    if callbacks is None:
+        return []
+    if (
+        callable(callbacks)
+        or isinstance(callbacks, (str, bytes))
+        or not isinstance(callbacks, Iterable)
+    ):
+        raise TypeError(
+            f"callbacks must be a list of callables cb(epoch, loss, val_score, model), got "
+            f"{type(callbacks).__name__}; one callback goes in a list: callbacks=[cb]"
+        )
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables, got {cb!r}")
+    return callbacks
+
+
 def _check_layer_sizes(layer_sizes) -> list[int]:
     if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
         raise TypeError(
@@ -592,15 +678,30 @@ def _check_int(v, name, low):
 
 
 def _check_positive(v, name):
-    if isinstance(v, bool) or not isinstance(v, Real) or not (v > 0) or not np.isfinite(v):
+    f = _finite_float(v, name, "a finite number > 0")
+    if not f > 0:
         raise ValueError(f"{name}={v!r}; accepted: a finite number > 0")
-    return float(v)
+    return f
 
 
 def _check_nonneg(v, name):
-    if isinstance(v, bool) or not isinstance(v, Real) or not (v >= 0) or not np.isfinite(v):
+    f = _finite_float(v, name, "a finite number >= 0")
+    if not f >= 0:
         raise ValueError(f"{name}={v!r}; accepted: a finite number >= 0")
-    return float(v)
+    return f
+
+
+def _finite_float(v, name, accepted) -> float:
+    """``v`` as a finite float, else a ValueError naming ``name`` and what is ``accepted``."""
+    if isinstance(v, bool) or not isinstance(v, Real):
+        raise ValueError(f"{name}={v!r}; accepted: {accepted}")
+    try:
+        f = float(v)
+    except OverflowError:  # an int such as 10**400
+        raise ValueError(f"{name} is too large for a float; accepted: {accepted}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{name}={v!r}; accepted: {accepted}")
+    return f
 
 
 def _check_choice(v, name, choices):
@@ -615,12 +716,12 @@ def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     The weights are copied to NumPy float64; each entry ``w`` is perturbed by ``+-eps``
     (1e-5 balances the O(eps^2) truncation and O(1e-16/eps) rounding errors) and
     ``(L(w + eps) - L(w - eps)) / (2 eps)`` is compared with the backprop gradient as
-    ``|g - g_fd| / max(|g| + |g_fd|, 1e-8)``.
+    ``|g - g_fd| / max(|g| + |g_fd|, 1e-8)``. NaN if a gradient or a loss is NaN: a failure.
     """
     import array_api_compat.numpy as xp
 
-    X = np.asarray(to_numpy(net._input(X, "X", net.layer_sizes[0])), dtype=np.float64)
-    T = np.asarray(to_numpy(net._input(T, "T", net.layer_sizes[-1])), dtype=np.float64)
+    eps = _check_positive(eps, "eps")
+    X, T = (np.asarray(to_numpy(A), dtype=np.float64) for A in net._pair(X, T))
     weights = [np.array(to_numpy(W), dtype=np.float64) for W in net.weights]
     kw = dict(activation=net.activation, output=net.output, xp=xp)
 
@@ -629,7 +730,7 @@ def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
 
     cache = network.forward(weights, X, **kw)
     _, grads = network.backward(weights, cache, T, activation=net.activation, xp=xp)
-    worst = 0.0
+    errors = []
     for W, G in zip(weights, grads):
         for idx in np.ndindex(W.shape):
             w0 = W[idx]
@@ -639,5 +740,5 @@ def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
             down = loss(weights)
             W[idx] = w0
             fd = (up - down) / (2 * eps)
-            worst = max(worst, abs(G[idx] - fd) / max(abs(G[idx]) + abs(fd), 1e-8))
-    return worst
+            errors.append(abs(G[idx] - fd) / max(abs(G[idx]) + abs(fd), 1e-8))
+    return float(np.max(errors))  # np.max, unlike max, keeps a NaN

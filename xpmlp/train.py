@@ -194,6 +194,13 @@ def train(
             break
     if c.early_stopping and state.best_weights is not None:
         weights = [_copy(W, xp=xp) for W in state.best_weights]
+    # the epoch loss precedes each update, so the last update's overflow shows only here
+    # (one host synchronisation per call)
+    if not bool(xp.all(xp.stack([xp.all(xp.isfinite(W)) for W in weights]))):
+        raise FloatingPointError(
+            f"the weights became non-finite at epoch {state.epochs}; "
+            "lower learning_rate or scale the inputs"
+        )
     return weights, state
 
 
