@@ -444,6 +444,19 @@ def test_random_bytes_and_truncated_files_raise_value_error(saved, tmp_path):
         xpmlp.load(tmp_path / "one.npy")
 
 
+def test_a_changed_byte_inside_a_stored_array_raises_value_error(saved):
+    """Each member is checked against its CRC-32: a flipped bit in the weights would load
+    as other weights."""
+    net = xpmlp.load(saved)
+    W = np.asarray(net.weights[0])
+    data = bytearray(saved.read_bytes())
+    at = bytes(data).index(W.tobytes()[:16]) + 3  # inside W0's stored bytes
+    data[at] ^= 0x40
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged: member 'W0.npy' fails its checksum"):
+        xpmlp.load(saved)
+
+
 def test_metadata_that_is_not_utf8_json_raises_value_error(saved):
     arrays, _ = entries(saved)
     np.savez(saved, metadata=np.frombuffer(b"\xff{not json", dtype=np.uint8), **arrays)

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import zipfile
+import zlib
 from contextlib import contextmanager, nullcontext
 from numbers import Integral
 from typing import IO, Any
@@ -328,6 +329,12 @@ def _read(path) -> dict[str, np.ndarray]:
             ) from exc
         out = {}
         with f:
+            try:  # every member against its CRC-32: a changed byte is not a model
+                bad = f.zip.testzip()
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                bad = f"? ({exc})"
+            if bad is not None:
+                raise ValueError(f"{where} is damaged: member {bad!r} fails its checksum")
             for name in f.files:
                 try:
                     out[name] = f[name]
