@@ -269,3 +269,12 @@ def test_callbacks_must_be_a_list_of_callables(net, data):
     seen = []
     net.fit(*data, epochs=2, callbacks=(cb for cb in [lambda e, *_: seen.append(e)]))
     assert seen == [1, 2]  # a generator of callbacks serves every epoch
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_callable_init_whose_weights_are_not_finite_is_refused(value):
+    def init(fan_in, fan_out, *, rng, activation):
+        return np.full((fan_out, fan_in + 1), value)
+
+    with pytest.raises(ValueError, match=r"init=<function .*> gave weights that are not usable: "):
+        xpmlp.MLP([2, 3, 1], init=init)

@@ -91,7 +91,10 @@ class MLP:
         W0 = network.init_weights(
             self.layer_sizes, rng=self.rng, init=init, activation=self.activation.name
         )
-        self._weights = [self._array(W) for W in W0]
+        try:  # checked as assigned weights are
+            self.weights = W0
+        except (TypeError, ValueError) as exc:  # only a callable init can give such weights
+            raise type(exc)(f"init={init!r} gave weights that are not usable: {exc}") from None
         self.state = train.LoopState()
         self._optimizer_key: tuple | None = None
 
