@@ -635,3 +635,17 @@ def test_log_loss_is_clipped_as_sklearns_for_init_sklearn(task):
     unclipped.coefs_ = [np.array(C) * (1e3 if l else 1) for l, C in enumerate(ours.coefs_)]
     unclipped.intercepts_ = ours.intercepts_
     assert unclipped.partial_fit(X, y).loss_ > 40
+
+
+@IGNORE_CONVERGENCE
+def test_weighted_mini_batch_loss_curve_and_stop_as_sklearn():
+    """With sample weights and several batches an epoch's loss averages the batch losses by
+    batch size, as scikit-learn's does, so that tol stops at the same epoch."""
+    X, y = make_regression(60, 3, noise=5.0, random_state=0)
+    y = y / y.std()
+    sw = np.where(np.arange(60) < 30, 5.0, 0.2)
+    kw = dict(hidden_layer_sizes=(5,), random_state=0, max_iter=300, batch_size=16)
+    ref = sk.MLPRegressor(**kw).fit(X, y, sample_weight=sw)
+    got = MLPRegressor(**kw, init="sklearn").fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
+    assert got.n_iter_ == ref.n_iter_

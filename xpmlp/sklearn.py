@@ -14,9 +14,9 @@ prediction its one forward pass, on any Array API backend:
 With ``init="sklearn"``, the same ``random_state``, float64 data and no early stopping, the
 fitted ``coefs_``, ``intercepts_`` and ``loss_curve_`` are scikit-learn's to rounding: that
 mode replays scikit-learn's random draws (initial weights, cumulative shuffles, validation
-split) and its clipped log-loss. Other modes draw from a ``numpy.random.Generator``. One
-difference remains: with ``sample_weight`` and several batches per epoch, ``loss_curve_``
-weighs each batch's loss by its total sample weight, scikit-learn by its number of samples.
+split) and its clipped log-loss. Other modes draw from a ``numpy.random.Generator``. As
+scikit-learn's, ``loss_curve_`` averages the batch losses of an epoch by batch size, also
+with ``sample_weight``.
 
 A call of ``fit`` or ``partial_fit`` that raises leaves the estimator as it was.
 """
@@ -477,6 +477,7 @@ class _BaseMLP(BaseEstimator):
             n_iter_no_change=self.n_iter_no_change,
             early_stopping=bool(self.early_stopping),
             loss_scale=self._loss_scale(K),
+            loss_by_batch_size=True,  # scikit-learn's epoch loss under sample weights
         )
         if self.solver == "sgd":
             opt = optim.sgd(momentum=self.momentum, nesterov=self.nesterovs_momentum)

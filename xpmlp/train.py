@@ -107,6 +107,9 @@ class Config:
     n_iter_no_change: int = 10
     early_stopping: bool = False  # stop on the validation score, restore its best weights
     loss_scale: float = 1.0  # reported loss: loss_scale * data term + L2 term (for reporting)
+    # with sample weights, the epoch loss averages the batch losses by batch size
+    # (scikit-learn's) instead of by total sample weight (the weighted mean over all samples)
+    loss_by_batch_size: bool = False
 
 
 def _batches(N: int, batch_size: int | None):
@@ -166,7 +169,8 @@ def train(
             _epoch, X=X, T=T, sample_weight=sample_weight, bounds=_batches(N, c.batch_size),
             activation=activation, output=output, optimizer=optimizer, config=c, xp=xp,
         )  # fmt: skip
-    S = N if sample_weight is None else xp.sum(sample_weight)  # the epoch loss is total / S
+    by_size = sample_weight is None or c.loss_by_batch_size
+    S = N if by_size else xp.sum(sample_weight)  # the epoch loss is total / S
     for _ in range(c.epochs):
         idx = None
         if c.shuffle:
@@ -228,7 +232,7 @@ def _epoch(
         weights, opt_state = optimizer.update(
             grads, opt_state, weights, learning_rate=learning_rate, xp=xp
         )
-        n_b = (e - s) if sw is None else xp.sum(sw)
+        n_b = (e - s) if sw is None or c.loss_by_batch_size else xp.sum(sw)
         total = loss * n_b if total is None else total + loss * n_b
     return weights, opt_state, total
 
