@@ -278,3 +278,22 @@ def test_a_callable_init_whose_weights_are_not_finite_is_refused(value):
 
     with pytest.raises(ValueError, match=r"init=<function .*> gave weights that are not usable: "):
         xpmlp.MLP([2, 3, 1], init=init)
+
+
+@pytest.mark.parametrize(
+    "T",
+    [[[1, 1, 0], [0, 0, 1]], [[0, 0, 0], [0, 0, 1]], [[1.5, -0.5, 0], [0, 0, 1]]],
+    ids=["multi-hot", "all-zero", "negative"],
+)
+def test_softmax_targets_must_be_distributions(T):
+    """y - t is the cross-entropy's gradient only for rows of t that sum to 1."""
+    net = xpmlp.MLP([2, 3], output="softmax", dtype="float64", seed=0)
+    before = [np.array(W) for W in net.weights]
+    X = np.ones((2, 2))
+    with pytest.raises(ValueError, match="T must hold one distribution per row"):
+        net.fit(X, np.array(T, dtype=float), epochs=1)
+    with pytest.raises(ValueError, match="T must hold one distribution per row"):
+        net.loss_and_gradients(X, np.array(T, dtype=float))
+    for W, W0 in zip(net.weights, before):
+        np.testing.assert_array_equal(W, W0)
+    net.fit(X, np.array([[0.2, 0.3, 0.5], [0, 0, 1.0]]), epochs=1)  # soft labels are fine

@@ -187,6 +187,12 @@ class MLP:
             )
         if X.shape[0] == 0:
             raise ValueError(f"{nx} is empty; at least one sample is needed")
+        if self.output.name == "softmax" and not _distributions(T, xp=self.xp):
+            # y - t is the cross-entropy's gradient only where every row of t sums to 1
+            raise ValueError(
+                f"{nt} must hold one distribution per row for a softmax output; accepted: "
+                "numbers >= 0 summing to 1 in each row (one-hot or soft labels)"
+            )
         return X, T
 
     # ------------------------------------------------------------ maths
@@ -591,6 +597,11 @@ def _all_finite(A, *, xp) -> bool:
         if bool(xp.isfinite(total)):
             return True
     return bool(xp.all(xp.isfinite(A)))
+
+
+def _distributions(T, *, xp) -> bool:
+    """Whether every row of ``T`` is a probability distribution (to a float32 rounding)."""
+    return bool(xp.all(T >= 0)) and bool(xp.all(xp.abs(xp.sum(T, axis=1) - 1) <= 1e-5))
 
 
 _SEED_KINDS = (
