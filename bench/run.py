@@ -15,7 +15,7 @@ pause that lets the other libraries' worker threads go idle. Fresh-process first
 and the peak memory of a training run are measured in subprocesses.
 
     python bench/run.py            # full run, ~4-5 minutes on 2 cores
-    python bench/run.py --quick    # ~1 minute
+    python bench/run.py --quick    # ~1 minute on 2 idle cores; writes <date>-<machine>-quick.md
     python bench/run.py --backend cupy --scale-a 4096 --tf32 off   # on a CUDA machine
 
 OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads: this script re-executes
@@ -661,7 +661,12 @@ def main(argv=None):
     p.add_argument("--tf32", default="off", choices=["off", "on"], help="peers' TF32 (GPU)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--no-probes", action="store_true", help="skip subprocess probes")
-    p.add_argument("--tag", default="", help="suffix of the results file name")
+    p.add_argument(
+        "--tag",
+        default=None,
+        help="suffix of the results file name (default: none; '-quick' with --quick, so that "
+        "a quick run does not replace a full run's results)",
+    )
     # internal: subprocess probes
     p.add_argument(
         "--probe", choices=["first-epoch", "memory", "blas-env"], help=argparse.SUPPRESS
@@ -671,6 +676,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 11
+    if args.tag is None:
+        args.tag = "-quick" if args.quick else ""
     if args.probe:
         fn = {"first-epoch": probe_first_epoch, "memory": probe_memory, "blas-env": probe_blas_env}
         try:

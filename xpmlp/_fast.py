@@ -391,7 +391,7 @@ class Plan:
     def epoch(self, weights, idx, opt_state, learning_rate):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
         ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
-        # the same list may come back with arrays replaced (a callback's ``m.weights[i] = ...``)
+        # the same list may come back with arrays replaced (a callback's ``m.weights = [...]``)
         if any(a is not b for a, b in zip(weights, self.bound)):
             self._bind(weights)
         self.neg_lr[...] = -learning_rate

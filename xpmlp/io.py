@@ -349,7 +349,7 @@ def _read(path) -> dict[str, np.ndarray]:
 
 def _metadata(raw) -> dict:
     if raw is None:
-        raise ValueError(f"the file has no {METADATA!r} entry; it was not written by xpmlp.save")
+        raise ValueError(f"the file has no {METADATA!r} entry; it was not written by MLP.save")
     if not (raw.dtype == np.uint8 and raw.ndim == 1):
         raise ValueError(
             f"{METADATA!r} must be a 1-d uint8 array of JSON text, got {raw.dtype} of shape "

@@ -111,7 +111,7 @@ class MLP:
     def weights(self) -> tuple:
         """``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0, in the model's backend.
 
-        A tuple: replace weights by assigning a whole sequence (``net.weights = [...]``,
+        A tuple: replace weights by assigning a whole list or tuple (``net.weights = [...]``,
         checked and copied), also from a callback, where training goes on from them."""
         return tuple(self._weights)
 
@@ -287,15 +287,17 @@ class MLP:
         learning_rate : eta > 0, the initial step size.
         optimizer : "sgd" (the notes' rule), "adam", or an :class:`~xpmlp.optim.Optimizer`
             such as ``xpmlp.optim.sgd(momentum=0.9, nesterov=True)``. Its state is kept from
-            one ``fit`` to the next while the optimizer stays the same.
+            one ``fit`` to the next while the optimizer, its hyper-parameters,
+            ``learning_rate`` and ``schedule`` stay the same.
         schedule : "constant", "invscaling" (eta / (t + 1)**power_t, t = samples seen) or
-            "adaptive" (eta / 5 after ``n_iter_no_change`` epochs without a ``tol`` gain;
+            "adaptive" (eta / 5 after more than ``n_iter_no_change`` epochs without a ``tol`` gain;
             with ``tol=None``, without any decrease, and training never stops early).
         alpha : L2 penalty on the weights (not the biases), scikit-learn's scaling.
         clip_norm : clip the gradients to this global norm.
-        tol, n_iter_no_change : stop after ``n_iter_no_change`` epochs that improve the loss
-            (or the validation score, with ``early_stopping``) by less than ``tol``;
-            ``tol=None`` trains all ``epochs``.
+        tol, n_iter_no_change : stop after more than ``n_iter_no_change`` epochs in a row
+            that improve the loss (or the validation score, with ``early_stopping``) by less
+            than ``tol`` (scikit-learn's rule); ``tol=None`` trains all ``epochs``, unless
+            ``early_stopping`` is set (it then stops with ``tol`` 0).
         early_stopping : hold out ``validation_fraction`` (default 0.1) of the data, or use
             ``validation_data``, stop on its score and restore the best weights.
         validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).

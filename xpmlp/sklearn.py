@@ -560,8 +560,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     shuffle : bool, default=True
     random_state : int, RandomState or None, default=None
     tol : float, default=1e-4
-        Stop (or, "adaptive", divide the step by 5) after ``n_iter_no_change`` epochs that
-        improve the loss, or the validation score, by less than ``tol``.
+        Stop (or, "adaptive", divide the step by 5) after more than ``n_iter_no_change``
+        epochs in a row that improve the loss, or the validation score, by less than ``tol``.
     verbose : bool, default=False
         Print the loss of every epoch.
     warm_start : bool, default=False
@@ -851,7 +851,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return _to_input_namespace(self._net.xp.log(P), xp_in, device)
 
     def predict(self, X):
-        """Predicted labels (N,), in ``X``'s namespace where the labels are numbers."""
+        """Predicted labels (N,), or (N, n_classes) indicators for multilabel ``y``, in
+        ``X``'s namespace where the labels are numbers."""
         Y, xp_in, device = self._forward(X)
         Y = to_numpy(Y)
         labels = self._label_binarizer.inverse_transform(Y[:, 0] if Y.shape[1] == 1 else Y)
