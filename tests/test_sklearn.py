@@ -649,3 +649,18 @@ def test_weighted_mini_batch_loss_curve_and_stop_as_sklearn():
     got = MLPRegressor(**kw, init="sklearn").fit(X, y, sample_weight=sw)
     np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
     assert got.n_iter_ == ref.n_iter_
+
+
+def test_backend_is_a_name_so_that_clone_works():
+    """clone deep-copies the parameters, which a module is not: the backend goes by name."""
+    from sklearn.base import clone
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = make_regression(20, 2, random_state=0)
+    with pytest.raises(InvalidParameterError, match="'backend' parameter .* 'str' or None"):
+        MLPRegressor(backend=np).fit(X, y)
+    est = MLPRegressor((4,), backend="numpy", max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    assert clone(est).get_params()["backend"] == "numpy"

@@ -147,7 +147,8 @@ class _BaseMLP(BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
             Options(Real, {np.inf}),
         ],
-        "backend": "no_validation",  # a name, alias or module: checked by xpmlp.backend
+        # a name or alias (checked by xpmlp.backend), not a module: clone deep-copies params
+        "backend": [str, None],
         "device": "no_validation",
         "dtype": [StrOptions(set(DTYPES))],
         "init": [StrOptions(set(network.INITS)), callable],
