@@ -1,8 +1,11 @@
 """One code path on every backend: the same seed gives the same numbers as NumPy float64."""
 
+import copy
 import os
 import subprocess
 import sys
+import textwrap
+import warnings
 
 import array_api_compat
 import numpy as np
@@ -111,7 +114,7 @@ def test_missing_cupy_says_which_extra_to_install():
 
 
 def test_numpy_rejects_a_gpu_device():
-    with pytest.raises(ValueError, match="device='cuda:1'"):
+    with pytest.raises(xpmlp.BackendError, match="device='cuda:1' cannot be used with .*numpy"):
         xpmlp.MLP([2, 1], backend="numpy", device="cuda:1")
 
 
@@ -119,7 +122,7 @@ def test_torch_device_is_honoured():
     pytest.importorskip("torch")
     net = xpmlp.MLP([2, 1], backend="torch", device="cpu")
     assert str(net.weights[0].device) == "cpu"
-    with pytest.raises(ValueError, match="not a torch device"):
+    with pytest.raises(xpmlp.BackendError, match="device='nonsense:x' .*accepted: 'cpu', 'cuda'"):
         xpmlp.MLP([2, 1], backend="torch", device="nonsense:x")
 
 
@@ -171,3 +174,156 @@ def test_a_device_that_cannot_be_used_raises_backend_error_at_construction():
         xpmlp.MLP([2, 1], backend="torch", device="cuda:99")
     with pytest.raises(xpmlp.BackendError, match="device='nowhere' cannot be used"):
         xpmlp.MLP([2, 1], backend="array_api_strict", device="nowhere")
+
+
+def test_cpu_is_a_device_of_every_cpu_backend(backend):
+    if backend == "cupy":
+        pytest.skip("CuPy arrays live on CUDA devices")
+    net = xpmlp.MLP([2, 3, 1], backend=backend, device="cpu", dtype="float64", seed=0)
+    ref = xpmlp.MLP([2, 3, 1], dtype="float64", seed=0)
+    np.testing.assert_allclose(to_np(net.predict(np.ones((2, 2)))), ref.predict(np.ones((2, 2))))
+    if backend == "array_api_strict":
+        import array_api_strict
+
+        assert net.device == array_api_strict.Device("CPU_DEVICE")
+
+
+def test_a_jax_model_turns_on_64_bit_floats_only_for_float64():
+    """Run in a fresh process: jax_enable_x64 is process-wide and stays on once set."""
+    pytest.importorskip("jax")
+    code = textwrap.dedent(
+        """
+        import io, jax, jax.numpy as jnp, numpy as np, xpmlp
+        X = np.linspace(-1, 1, 10).reshape(5, 2)
+        xpmlp.MLP([2, 1], backend="jax", dtype="float32").fit(X, X[:, :1], epochs=1)
+        xpmlp.MLP([2, 1], backend=jnp, dtype="float32")
+        assert not jax.config.jax_enable_x64  # float32 leaves the user's JAX as it was
+        buf = io.BytesIO()
+        xpmlp.MLP([2, 3, 1], dtype="float64").save(buf)
+        for make in [
+            lambda: xpmlp.MLP([2, 3, 1], backend=jnp, dtype="float64"),  # a module
+            lambda: xpmlp.MLP([2, 3, 1], backend=jax, dtype="float64"),  # the package
+            lambda: xpmlp.MLP([2, 3, 1], dtype="float64").to(jnp),
+            lambda: xpmlp.load(io.BytesIO(buf.getvalue()), backend=jnp),
+        ]:
+            jax.config.update("jax_enable_x64", False)
+            net = make()
+            assert [str(W.dtype) for W in net.weights] == ["float64"] * 2, net.weights
+        jax.config.update("jax_enable_x64", False)  # switched off after the model was made
+        assert str(net.predict(X).dtype) == "float64"
+        jax.config.update("jax_enable_x64", False)
+        net.fit(X, X[:, :1], epochs=2)
+        assert [str(W.dtype) for W in net.weights] == ["float64"] * 2, net.weights
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XPMLP_BACKEND", "JAX_ENABLE_X64")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert "truncated to dtype float32" not in out.stderr
+
+
+def test_the_jax_package_is_taken_as_jax_numpy():
+    jax = pytest.importorskip("jax")
+    assert xpmlp.MLP([2, 1], backend=jax).backend == "jax"
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda X: X[::-1],
+        lambda X: np.flip(X, 1),
+        lambda X: X.astype(">f8"),
+        lambda X: X.astype(np.longdouble),
+        lambda X: X.astype(">i4"),
+    ],
+    ids=["reversed-rows", "flipped-columns", "big-endian", "longdouble", "big-endian-int"],
+)
+def test_numpy_layouts_torch_cannot_share_are_copied(layout):
+    pytest.importorskip("torch")
+    X = np.random.default_rng(0).normal(size=(6, 3)) * 3
+    X = layout(X)
+    X0 = X.copy()
+    net = xpmlp.MLP([3, 4, 1], backend="torch", dtype="float64", seed=0)
+    ref = xpmlp.MLP([3, 4, 1], dtype="float64", seed=0)
+    expected = ref.predict(np.asarray(X, dtype=np.float64))
+    np.testing.assert_allclose(to_np(net.predict(X)), expected, rtol=1e-12)
+    net.fit(X, X[:, :1], epochs=1, batch_size=2)
+    ref.fit(
+        np.asarray(X, dtype=np.float64),
+        np.asarray(X[:, :1], dtype=np.float64),
+        epochs=1,
+        batch_size=2,
+    )
+    for W, W_ref in zip(net.weights, ref.weights):
+        np.testing.assert_allclose(to_np(W), W_ref, rtol=1e-12)
+    np.testing.assert_array_equal(X, X0)
+
+
+def _bfloat16(library):
+    mod = pytest.importorskip({"jax": "jax.numpy"}.get(library, library))
+    return mod.full((2, 3), 0.5, dtype=mod.bfloat16)
+
+
+@pytest.mark.parametrize("library", ["torch", "jax"])
+def test_bfloat16_arrays_cross_backends_as_float32(backend, library):
+    B = _bfloat16(library)
+    assert xpmlp.to_numpy(B).dtype == np.float32
+    net = xpmlp.MLP([3, 1], backend=backend, seed=0)
+    ref = xpmlp.MLP([3, 1], seed=0).predict(np.full((2, 3), 0.5, dtype=np.float32))
+    np.testing.assert_allclose(to_np(net.predict(B)), ref, rtol=1e-6)
+
+
+def test_float8_tensors_reach_numpy_as_float32():
+    torch = pytest.importorskip("torch")
+    x = torch.full((2, 3), 0.5, dtype=torch.float8_e4m3fn)
+    np.testing.assert_array_equal(xpmlp.to_numpy(x), np.full((2, 3), 0.5, dtype=np.float32))
+
+
+def test_a_float_of_another_width_casts_without_a_warning(backend, xp):
+    """finfo(...).max of two libraries compared as NumPy scalars warned of an overflow."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xpmlp.MLP([3, 1], backend=backend, dtype="float64").predict(np.ones((2, 3), np.float32))
+        X = xp.asarray(np.ones((2, 3)), dtype=xp.float64)  # JAX: a float64 model came first
+        xpmlp.MLP([3, 1], backend="numpy", dtype="float32").predict(X)
+        xpmlp.MLP([3, 1], backend=backend, dtype="float32").predict(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize(("backend", "device"), [("jax", "gpu:99"), ("torch", "cuda:99")])
+def test_a_model_pickled_on_a_device_missing_here_unpickles_on_numpy(backend, device):
+    pytest.importorskip(backend)
+    original = xpmlp.MLP([2, 3, 1], backend=backend, seed=0)
+    state = original.__getstate__()
+    state["device"] = device  # as written on a machine with that accelerator
+    net = xpmlp.MLP.__new__(xpmlp.MLP)
+    with pytest.warns(UserWarning, match=rf"pickled on backend='{backend}'.*unpickled on NumPy"):
+        net.__setstate__(state)
+    assert net.backend == "numpy"
+    for W, W0 in zip(net.weights, original.weights):
+        np.testing.assert_array_equal(W, to_np(W0).astype(np.float32))
+
+
+def test_deepcopy_shares_functions_and_namespace_and_copies_the_rest(backend):
+    h, dh = (lambda a: a * a), (lambda a: 2 * a)  # a custom pair, which pickling refuses
+    X, T = problem()
+    net = xpmlp.MLP([3, 4, 2], (h, dh), backend=backend, dtype="float64", seed=0)
+    net.fit(X, T, epochs=2, batch_size=5, optimizer="adam")
+    twin = copy.deepcopy(net)
+    assert twin.activation is net.activation and twin.xp is net.xp and twin.device is net.device
+    assert twin.rng is not net.rng and twin.state.history is not net.state.history
+    n = len(net.history["loss"])
+    hist = twin.fit(X, T, epochs=2, batch_size=5, optimizer="adam")
+    assert len(net.history["loss"]) == n  # the original did not move
+    again = net.fit(X, T, epochs=2, batch_size=5, optimizer="adam")  # from the same point
+    np.testing.assert_array_equal(hist["loss"], again["loss"])
+    for W, W0 in zip(twin.weights, net.weights):
+        np.testing.assert_array_equal(to_np(W), to_np(W0))
+
+
+def test_copy_is_shallow_and_keeps_a_custom_activation(backend):
+    net = xpmlp.MLP([3, 4, 2], (lambda a: a * a, lambda a: 2 * a), backend=backend, seed=0)
+    twin = copy.copy(net)
+    assert twin is not net and twin.__dict__ == net.__dict__
+    assert twin.activation is net.activation and twin.rng is net.rng

@@ -297,3 +297,15 @@ def test_softmax_targets_must_be_distributions(T):
     for W, W0 in zip(net.weights, before):
         np.testing.assert_array_equal(W, W0)
     net.fit(X, np.array([[0.2, 0.3, 0.5], [0, 0, 1.0]]), epochs=1)  # soft labels are fine
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "array_api_strict"])
+@pytest.mark.parametrize("device", ["nonsense", "cuda:99", 7])
+def test_a_bad_device_is_one_error_on_every_backend(backend, device):
+    """BackendError, a ValueError (and an ImportError, as a missing backend is), naming the
+    device, the backend and what is accepted."""
+    pytest.importorskip(backend)
+    match = rf"device={device!r} cannot be used with backend='{backend}' .*; accepted: .*'cpu'"
+    with pytest.raises(xpmlp.BackendError, match=match) as info:
+        xpmlp.MLP([2, 1], backend=backend, device=device)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ImportError)

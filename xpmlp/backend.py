@@ -25,10 +25,19 @@ BACKENDS = {
     "array_api_strict": ("array_api_strict", "array-api-strict (or xpmlp[test])"),
 }
 DTYPES = ("float32", "float64")
+# backend name -> what ``device=`` accepts there (besides None, the backend's default)
+DEVICES = {
+    "numpy": "'cpu'",
+    "cupy": "'cuda', 'cuda:1', ..., a device id such as 1, or a cupy.cuda.Device",
+    "torch": "'cpu', 'cuda', 'cuda:1', ... or a torch.device",
+    "jax": "'cpu', 'gpu' (or 'cuda'), 'gpu:1', ... or a jax.Device",
+    "array_api_strict": "'cpu' or an array_api_strict.Device",
+}
 
 
-class BackendError(ImportError):
-    """A backend that was asked for is missing or cannot run here."""
+class BackendError(ImportError, ValueError):
+    """A backend that was asked for is missing or cannot run here, or a device that it
+    cannot use (an ``ImportError`` for the first, a ``ValueError`` for the second)."""
 
 
 def _import_backend(name: str) -> ModuleType:
@@ -53,10 +62,6 @@ def _import_backend(name: str) -> ModuleType:
                 "backend='cupy' needs a CUDA device and none was found; "
                 "use backend='numpy' on this machine"
             )
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)  # honour dtype="float64"
     return mod
 
 
@@ -75,46 +80,40 @@ def backend_name(xp: ModuleType) -> str:
 
 
 def _resolve_device(name: str, xp: ModuleType, device: Any) -> Any:
+    """``device`` as backend ``name`` takes it; raises whatever the backend raises."""
     if device is None:
         return None
     if name == "torch":
         import torch
 
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"device={device!r} is not a torch device; accepted: 'cpu', 'cuda', 'cuda:1', ..."
-            ) from exc
+        return torch.device(device)
     if name == "cupy":
         import cupy
 
-        index = device
+        if isinstance(device, cupy.cuda.Device):
+            return device
         if isinstance(device, str):
             head, _, tail = device.partition(":")
             if head != "cuda" or not (tail or "0").isdigit():
-                raise ValueError(
-                    f"device={device!r} is not a CUDA device; accepted: 'cuda', 'cuda:1' or 1"
-                )
-            index = int(tail or 0)
-        if isinstance(device, cupy.cuda.Device):
-            return device
-        return cupy.cuda.Device(int(index))
+                raise ValueError("not a CUDA device")
+            device = int(tail or 0)
+        return cupy.cuda.Device(int(device))
     if name == "jax":
         import jax
 
         if isinstance(device, str):
             platform, _, tail = device.partition(":")
-            platform = {"cuda": "gpu"}.get(platform, platform)
-            try:
-                return jax.devices(platform)[int(tail or 0)]
-            except (RuntimeError, IndexError) as exc:
-                raise ValueError(f"device={device!r}: no such JAX device") from exc
+            devices = jax.devices({"cuda": "gpu"}.get(platform, platform))
+            if not 0 <= int(tail or 0) < len(devices):
+                raise ValueError(f"JAX has {len(devices)} {platform} device(s) here")
+            return devices[int(tail or 0)]
         return device
     if name == "numpy":
-        if device not in ("cpu", None):
-            raise ValueError(f"device={device!r}: NumPy arrays live on 'cpu' only")
+        if not (isinstance(device, str) and device == "cpu"):
+            raise ValueError("NumPy arrays live on the CPU")
         return "cpu"
+    if name == "array_api_strict" and isinstance(device, str) and device == "cpu":
+        return xp.Device("CPU_DEVICE")
     return device
 
 
@@ -124,13 +123,23 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
     Parameters
     ----------
     backend : {"numpy", "cupy", "torch", "jax", "array_api_strict"}, module or None
-        ``None`` reads the ``XPMLP_BACKEND`` environment variable, else NumPy.
+        A module is one of these (``jax`` or ``jax.numpy``) or an Array API namespace such
+        as ``array_api_compat.numpy``. ``None`` reads the ``XPMLP_BACKEND`` environment
+        variable, else NumPy.
     device : str, int or backend device, optional
-        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a CuPy device id, ...; ``None`` is the
-        backend's default device.
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a CuPy device id, ... (see ``DEVICES``);
+        ``None`` is the backend's default device.
+
+    Raises
+    ------
+    BackendError
+        For a backend that is not installed (an ``ImportError``) or a device that it cannot
+        use (a ``ValueError``).
     """
     if backend is None:
         backend = os.environ.get("XPMLP_BACKEND", "numpy") or "numpy"
+    if isinstance(backend, ModuleType) and backend.__name__ in BACKENDS:
+        backend = backend.__name__  # numpy, torch, ... and the top-level jax package
     if isinstance(backend, ModuleType):
         try:
             xp = array_api_compat.array_namespace(backend.asarray([0.0]))
@@ -154,23 +163,20 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
             f"backend must be a name or a namespace module, got {type(backend).__name__}; "
             f"accepted: {', '.join(BACKENDS)}"
         )
-    resolved = _resolve_device(name, xp, device)
-    if resolved is not None and name != "numpy":
-        _check_usable(name, xp, resolved, device)
-    return xp, resolved
-
-
-def _check_usable(name: str, xp: Any, resolved: Any, device: Any) -> None:
-    """Put a tiny array on the device: a CUDA device on a CPU-only build, or one past the
-    last, fails here, when the backend is chosen, rather than inside the first ``fit``."""
     try:
-        xp.asarray([0.0], device=resolved)
+        resolved = _resolve_device(name, xp, device)
+        if resolved is not None and name != "numpy":
+            # a CUDA device on a CPU-only build, or one past the last, fails here, when the
+            # backend is chosen, rather than inside the first fit
+            xp.asarray([0.0], device=resolved)
     except Exception as exc:  # each backend raises its own (AssertionError, RuntimeError, ...)
         reason = (str(exc).splitlines() or [""])[0]
         raise BackendError(
             f"device={device!r} cannot be used with backend={name!r} here "
-            f"({type(exc).__name__}: {reason}); device=None picks the backend's default"
+            f"({type(exc).__name__}: {reason}); accepted: {DEVICES.get(name, 'its devices')}, "
+            "or None for the backend's default"
         ) from exc
+    return xp, resolved
 
 
 def namespace_of(x: Any) -> Any | None:
@@ -181,9 +187,15 @@ def namespace_of(x: Any) -> Any | None:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A NumPy copy-or-view of an array from any backend (GPU arrays are copied to host)."""
+    """A NumPy copy-or-view of an array from any backend (GPU arrays are copied to host).
+
+    Floats NumPy has no dtype for (bfloat16, float8, ...) are cast to float32 first."""
     if isinstance(x, np.ndarray):
         return x
+    xp = namespace_of(x)
+    if xp is not None and xp.isdtype(x.dtype, "real floating"):
+        if x.dtype not in (xp.float32, xp.float64, getattr(xp, "float16", xp.float32)):
+            x = xp.astype(x, xp.float32)
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):
@@ -201,17 +213,26 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
 
     Arrays already in ``xp`` stay where they are unless a device is named; arrays of another
     backend pass through host memory once. Torch tensors are detached: the model's arrays
-    never join the caller's autograd graph.
+    never join the caller's autograd graph. NumPy arrays torch cannot take (negative
+    strides, another byte order, longdouble, ...) are copied first. Asking JAX for float64
+    turns ``jax_enable_x64`` back on if it was switched off (see :func:`get_dtype`).
     """
+    name = backend_name(xp)
+    if dtype is not None:
+        _jax_x64(name, dtype)
     if array_api_compat.is_torch_array(x):
         x = x.detach()
     if namespace_of(x) is not xp and namespace_of(x) is not None:
-        if backend_name(namespace_of(x)) != backend_name(xp):
+        if backend_name(namespace_of(x)) != name:
             x = to_numpy(x)
+    if isinstance(x, np.ndarray) and name == "torch" and not _torch_takes(x):
+        # a native, positively strided copy of a dtype torch knows (the model's, if given)
+        host = np.dtype(dtype_name(dtype)) if dtype is not None else x.dtype.newbyteorder("=")
+        x = np.array(x, dtype=host, order="C")
     if (
         isinstance(x, np.ndarray)
         and not x.flags.writeable
-        and backend_name(xp) in ("torch", "array_api_strict")
+        and name in ("torch", "array_api_strict")
     ):
         x = np.array(x)  # these would share read-only memory (torch warns); copy it once
     if device is None:
@@ -219,13 +240,35 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
     return xp.asarray(x, dtype=dtype, device=device)
 
 
+def _torch_takes(x: np.ndarray) -> bool:
+    """Whether torch can take ``x`` as it is: native byte order, no negative stride and a
+    dtype torch has (not longdouble, ml_dtypes' bfloat16, ...)."""
+    return x.dtype.isnative and min(x.strides, default=0) >= 0 and x.dtype.name in _TORCH_NUMPY
+
+
+_TORCH_NUMPY = "bool uint8 int8 int16 int32 int64 float16 float32 float64".split()
+
+
 def get_dtype(dtype: Any, *, xp: Any) -> Any:
-    """Resolve ``"float32"``/``"float64"`` (or a dtype object) to ``xp``'s dtype."""
+    """Resolve ``"float32"``/``"float64"`` (or a dtype object) to ``xp``'s dtype.
+
+    JAX computes in float32 unless ``jax_enable_x64`` is on: float64 on JAX turns it on,
+    process-wide (float32 leaves it as it is)."""
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
     name = name.replace("torch.", "").replace("jnp.", "")
     if name not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; accepted: {', '.join(DTYPES)}")
+    _jax_x64(backend_name(xp), name)
     return getattr(xp, name)
+
+
+def _jax_x64(backend: str, dtype: Any) -> None:
+    """Turn on ``jax_enable_x64`` for a float64 JAX model (if it is off)."""
+    if backend == "jax" and dtype_name(dtype) == "float64":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)
 
 
 def dtype_name(dtype: Any) -> str:

@@ -153,7 +153,7 @@ class MLP:
         if not src.isdtype(X.dtype, ("bool", "integral", "real floating")):
             raise TypeError(f"{name} must hold numbers (bool, int or float), got dtype {X.dtype}")
         floating = src.isdtype(X.dtype, "real floating")
-        narrows = floating and src.finfo(X.dtype).max > self.xp.finfo(self.dtype).max
+        narrows = floating and float(src.finfo(X.dtype).max) > float(self.xp.finfo(self.dtype).max)
         with np.errstate(over="ignore"):  # reported below, naming the argument
             A = self._array(X)
         if floating and (check_finite or narrows) and not _all_finite(A, xp=self.xp):
@@ -481,6 +481,23 @@ class MLP:
         self.xp, self.device, self.dtype = xp, device, dtype
         return self
 
+    def __deepcopy__(self, memo: dict) -> MLP:
+        """An independent copy: arrays, loop state and generator are copied; the activation
+        and output functions (a custom ``(h, dh)`` pair too), the namespace, the device and
+        the dtype are shared."""
+        for shared in (self.activation, self.output, self.xp, self.device, self.dtype):
+            memo[id(shared)] = shared
+        new = memo[id(self)] = type(self).__new__(type(self))
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def __copy__(self) -> MLP:
+        """A shallow copy: the same arrays, loop state and generator (the pickling state
+        is not used, so a custom ``(h, dh)`` pair is kept)."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __getstate__(self) -> dict:
         """Pickle NumPy copies of the arrays and the backend, device and dtype by name."""
         if self.activation.name not in ACTIVATIONS:
@@ -503,7 +520,7 @@ class MLP:
         name = d["xp"]
         try:
             xp, device = resolve(name, d["device"])
-        except BackendError as exc:  # e.g. trained on a GPU, unpickled where CuPy is missing
+        except BackendError as exc:  # e.g. trained on a GPU, unpickled on a CPU-only machine
             warnings.warn(
                 f"this MLP was pickled on backend={name!r}, which cannot run here ({exc}); "
                 "it is unpickled on NumPy instead. net.to(backend) moves it back.",
