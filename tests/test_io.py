@@ -489,3 +489,19 @@ def test_nothing_in_the_file_is_ever_unpickled(saved, tmp_path):
         xpmlp.load(raw)
     pickle.loads(pickle.dumps(Tripwire()))  # the tripwire works
     assert TRIPPED == [True]
+
+
+def test_power_t_travels_with_the_optimizer_state(tmp_path):
+    """The optimizer state goes on only for the same power_t: the file keeps it (files
+    without it are read with the default 0.5)."""
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    T = X[:, :2] ** 2
+    net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=1)
+    net.fit(X, T, epochs=2, batch_size=4, schedule="invscaling", power_t=0.25)
+    net.save(tmp_path / "m.npz")
+    back = xpmlp.load(tmp_path / "m.npz")
+    assert back._optimizer_key == net._optimizer_key
+    arrays, meta = entries(tmp_path / "m.npz")
+    del meta["optimizer"]["power_t"]
+    write(tmp_path / "m.npz", arrays, meta)
+    assert xpmlp.load(tmp_path / "m.npz")._optimizer_key[-1] == 0.5

@@ -904,3 +904,44 @@ def test_an_overflow_in_the_last_update_raises_and_leaves_the_model_unchanged(ba
         "the weights became non-finite at epoch 1; lower learning_rate or scale the inputs"
     )
     assert_unchanged(net, snap)
+
+
+def test_each_fit_counts_its_own_plateau_from_its_own_best_loss():
+    """A second fit whose loss is higher than the first fit's best (a new penalty, new data)
+    does not stop at once: it compares its epochs with its own best."""
+    X, T = problem(N=30)
+    net = net64()
+    net.fit(X, T, epochs=200, batch_size=10, learning_rate=0.1, tol=1e-4, n_iter_no_change=3)
+    hist = net.fit(X, 3 * T, epochs=40, batch_size=10, learning_rate=0.01, tol=1e-6,
+                   n_iter_no_change=3)  # fmt: skip
+    assert hist["loss"][0] > net.state.best_loss  # it started above its own best ...
+    assert len(hist["loss"]) > 4  # ... and went on while it improved
+
+
+def test_a_new_power_t_starts_a_fresh_rate():
+    X, T = problem(N=12)
+    a, b = net64(), net64()
+    a.fit(X, T, epochs=3, batch_size=4, schedule="invscaling", power_t=0.5)
+    b.fit(X, T, epochs=3, batch_size=4, schedule="invscaling", power_t=0.5)
+    a.fit(X, T, epochs=1, batch_size=4, schedule="invscaling", power_t=0.0)
+    b.fit(X, T, epochs=1, batch_size=4, schedule="constant")  # eta / (t + 1)**0 = eta
+    assert_weights_equal(a.weights, b.weights)
+
+
+def test_a_split_that_leaves_no_sample_weight_on_one_side_is_refused():
+    """One weighted sample: whichever side of the split it lands on, the other has none."""
+    X, T = problem(N=20)
+    net = net64()
+    snap = snapshot(net)
+    sw = np.zeros(20)
+    sw[7] = 1.0
+    with pytest.raises(ValueError, match="sample_weight is 0 on every sample of the"):
+        net.fit(X, T, epochs=2, sample_weight=sw, validation_fraction=0.2)
+    assert_unchanged(net, snap)
+
+
+@pytest.mark.parametrize("flag", ["shuffle", "early_stopping", "verbose"])
+def test_flags_must_be_booleans(flag):
+    X, T = problem(N=8)
+    with pytest.raises(TypeError, match=f"{flag}='no'; accepted: True or False"):
+        net64().fit(X, T, epochs=1, **{flag: "no"})

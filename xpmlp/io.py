@@ -34,7 +34,14 @@ import numpy as np
 from . import train
 from .activations import ACTIVATIONS
 from .backend import dtype_name, get_dtype, to_numpy
-from .model import MLP, _check_choice, _check_int, _check_layer_sizes, _check_positive
+from .model import (
+    MLP,
+    _check_choice,
+    _check_int,
+    _check_layer_sizes,
+    _check_nonneg,
+    _check_positive,
+)
 from .optim import OPTIMIZERS
 
 FORMAT = "xpmlp.MLP"
@@ -86,7 +93,7 @@ def _to_arrays(net: MLP) -> tuple[dict, dict]:
     arrays = host("W", net.weights)
     state, optimizer = net.state, None
     if net._optimizer_key is not None and state.opt_state is not None:
-        name, hyperparams, learning_rate, schedule = net._optimizer_key
+        name, hyperparams, learning_rate, schedule, power_t = net._optimizer_key
         opt = state.opt_state
         try:
             template = _template(name, hyperparams, len(net.weights))
@@ -111,6 +118,7 @@ def _to_arrays(net: MLP) -> tuple[dict, dict]:
             },
             "learning_rate": float(learning_rate),
             "schedule": schedule,
+            "power_t": float(power_t),
             "state": scalars,
         }
     if state.best_weights is not None:
@@ -266,7 +274,9 @@ def _optimizer(opt: dict | None, n_layers: int) -> tuple:
     hyperparams = OPTIMIZERS[name](**saved).hyperparams
     learning_rate = _check_positive(opt["learning_rate"], "learning_rate")
     schedule = _check_choice(opt["schedule"], "schedule", train.SCHEDULES)
-    return (name, hyperparams, learning_rate, schedule), _template(name, hyperparams, n_layers)
+    power_t = _check_nonneg(opt.get("power_t", train.Config.power_t), "power_t")  # 0.5 before
+    key = (name, hyperparams, learning_rate, schedule, power_t)
+    return key, _template(name, hyperparams, n_layers)
 
 
 def _fill(template: Any, opt: dict, host: dict) -> Any:

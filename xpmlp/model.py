@@ -288,10 +288,12 @@ class MLP:
         optimizer : "sgd" (the notes' rule), "adam", or an :class:`~xpmlp.optim.Optimizer`
             such as ``xpmlp.optim.sgd(momentum=0.9, nesterov=True)``. Its state is kept from
             one ``fit`` to the next while the optimizer, its hyper-parameters,
-            ``learning_rate`` and ``schedule`` stay the same.
-        schedule : "constant", "invscaling" (eta / (t + 1)**power_t, t = samples seen) or
-            "adaptive" (eta / 5 after more than ``n_iter_no_change`` epochs without a ``tol`` gain;
-            with ``tol=None``, without any decrease, and training never stops early).
+            ``learning_rate``, ``schedule`` and ``power_t`` stay the same.
+        schedule : "constant", "invscaling" (eta / (t + 1)**power_t after each epoch, t =
+            samples seen over every fit; a fresh optimizer state starts at eta, as
+            scikit-learn's warm start does) or "adaptive" (eta / 5 after more than
+            ``n_iter_no_change`` epochs without a ``tol`` gain; with ``tol=None``, without any
+            decrease, and training never stops early).
         alpha : L2 penalty on the weights (not the biases), scikit-learn's scaling.
         clip_norm : clip the gradients to this global norm.
         tol, n_iter_no_change : stop after more than ``n_iter_no_change`` epochs in a row
@@ -303,7 +305,8 @@ class MLP:
         validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).
         sample_weight : array (N,), weights of the samples in the loss.
         callbacks : list of callables ``cb(epoch, loss, val_score, model)``; returning True
-            stops. One that sets ``model.weights`` has training go on from those weights.
+            stops. ``model.weights`` there are the arrays being trained (copy them to keep
+            them); one that sets ``model.weights`` has training go on from those weights.
         verbose : show a progress bar.
 
         Returns
@@ -318,11 +321,12 @@ class MLP:
             power_t=_check_nonneg(power_t, "power_t"),
             alpha=_check_nonneg(alpha, "alpha"),
             clip_norm=None if clip_norm is None else _check_positive(clip_norm, "clip_norm"),
-            shuffle=bool(shuffle),
+            shuffle=_check_bool(shuffle, "shuffle"),
             tol=None if tol is None else _check_nonneg(tol, "tol"),
             n_iter_no_change=_check_int(n_iter_no_change, "n_iter_no_change", 1),
-            early_stopping=bool(early_stopping),
+            early_stopping=_check_bool(early_stopping, "early_stopping"),
         )
+        verbose = _check_bool(verbose, "verbose")
         opt = get_optimizer(optimizer)
         callbacks = _check_callbacks(callbacks)
         X, T = self._pair(X, T)
@@ -362,6 +366,12 @@ class MLP:
         tr, va = perm[n_val:], perm[:n_val]
         sw_tr = None if sw is None else take(sw, tr)
         sw_va = None if sw is None else take(sw, va)
+        for part, w in (("training", sw_tr), ("validation", sw_va)):
+            if w is not None and not bool(self.xp.sum(w) > 0):
+                raise ValueError(
+                    f"sample_weight is 0 on every sample of the {part} split; accepted: "
+                    "weights with a positive sum on both sides (add weight, or change the split)"
+                )
         return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va), sw_va)
 
     def _train(
@@ -379,11 +389,12 @@ class MLP:
         weights = [xp.asarray(W, copy=True) for W in self._weights]
         # arrays updated in place need copies; the history is only appended to
         state = _map_state(self.state, lambda A: xp.asarray(A, copy=True))
-        key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule)
+        key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule, config.power_t)
         if reset_optimizer or key != self._optimizer_key:  # a new optimizer starts afresh
             state.opt_state, state.learning_rate = None, None
-        if not keep_plateau:  # each fit scores its own validation set and keeps its own best
+        if not keep_plateau:  # each fit counts its own epochs without gain, keeps its own best
             state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
+            state.best_loss = np.inf
         before = {k: len(v) for k, v in state.history.items()}
         validate = None if val is None else (lambda W: self._score(W, *val))
         bar = _progress(config.epochs, verbose)
@@ -708,6 +719,12 @@ def _check_int(v, name, low):
     if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
         raise ValueError(f"{name}={v!r}; accepted: an int >= {low}")
     return int(v)
+
+
+def _check_bool(v, name) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}={v!r}; accepted: True or False")
+    return bool(v)
 
 
 def _check_positive(v, name):
