@@ -387,3 +387,56 @@ def test_a_diverging_run_ends_in_one_line_without_numpy_warnings(tmp_path, data)
     r = xpmlp("train data.csv --target y --features a,b --lr 1e30 --epochs 5 --quiet", tmp_path)
     assert r.returncode == 1
     assert "lower learning_rate" in assert_one_line_error(r)
+
+
+def test_a_numeric_target_with_a_stray_text_value_is_an_error_not_160_classes(tmp_path, data):
+    rows = list(csv.reader(data.read_text().splitlines()))
+    rows[7][2] = "1,247.23"  # column y, line 8 of the file
+    write_csv(tmp_path / "th.csv", rows[0], list(zip(*rows[1:])))
+    line = assert_one_line_error(xpmlp("train th.csv --target y --features a,b", cwd=tmp_path))
+    assert "target column 'y' of th.csv holds '1,247.23' on line 8" in line
+    assert "160 classes" in line and "--task classification" in line
+    command = "train th.csv --target y --features a,b --task classification --epochs 1"
+    assert "160 classes" in ok(command, cwd=tmp_path)
+
+
+def test_an_unbalanced_quote_names_the_file_and_the_line(tmp_path):
+    (tmp_path / "q.csv").write_text('x,y\n1,0.5\n2,1.5\n3,"2.5\n4,3.5\n')
+    line = assert_one_line_error(xpmlp("train q.csv --target y", cwd=tmp_path))
+    assert "q.csv, line 4:" in line
+
+
+def test_evaluate_a_regression_model_on_a_text_target_names_the_value(tmp_path, data, model):
+    rows = list(csv.reader(data.read_text().splitlines()))
+    rows[4][2] = "high"  # column y, line 5 of the file
+    write_csv(tmp_path / "new.csv", rows[0], list(zip(*rows[1:])))
+    line = assert_one_line_error(xpmlp("evaluate m.npz new.csv", cwd=tmp_path))
+    assert "target column 'y' of new.csv holds 'high' on line 5" in line
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("--target y --features a,y", "column 'y' cannot be both the target and a feature"),
+        ("--target y,y --features a,b", "target column 'y' is named twice"),
+    ],
+)
+def test_a_column_used_twice_is_an_error(tmp_path, data, options, message):
+    assert message in assert_one_line_error(xpmlp(f"train data.csv {options}", cwd=tmp_path))
+
+
+def test_values_near_the_float_range_train_save_and_evaluate(tmp_path, data):
+    rows = list(csv.reader(data.read_text().splitlines()))
+    big = [[f"{float(r[0]) * 1e200:g}", r[1], f"{float(r[2]) * 1e200:g}"] for r in rows[1:]]
+    write_csv(tmp_path / "big.csv", ["a", "b", "y"], list(zip(*big)))
+    ok("train big.csv --target y --epochs 2 --save m.npz", cwd=tmp_path)
+    meta = json.loads((tmp_path / "m.npz.cli.json").read_text())
+    assert all(np.isfinite(meta[k]).all() for k in ("x_mean", "x_std", "y_mean", "y_std"))
+    out = ok("evaluate m.npz big.csv", cwd=tmp_path)
+    assert "nan" not in out and "inf" not in out
+
+
+def test_error_lines_count_physical_lines_past_a_quoted_line_break(tmp_path):
+    (tmp_path / "m.csv").write_text('a,b,c\n1,2,"multi\nline"\n3,4,x\n\n5,oops,x\n')
+    line = assert_one_line_error(xpmlp("train m.csv --target c", cwd=tmp_path))
+    assert "the value 'oops' on line 6" in line

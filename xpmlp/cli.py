@@ -75,7 +75,9 @@ def _training_table(args: argparse.Namespace) -> Table:
         return digits_or_synthetic()
     if Path(args.data).suffix.lower() not in (".npz", ".npy") and not args.target:
         raise CLIError("--target is required for a CSV file: name the column(s) to learn")
-    table = read_table(args.data, target=args.target, features=args.features, need_target=True)
+    table = read_table(
+        args.data, target=args.target, features=args.features, need_target=True, task=args.task
+    )
     if not table.targets:
         raise CLIError(f"{table.name} holds no target (an array 'y' or 'T' in an .npz file)")
     return table
@@ -211,6 +213,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         features=meta["feature_names"],
         n_features=net.layer_sizes[0],
         need_target=True,
+        task=meta["task"],
     )
     if len(table.targets) != len(meta["target_names"]):
         raise CLIError(

@@ -78,6 +78,7 @@ def read_table(
     features: Sequence[str] | None = None,
     n_features: int | None = None,
     need_target: bool = False,
+    task: str | None = None,
 ) -> Table:
     """Read a CSV, ``.npz`` or ``.npy`` file.
 
@@ -88,27 +89,37 @@ def read_table(
     features : CSV feature column names; default every column that is not a target
     n_features : D for ``.npy`` files, whose last column is the target when they hold D + 1
     need_target : a ``.npy`` file's last column is the target whatever its width
+    task : the task the targets are for, if known; a regression target must be numbers
     """
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"no such file: {path}")
     suffix = p.suffix.lower()
-    if suffix == ".npz":
-        return _read_npz(p)
-    if suffix == ".npy":
-        return _read_npy(p, need_target, n_features)
-    return _read_csv(p, list(target or ()), features)
+    if suffix not in (".npz", ".npy"):
+        return _read_csv(p, list(target or ()), features, task)
+    table = _read_npz(p) if suffix == ".npz" else _read_npy(p, need_target, n_features)
+    for t, name in zip(table.targets, table.target_names):
+        if task == "regression" and t.dtype.kind != "f":
+            raise CLIError(f"{path}: target {name!r} is not numeric; regression needs numbers")
+    return table
 
 
-def _read_csv(path: Path, target: list[str], features: Sequence[str] | None) -> Table:
+def _read_csv(
+    path: Path, target: list[str], features: Sequence[str] | None, task: str | None
+) -> Table:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    rows, start = [], 1  # (physical line a record starts on, its fields)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [(n, r) for n, r in enumerate(csv.reader(f, delimiter=delimiter), 1) if r]
+            reader = csv.reader(f, delimiter=delimiter, strict=True)
+            for r in reader:
+                if r:
+                    rows.append((start, r))
+                start = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise CLIError(f"{path} is not a text CSV file ({exc.reason})") from exc
     except csv.Error as exc:
-        raise CLIError(f"{path} is not a readable CSV file: {exc}") from exc
+        raise CLIError(f"{path}, line {start}: not a readable CSV record: {exc}") from exc
     if len(rows) < 2:
         raise CLIError(f"{path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0][1]]
@@ -117,6 +128,13 @@ def _read_csv(path: Path, target: list[str], features: Sequence[str] | None) -> 
     for n, r in rows[1:]:
         if len(r) != len(header):
             raise CLIError(f"{path}, line {n}: {len(r)} fields, the header has {len(header)}")
+    for kind, names in (("target", target), ("feature", features or ())):
+        twice = next((c for i, c in enumerate(names) if c in names[:i]), None)
+        if twice is not None:
+            raise CLIError(f"{kind} column {twice!r} is named twice")
+    both = next((c for c in features or () if c in target), None)
+    if both is not None:
+        raise CLIError(f"column {both!r} cannot be both the target and a feature")
     for name in target:
         if name not in header:
             raise CLIError(
@@ -132,7 +150,7 @@ def _read_csv(path: Path, target: list[str], features: Sequence[str] | None) -> 
     lines = [n for n, _ in rows[1:]]
     column = {h: [r[i].strip() for _, r in rows[1:]] for i, h in enumerate(header)}
     X = np.stack([_numbers(column[h], h, path, lines) for h in features], axis=1)
-    targets = [_target_column(column[h], h, path, lines) for h in target]
+    targets = [_target_column(column[h], h, path, lines, task) for h in target]
     return Table(X, targets, list(features), target, path.name)
 
 
@@ -164,19 +182,32 @@ def _is_number(v: str) -> bool:
     return True
 
 
-def _target_column(values: list[str], name: str, path: Path, lines: list[int]) -> np.ndarray:
+def _target_column(
+    values: list[str], name: str, path: Path, lines: list[int], task: str | None
+) -> np.ndarray:
     """A target column as float64 when every value is a finite number, else as labels; a
-    missing value, or a column of numbers with a NaN, inf or NA in it, is an error."""
+    missing value, a column of numbers with a NaN, inf or NA in it, a regression target that
+    is not all numbers, or (without a task) a column whose numbers would be a regression
+    target and whose other values would turn it into labels, is an error."""
     bad = [i for i, v in enumerate(values) if not (_is_number(v) and math.isfinite(float(v)))]
     if not bad:
         return np.asarray(values, dtype=np.float64)
     if "" in values:
         i = values.index("")
         raise CLIError(f"target column {name!r} of {path} misses a value on line {lines[i]}")
-    if all(_is_number(values[i]) or values[i].lower() in MISSING for i in bad):
+    text = [i for i in bad if not (_is_number(values[i]) or values[i].lower() in MISSING)]
+    if task == "regression" or not text:
         raise CLIError(
             f"target column {name!r} of {path} holds {values[bad[0]]!r} on line "
             f"{lines[bad[0]]}; a numeric target needs a finite number on every row"
+        )
+    numbers = np.asarray([v for v in values if _is_number(v)], dtype=np.float64)
+    if task is None and numbers.size and infer_task([numbers]) == "regression":
+        raise CLIError(
+            f"target column {name!r} of {path} holds {values[text[0]]!r} on line "
+            f"{lines[text[0]]}, not a number, though {numbers.size} of its {len(values)} "
+            f"values are numbers; as labels it would make {len(set(values))} classes: fix "
+            "the value, or give --task classification to keep the values as labels"
         )
     return np.asarray(values, dtype=str)
 
@@ -404,11 +435,15 @@ def classification_metrics(true: list[np.ndarray], predicted: list[np.ndarray]) 
 
 def regression_metrics(T: np.ndarray, Y: np.ndarray) -> dict:
     """R^2 (the model's own rule, :func:`xpmlp.model.r2_score`), RMSE and MAE of the
-    predictions ``Y`` (N, K) of the targets ``T`` (N, K), in the targets' units."""
+    predictions ``Y`` (N, K) of the targets ``T`` (N, K), in the targets' units; taken of
+    both divided by the largest |target| so that targets near the float range do not
+    overflow."""
+    scale = float(np.abs(T).max()) or 1.0
+    T, Y = T / scale, Y / scale
     return {
         "r2": float(r2_score(T, Y, xp=array_api_compat.numpy)),
-        "rmse": float(np.sqrt(((T - Y) ** 2).mean())),
-        "mae": float(np.abs(T - Y).mean()),
+        "rmse": float(np.sqrt(((T - Y) ** 2).mean())) * scale,
+        "mae": float(np.abs(T - Y).mean()) * scale,
         "n": int(T.shape[0]),
     }
 
@@ -428,6 +463,18 @@ def _standardise(A: np.ndarray, mean: list | None, std: list | None) -> np.ndarr
     if mean is None:
         return A
     return (A - np.asarray(mean)) / np.asarray(std)
+
+
+def _mean_std(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation (1 for a constant column), taken of the
+    column divided by its largest |value| so that values near the float range (1e200) do not
+    overflow."""
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    B = A / scale
+    std = B.std(axis=0) * scale
+    std[std == 0] = 1.0
+    return B.mean(axis=0) * scale, std
 
 
 def prepare(
@@ -456,8 +503,7 @@ def prepare(
         raise CLIError(f"--validation-fraction {validation_fraction} leaves no training rows")
     order = np.random.default_rng(seed).permutation(N)
     va, tr = order[:n_val], order[n_val:]
-    x_mean, x_std = table.X[tr].mean(axis=0), table.X[tr].std(axis=0)
-    x_std[x_std == 0] = 1.0
+    x_mean, x_std = _mean_std(table.X[tr])
     meta = {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
@@ -473,8 +519,7 @@ def prepare(
         "y_std": None,
     }
     if task == "regression":  # learn standardised targets; predict undoes it
-        y_mean, y_std = T[tr].mean(axis=0), T[tr].std(axis=0)
-        y_std[y_std == 0] = 1.0
+        y_mean, y_std = _mean_std(T[tr])
         meta["y_mean"], meta["y_std"] = y_mean.tolist(), y_std.tolist()
         T = model_targets(T, meta)
     return _standardise(table.X, meta["x_mean"], meta["x_std"]), T, tr, va, output, meta
