@@ -54,8 +54,11 @@ def backend(request) -> str:
 
 @pytest.fixture
 def xp(backend):
-    """The Array API namespace of ``backend``."""
-    return xpmlp.resolve(backend)[0]
+    """The Array API namespace of ``backend``, ready for float64 arrays (on JAX that turns
+    ``jax_enable_x64`` on, as a float64 model does)."""
+    xp = xpmlp.resolve(backend)[0]
+    xpmlp.backend.get_dtype("float64", xp=xp)
+    return xp
 
 
 def to_np(x) -> np.ndarray:
