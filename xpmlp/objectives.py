@@ -32,9 +32,13 @@ def _squared_error(A, Y, T, *, xp):
     return 0.5 * xp.sum(R * R, axis=1)  # L_n = 1/2 ||y_n - t_n||^2
 
 
+def _bce_terms(A, T, *, xp):
+    # per target: -t log(sigma(a)) - (1 - t) log(1 - sigma(a)) = softplus(a) - t a
+    return softplus(A, xp=xp) - T * A
+
+
 def _binary_cross_entropy(A, Y, T, *, xp):
-    # -t log(sigma(a)) - (1 - t) log(1 - sigma(a)) = softplus(a) - t a
-    return xp.sum(softplus(A, xp=xp) - T * A, axis=1)
+    return xp.sum(_bce_terms(A, T, xp=xp), axis=1)
 
 
 def _softmax(A, *, xp):
@@ -42,11 +46,15 @@ def _softmax(A, *, xp):
     return E / xp.sum(E, axis=1, keepdims=True)
 
 
+def _logsumexp(A, *, xp):
+    """``log sum_k exp(a_k)`` of each row, (N, 1), without overflow."""
+    m = xp.max(A, axis=1, keepdims=True)
+    return xp.log(xp.sum(xp.exp(A - m), axis=1, keepdims=True)) + m
+
+
 def _categorical_cross_entropy(A, Y, T, *, xp):
     # -sum_k t_k log softmax(a)_k = logsumexp(a) sum_k t_k - sum_k t_k a_k
-    m = xp.max(A, axis=1, keepdims=True)
-    lse = xp.log(xp.sum(xp.exp(A - m), axis=1)) + m[:, 0]
-    return lse * xp.sum(T, axis=1) - xp.sum(T * A, axis=1)
+    return _logsumexp(A, xp=xp)[:, 0] * xp.sum(T, axis=1) - xp.sum(T * A, axis=1)
 
 
 OUTPUTS = {
@@ -67,13 +75,11 @@ def _clip_log_loss(L, *, xp):
 
 
 def _binary_cross_entropy_clipped(A, Y, T, *, xp):
-    return xp.sum(_clip_log_loss(softplus(A, xp=xp) - T * A, xp=xp), axis=1)
+    return xp.sum(_clip_log_loss(_bce_terms(A, T, xp=xp), xp=xp), axis=1)
 
 
-def _categorical_cross_entropy_clipped(A, Y, T, *, xp):
-    m = xp.max(A, axis=1, keepdims=True)
-    lse = xp.log(xp.sum(xp.exp(A - m), axis=1, keepdims=True)) + m
-    return xp.sum(T * _clip_log_loss(lse - A, xp=xp), axis=1)
+def _categorical_cross_entropy_clipped(A, Y, T, *, xp):  # -log softmax(a)_k = lse(a) - a_k
+    return xp.sum(T * _clip_log_loss(_logsumexp(A, xp=xp) - A, xp=xp), axis=1)
 
 
 # scikit-learn's log-losses clip every probability to [eps, 1 - eps]: per target, a loss of at
