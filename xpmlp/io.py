@@ -152,6 +152,11 @@ def _to_json(x) -> int | float | str | None:
     return x if math.isfinite(x) else str(x)
 
 
+def finite_json_number(x: Any) -> bool:
+    """Whether a JSON value is a finite number (not a bool, nor an int beyond float range)."""
+    return type(x) in (int, float) and abs(x) <= sys.float_info.max
+
+
 def _number(x, name: str, *, nan: bool = True) -> float:
     """The inverse of :func:`_to_json` for a float; ``nan=False`` refuses NaN."""
     if isinstance(x, (int, float)) and not isinstance(x, bool) or x in ("inf", "-inf", "nan"):
@@ -269,7 +274,7 @@ def _optimizer(opt: dict | None, n_layers: int) -> tuple:
         if isinstance(defaults.get(k), bool):
             if not isinstance(v, bool):
                 raise ValueError(f"{k}={v!r:.40}; accepted: true or false")
-        elif type(v) not in (int, float) or not abs(v) <= sys.float_info.max:  # finite
+        elif not finite_json_number(v):
             raise ValueError(f"{k}={v!r:.40}; accepted: a finite number")
     hyperparams = OPTIMIZERS[name](**saved).hyperparams
     learning_rate = _check_positive(opt["learning_rate"], "learning_rate")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .backend import resolve
-from .io import load
+from .io import finite_json_number, load
 from .model import r2_score
 
 MAX_CLASSES = 20  # integer targets with at most this many values are class labels
@@ -628,9 +627,4 @@ def _list_of(v: Any, n: int, kind: type, low: float | None = None) -> bool:
         return False
     if kind is str:
         return all(isinstance(x, str) for x in v)
-    return all(_finite(x) and (low is None or x > low) for x in v)
-
-
-def _finite(x: Any) -> bool:
-    """Whether a JSON value is a finite number (not a bool, nor an int beyond float range)."""
-    return type(x) in (int, float) and abs(x) <= sys.float_info.max
+    return all(finite_json_number(x) and (low is None or x > low) for x in v)
