@@ -119,22 +119,8 @@ class _Gemm:
                 continue
             real = ctypes.c_float if char == "f" else ctypes.c_double
             enum, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p  # ILP64 build
-            fn.argtypes = [
-                enum,
-                enum,
-                enum,
-                i64,
-                i64,
-                i64,
-                real,
-                ptr,
-                i64,
-                ptr,
-                i64,
-                real,
-                ptr,
-                i64,
-            ]
+            # (order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+            fn.argtypes = [enum] * 3 + [i64] * 3 + [real, ptr, i64, ptr, i64, real, ptr, i64]
             fn.restype = None
             return fn
         return None
