@@ -631,7 +631,7 @@ def _all_finite(A, *, xp) -> bool:
 
 def _distributions(T, *, xp) -> bool:
     """Whether every row of ``T`` is a probability distribution (to a float32 rounding)."""
-    return bool(xp.all(T >= 0)) and bool(xp.all(xp.abs(xp.sum(T, axis=1) - 1) <= 1e-5))
+    return bool(xp.all(T >= 0) & xp.all(xp.abs(xp.sum(T, axis=1) - 1) <= 1e-5))  # one sync
 
 
 _SEED_KINDS = (
