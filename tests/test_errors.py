@@ -299,6 +299,27 @@ def test_softmax_targets_must_be_distributions(T):
     net.fit(X, np.array([[0.2, 0.3, 0.5], [0, 0, 1.0]]), epochs=1)  # soft labels are fine
 
 
+@pytest.mark.parametrize("T", [[[-1.0], [1.0]], [[0.0], [5.0]]], ids=["-1/+1", "above-1"])
+def test_logistic_targets_must_lie_in_0_1(T):
+    """Outside [0, 1] the cross-entropy has no minimum: the loss fell below 0 for ever."""
+    net = xpmlp.MLP([2, 3, 1], output="logistic", dtype="float64", seed=0)
+    before = [np.array(W) for W in net.weights]
+    X, T = np.ones((2, 2)), np.array(T)
+    lo, hi = T.min(), T.max()
+    for call in (
+        lambda: net.fit(X, T, epochs=1),
+        lambda: net.loss_and_gradients(X, T),
+        lambda: net.score(X, T),
+        lambda: net.fit(X, [[0.0], [1.0]], epochs=1, validation_data=(X, T)),
+    ):
+        with pytest.raises(ValueError, match=rf"holds values in \[{lo:g}, {hi:g}\].*\[0, 1\]"):
+            call()
+    for W, W0 in zip(net.weights, before):
+        np.testing.assert_array_equal(W, W0)
+    assert net.history["loss"] == []
+    net.fit(X, np.array([[0.25], [1.0]]), epochs=1)  # probabilities are fine
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "array_api_strict"])
 @pytest.mark.parametrize("device", ["nonsense", "cuda:99", 7])
 def test_a_bad_device_is_one_error_on_every_backend(backend, device):

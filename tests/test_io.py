@@ -117,6 +117,28 @@ def test_schedule_and_sklearn_random_state_resume_exactly(tmp_path):
     assert b.history == a.history
 
 
+@pytest.mark.parametrize("before", [None, "sgd"], ids=["first-fit", "after-another-optimizer"])
+def test_a_checkpoint_saved_by_a_callback_resumes_exactly(tmp_path, before):
+    """During fit the model holds this fit's optimizer: the checkpoint had the previous
+    fit's (none on a first fit: Adam's moments were lost; after SGD, save raised)."""
+    path = tmp_path / "checkpoint.npz"
+    a, b = make(), make()
+    for net in (a, b) if before else ():
+        fit(net, before, epochs=1)
+    start = len(a.history["loss"])
+
+    def checkpoint(epoch, loss, score, model):
+        if epoch == start + 2:
+            model.save(path)
+
+    fit(a, "adam", epochs=5, callbacks=[checkpoint])
+    c = xpmlp.load(path)
+    assert isinstance(c.state.opt_state, AdamState) and c.state.opt_state.t > 0
+    fit(c, "adam", epochs=3)
+    assert_same_weights(c.weights, a.weights)
+    assert c.history == a.history
+
+
 def test_unfitted_model_round_trips_and_then_trains_like_a_fresh_one(tmp_path):
     fresh = make()
     new = reload(make(), tmp_path)

@@ -193,6 +193,13 @@ class MLP:
                 f"{nt} must hold one distribution per row for a softmax output; accepted: "
                 "numbers >= 0 summing to 1 in each row (one-hot or soft labels)"
             )
+        if self.output.name == "logistic" and not bool(self.xp.all((T >= 0) & (T <= 1))):
+            # below 0 or above 1 the cross-entropy has no minimum: the logits grow for ever
+            lo, hi = float(self.xp.min(T)), float(self.xp.max(T))
+            raise ValueError(
+                f"{nt} holds values in [{lo:g}, {hi:g}] for a logistic output; accepted: "
+                "numbers in [0, 1] (0/1 labels or probabilities)"
+            )
         return X, T
 
     # ------------------------------------------------------------ maths
@@ -305,8 +312,11 @@ class MLP:
         validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).
         sample_weight : array (N,), weights of the samples in the loss.
         callbacks : list of callables ``cb(epoch, loss, val_score, model)``; returning True
-            stops. ``model.weights`` there are the arrays being trained (copy them to keep
-            them); one that sets ``model.weights`` has training go on from those weights.
+            stops. ``epoch`` counts the model's epochs over every ``fit`` so far (a second
+            fit goes on from the first one's count). ``model.weights`` there are the arrays
+            being trained (copy them to keep them); one that sets ``model.weights`` has
+            training go on from those weights; ``model.save`` writes a checkpoint that
+            resumes as if training had not stopped.
         verbose : show a progress bar.
 
         Returns
@@ -402,7 +412,8 @@ class MLP:
         def on_epoch(epoch, loss, score, W):
             if bar is not None:
                 bar.update(loss, score)
-            self._weights, self.state = W, state  # callbacks see this epoch's model
+            # callbacks see this epoch's model, and this fit's optimizer (a saved checkpoint)
+            self._weights, self.state, self._optimizer_key = W, state, key
             stop = any([bool(cb(epoch, loss, score, self)) for cb in callbacks])  # all called
             if self._weights is not W:  # a callback set model.weights: train those on
                 W[:], self._weights = self._weights, W
@@ -434,9 +445,10 @@ class MLP:
 
     @contextlib.contextmanager
     def _unchanged_on_error(self):
-        """Put back the weights, the loop state (history included) and the host generator's
-        state if the block raises: a failed call leaves the model as it was."""
-        weights, state, rng = self._weights, self.state, self.rng
+        """Put back the weights, the loop state (history included), the optimizer's key and
+        the host generator's state if the block raises: a failed call leaves the model as it
+        was."""
+        weights, state, rng, key = self._weights, self.state, self.rng, self._optimizer_key
         lengths = {k: len(v) for k, v in state.history.items()}
         rng_state = _rng_state(rng)
         try:
@@ -444,7 +456,7 @@ class MLP:
         except BaseException:
             for k, n in lengths.items():  # the history lists are shared, not copied
                 del state.history[k][n:]
-            self._weights, self.state, self.rng = weights, state, rng
+            self._weights, self.state, self.rng, self._optimizer_key = weights, state, rng, key
             _set_rng_state(rng, rng_state)
             raise
 
