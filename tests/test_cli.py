@@ -372,6 +372,19 @@ NAMED = {
     "save into a missing folder": ("train --save no/m.npz", "argument --save: 'no/m.npz'"),
     "plot into a missing folder": ("train --plot no/c.png", "argument --plot: 'no/c.png'"),
     "demo into a missing folder": ("demo --out no/d.png", "the folder 'no' does not exist"),
+    "plot into a folder": ("train --plot .", "argument --plot: '.' is a folder"),
+    "plot in no picture format": ("train --plot c.txt", ".txt is not a picture format"),
+    "demo in no picture format": ("demo --out d.csv", ".csv is not a picture format"),
+    "empty model name": ("train --save ''", "argument --save: ''; accepted: a file name"),
+    "model over the data": ("train d.csv --target y --save d.csv", "same file as DATA"),
+    "plot over the model's sidecar": ("train --save m.npz --plot m.npz.cli.json", ".json"),
+    "plot over the data": ("train d.csv --target y --plot d.csv", ".csv is not a picture"),
+    "picture over the model": ("train --save m.png --plot m.png", "same file as --save"),
+    "huge dpi": ("demo --dpi 100000", "argument --dpi: '100000'; accepted: an int from 10"),
+    "superscript size": ("train --hidden ²", "argument --hidden: '²' is not a list"),
+    "features of the digits": ("train --features a", "--features needs a DATA file (CSV)"),
+    "target of an npz": ("train d.npz --target y", "--target selects CSV columns; in d.npz"),
+    "columns of an npy": ("train d.npy --target y --features a", "--target and --features"),
 }
 
 
@@ -440,3 +453,84 @@ def test_error_lines_count_physical_lines_past_a_quoted_line_break(tmp_path):
     (tmp_path / "m.csv").write_text('a,b,c\n1,2,"multi\nline"\n3,4,x\n\n5,oops,x\n')
     line = assert_one_line_error(xpmlp("train m.csv --target c", cwd=tmp_path))
     assert "the value 'oops' on line 6" in line
+
+
+def test_a_plot_name_without_a_suffix_is_written_and_reported_as_png(tmp_path, data):
+    out = ok("train data.csv --target y --features a,b --epochs 2 --plot curve", cwd=tmp_path)
+    assert "wrote curve.png" in out
+    assert_png(tmp_path / "curve.png")
+    assert not (tmp_path / "curve").exists()
+
+
+def test_a_one_hot_T_in_an_npz_is_one_target_of_k_classes(tmp_path):
+    """It was K yes/no targets: rows came back with no class, accuracy 0.37."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 2))
+    c = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    np.savez(tmp_path / "oh.npz", X=X, T=np.eye(3)[c])
+    out = ok("train oh.npz --epochs 40 --lr 0.01 --save m.npz", cwd=tmp_path)
+    assert "3 classes" in out
+    meta = json.loads((tmp_path / "m.npz.cli.json").read_text())
+    assert meta["target_names"] == ["T"] and meta["classes"] == [["0", "1", "2"]]
+    pred = ok("predict m.npz oh.npz", cwd=tmp_path).splitlines()
+    assert pred[0] == "T"
+    assert np.mean(np.asarray(pred[1:], dtype=int) == c) > 0.9
+
+
+@pytest.mark.parametrize("output", ["logistic", "identity", "softmax"])
+def test_each_epoch_scores_a_classification_as_the_held_out_line_does(tmp_path, data, output):
+    """Per epoch MLP.score took every output > 0.5 (logistic) or R^2 (identity); the held-out
+    line, the largest output."""
+    out = ok(
+        f"train data.csv --target kind --features a,b --epochs 8 --output {output}", cwd=tmp_path
+    )
+    last = [line for line in out.splitlines() if line.startswith("epoch")][-1]
+    held = out.split("held-out accuracy ")[1].split()[0]
+    assert last.endswith(f"val accuracy {held}")
+
+
+def test_predict_without_the_sidecar_says_what_it_does(tmp_path, model):
+    write_csv(tmp_path / "ab.csv", ["a", "b"], [[0.5, -0.25], [0.1, 0.7]])
+    with_sidecar = ok("predict m.npz ab.csv", cwd=tmp_path).splitlines()
+    (tmp_path / "m.npz.cli.json").unlink()
+    r = xpmlp("predict m.npz ab.csv", cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "m.npz.cli.json is missing: the features go in as they are" in r.stderr
+    rows = r.stdout.splitlines()
+    assert with_sidecar[0] == "y" and rows[0] == "y0" and len(rows) == len(with_sidecar)
+
+
+def test_several_regression_targets_report_each_ones_errors(tmp_path):
+    """RMSE and MAE were pooled over targets in units a million apart."""
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(-1, 1, 120), rng.uniform(-1, 1, 120)
+    write_csv(tmp_path / "m.csv", ["a", "b", "big", "small"], [a, b, 1e4 * (a + b), 1e-3 * a])
+    out = ok("train m.csv --target big,small --epochs 30 --lr 0.01 --quiet", cwd=tmp_path)
+    line = out.split("held-out ")[1]
+    assert "(mean over 2 targets); big: RMSE " in line and "; small: RMSE " in line
+    big = float(line.split("big: RMSE ")[1].split(",")[0])
+    small = float(line.split("small: RMSE ")[1].split(",")[0])
+    assert small < 1e-3 < 1 < big
+
+
+def test_a_csv_that_is_not_utf8_names_the_byte_and_the_encoding(tmp_path):
+    (tmp_path / "latin.csv").write_bytes(b"caf\xe9,y\n1,0\n2,1\n")
+    line = assert_one_line_error(xpmlp("train latin.csv --target y", cwd=tmp_path))
+    assert "latin.csv is not UTF-8 text (byte 0xe9" in line and "accepted: CSV files" in line
+
+
+def test_an_npz_of_python_objects_is_not_called_damaged(tmp_path):
+    np.savez(tmp_path / "obj.npz", X=np.array([[1, None]], dtype=object), y=[1.0])
+    line = assert_one_line_error(xpmlp("train obj.npz", cwd=tmp_path))
+    assert "obj.npz holds Python objects" in line and "damaged" not in line
+
+
+def test_a_bad_xpmlp_backend_is_named_as_the_variable(monkeypatch, capsys):
+    from xpmlp.backend import resolve
+    from xpmlp.info import print_info
+
+    monkeypatch.setenv("XPMLP_BACKEND", "foo")
+    with pytest.raises(ValueError, match="the environment variable XPMLP_BACKEND='foo'"):
+        resolve(None)
+    print_info()
+    assert "default backend: foo (unusable: the environment variable" in capsys.readouterr().out

@@ -136,8 +136,10 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
         For a backend that is not installed (an ``ImportError``) or a device that it cannot
         use (a ``ValueError``).
     """
+    given = "backend"
     if backend is None:
         backend = os.environ.get("XPMLP_BACKEND", "numpy") or "numpy"
+        given = "the environment variable XPMLP_BACKEND"  # what the user must change
     if isinstance(backend, ModuleType) and backend.__name__ in BACKENDS:
         backend = backend.__name__  # numpy, torch, ... and the top-level jax package
     if isinstance(backend, ModuleType):
@@ -155,7 +157,7 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
         name = backend.strip().lower().replace("-", "_")
         name = {"pytorch": "torch", "np": "numpy", "strict": "array_api_strict"}.get(name, name)
         if name not in BACKENDS:
-            raise ValueError(f"backend={backend!r} is unknown; accepted: {', '.join(BACKENDS)}")
+            raise ValueError(f"{given}={backend!r} is unknown; accepted: {', '.join(BACKENDS)}")
         mod = _import_backend(name)
         xp = array_api_compat.array_namespace(mod.asarray([0.0]))
     else:

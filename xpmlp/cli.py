@@ -1,14 +1,15 @@
 """The command line: ``xpmlp demo | train | predict | evaluate | info``.
 
 ``xpmlp train`` reads a table (CSV with a header row, ``.npz`` with arrays ``X`` and ``y``
-or ``T``, or ``.npy`` whose last column is the target), standardises the features, fits an
-:class:`~xpmlp.MLP` and reports the held-out score; without data it learns scikit-learn's
-handwritten digits. ``--save model.npz`` writes the network with ``MLP.save`` and, next to
-it, ``model.npz.cli.json``: what the command line needs to use the network on raw tables
-again (feature and target names, task, class labels, the features' mean and standard
-deviation, the regression targets' mean and standard deviation). ``xpmlp predict`` and
-``xpmlp evaluate`` read both files. Reading tables, encoding targets and the sidecar live
-in :mod:`xpmlp.tables`; the ``info`` report in :mod:`xpmlp.info`.
+or ``T`` (one-hot: one target of K classes), or ``.npy`` whose last column is the target),
+standardises the features, fits an :class:`~xpmlp.MLP` and reports the held-out score;
+without data it learns scikit-learn's handwritten digits. ``--save model.npz`` writes the
+network with ``MLP.save`` and, next to it, ``model.npz.cli.json``: what the command line
+needs to use the network on raw tables again (feature and target names, task, class labels,
+the features' mean and standard deviation, the regression targets' mean and standard
+deviation). ``xpmlp predict`` and ``xpmlp evaluate`` read both files (``predict`` without
+the second one feeds the features in as they are and says so). Reading tables, encoding
+targets and the sidecar live in :mod:`xpmlp.tables`; the ``info`` report in :mod:`xpmlp.info`.
 
 Bad input ends with one line ``xpmlp: error: ...`` on standard error and exit status 2 (1
 for a failure during training); set ``XPMLP_DEBUG=1`` to see the traceback instead.
@@ -68,10 +69,25 @@ class _Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------- commands
 
 
+def _csv_options(data: str | None, **given: Any) -> None:
+    """Refuse column options (``--target``, ``--features``) where they select nothing: the
+    default data set, or an ``.npz``/``.npy`` file, whose columns are its arrays."""
+    options = [f"--{k}" for k, v in given.items() if v]
+    if not options:
+        return
+    what, s = " and ".join(options), "" if len(options) > 1 else "s"
+    if data is None:
+        raise CLIError(f"{what} need{s} a DATA file (CSV) to select columns of")
+    if Path(data).suffix.lower() in (".npz", ".npy"):
+        raise CLIError(
+            f"{what} select{s} CSV columns; in {Path(data).name} the features are array X "
+            "and the target y or T (.npz), or the last column (.npy)"
+        )
+
+
 def _training_table(args: argparse.Namespace) -> Table:
+    _csv_options(args.data, target=args.target, features=args.features)
     if args.data is None:
-        if args.target:
-            raise CLIError("--target needs a DATA file")
         return digits_or_synthetic()
     if Path(args.data).suffix.lower() not in (".npz", ".npy") and not args.target:
         raise CLIError("--target is required for a CSV file: name the column(s) to learn")
@@ -83,6 +99,19 @@ def _training_table(args: argparse.Namespace) -> Table:
     return table
 
 
+def _distinct_files(*named: tuple[str, Any]) -> None:
+    """Refuse two of the command's files that are one: ``--save data.csv`` wrote the model
+    over the data it was trained on."""
+    seen: dict[Path, str] = {}
+    for what, path in named:
+        if not path:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise CLIError(f"{what} {path} is the same file as {seen[key]}; name another file")
+        seen[key] = what
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit a network to a table and report its held-out score."""
     import xpmlp
@@ -92,6 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .plots import check_available
 
         check_available()
+    side = sidecar_path(args.save) if args.save else None
+    _distinct_files(
+        ("DATA", args.data), ("--save", args.save), ("its sidecar", side), ("--plot", args.plot)
+    )
     table = _training_table(args)
     X, T, tr, va, output, meta = prepare(
         table,
@@ -111,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         seed=args.seed,
     )
-    score_name = "R^2" if output == "identity" else "accuracy"  # what MLP.score measures
+    classify = meta["task"] == "classification"
+    score_name = "accuracy" if classify else "R^2"
     if not args.quiet:
         classes = meta["classes"]
         what = f"{len(classes[0])} classes" if classes and len(classes) == 1 else meta["task"]
@@ -124,14 +158,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             flush=True,
         )
     every = max(1, round(args.epochs / 20))
+    Xva, held = (
+        X[va],
+        Table(table.X[va], [t[va] for t in table.targets], [], table.target_names, ""),
+    )
+    # a classification is scored each epoch as the held-out line scores it (per target
+    # column the largest one-hot output, or y > 0.5), which MLP.score does only for softmax
+    # outputs; R^2 of the standardised targets is R^2 of the raw ones
+    val_scores: list[float] = []
 
     def report(epoch: int, loss: float, score: float | None, model: Any) -> None:
+        if classify and n_val:
+            score = _scores(model, Xva, held, meta)["accuracy"]
+            val_scores.append(score)
         if args.quiet or (epoch % every and epoch not in (1, args.epochs)):
             return
         val = "" if score is None else f"   val {score_name} {score:.4f}"
         write(f"epoch {epoch:>{len(str(args.epochs))}}/{args.epochs}   loss {loss:.5f}{val}")
 
-    val_data = (X[va], T[va]) if n_val else None
+    val_data = (Xva, T[va]) if n_val and not classify else None
     t0 = time.perf_counter()
     history = net.fit(
         X[tr],
@@ -146,11 +191,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=not args.quiet,
     )
     seconds = time.perf_counter() - t0
+    if classify and n_val:
+        history = {**history, "val_score": val_scores}
     final = f"final training loss {history['loss'][-1]:.5f}" if history["loss"] else "no epochs"
     print(f"{final} after {seconds:.1f} s")
     if n_val:
-        held = Table(table.X[va], [t[va] for t in table.targets], [], table.target_names, "")
-        print(f"held-out {format_metrics(_scores(net, X[va], held, meta))}")
+        print(f"held-out {format_metrics(_scores(net, Xva, held, meta))}")
     if args.save:
         side = save_model(net, args.save, meta)
         print(f"saved {args.save} (and {side.name})")
@@ -169,7 +215,7 @@ def _scores(net: Any, X: np.ndarray, table: Table, meta: dict) -> dict:
         _, true = class_codes(table, meta["classes"])  # unknown classes: an error first
         return classification_metrics(true, predicted_codes(_outputs(net, X), meta["classes"]))
     Y = np.stack(decode_outputs(_outputs(net, X), meta), axis=1)
-    return regression_metrics(np.stack(table.targets, axis=1), Y)
+    return regression_metrics(np.stack(table.targets, axis=1), Y, table.target_names)
 
 
 def _outputs(net: Any, X: np.ndarray) -> np.ndarray:
@@ -180,6 +226,13 @@ def _outputs(net: Any, X: np.ndarray) -> np.ndarray:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the model's predictions for a table as CSV."""
     net, meta = load_model(args.model, args.backend, args.device)
+    if not meta:
+        print(
+            f"xpmlp: note: {sidecar_path(args.model)} is missing: the features go in as they "
+            "are and the outputs come out raw; a model saved by xpmlp train needs that file "
+            "to standardise its features and decode its targets",
+            file=sys.stderr,
+        )
     table = read_table(
         args.data, features=meta.get("feature_names"), n_features=net.layer_sizes[0]
     )
@@ -206,6 +259,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(
             f"{sidecar_path(args.model)} is missing; evaluate needs a model saved by xpmlp train"
         )
+    _csv_options(args.data, target=args.target)
     target = args.target or meta["target_names"]
     table = read_table(
         args.data,
@@ -290,7 +344,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _hidden(text: str) -> list[int]:
     """``"64,64"`` -> [64, 64]; ``""`` -> [] (no hidden layer)."""
     sizes = [s.strip() for s in text.split(",") if s.strip()]
-    if not all(s.isdigit() and int(s) > 0 for s in sizes):
+    if not all(s.isdecimal() and int(s) > 0 for s in sizes):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a list of layer sizes; accepted: e.g. 64,64 (ints >= 1)"
         )
@@ -311,12 +365,35 @@ def _seed(text: str) -> int:
     return _int(text, 0)
 
 
+def _dpi(text: str) -> int:
+    dpi = _int(text, 10)
+    if dpi > 1200:  # the picture's pixels grow with its square: 1e5 ran out of memory
+        raise argparse.ArgumentTypeError(f"{text!r}; accepted: an int from 10 to 1200")
+    return dpi
+
+
 def _out_file(text: str) -> str:
     """A file to write, whose folder must exist: checked before any training."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}; accepted: a file name")
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; accepted: a file name")
     folder = Path(text).parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r}: the folder {str(folder)!r} does not exist")
     return text
+
+
+def _picture_file(text: str) -> str:
+    """A picture to write: ``.png`` added to a name without a suffix, and a format that
+    matplotlib writes."""
+    from .plots import picture_path
+
+    text = _out_file(text)  # a folder is refused before a suffix is added
+    try:
+        return picture_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _batch_size(text: str) -> int | None:
@@ -378,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit a 1-3-1 tanh network to four curves; write a PNG")
     p.add_argument(
         "--out",
-        type=_out_file,
+        type=_picture_file,
         default="xpmlp-demo.png",
         help="picture file (default: %(default)s)",
     )
@@ -387,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--dtype", choices=list(DTYPES), default="float64")
-    p.add_argument("--dpi", type=_positive_int, default=100)
+    p.add_argument("--dpi", type=_dpi, default=100, help="dots per inch, 10 to 1200")
     _backend_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -426,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--save", type=_out_file, metavar="MODEL", help="write the model (e.g. model.npz)"
     )
     p.add_argument(
-        "--plot", type=_out_file, metavar="PNG", help="write loss and validation curves"
+        "--plot",
+        type=_picture_file,
+        metavar="PNG",
+        help="write loss and validation curves (.png added to a name without a suffix)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     _backend_options(p)

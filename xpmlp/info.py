@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backend import BACKENDS
+from .backend import BACKENDS, resolve
 from .tables import one_line
 
 
@@ -24,7 +24,7 @@ def print_info() -> None:
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.platform()}"
     )
-    print(f"default backend: {os.environ.get('XPMLP_BACKEND') or 'numpy'}")
+    print(f"default backend: {_default_backend()}")
     print("backends:")
     modules = {}
     for name in (*BACKENDS, "array_api_compat"):
@@ -42,6 +42,16 @@ def print_info() -> None:
     print("BLAS:")
     for line in blas():
         print(f"  {line}")
+
+
+def _default_backend() -> str:
+    """``XPMLP_BACKEND`` (else numpy), with what is wrong with it."""
+    name = os.environ.get("XPMLP_BACKEND") or "numpy"
+    try:
+        resolve(None)
+    except Exception as exc:  # noqa: BLE001 - a bad setting is reported, not raised
+        return f"{name} (unusable: {one_line(exc)})"
+    return name
 
 
 def cuda_devices(modules: dict[str, Any]) -> list[str]:

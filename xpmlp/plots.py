@@ -33,6 +33,26 @@ def _figure(figsize: tuple[float, float]) -> Any:
     return fig
 
 
+def picture_path(path: str) -> str:
+    """``path`` with ``.png`` added when it has no suffix (what is written, not what
+    matplotlib would guess); a :class:`ValueError` for a suffix matplotlib cannot write.
+    Without matplotlib the suffix is left to :func:`check_available` to refuse."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return f"{path}.png"
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return path
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(
+            f"{path!r}: .{suffix} is not a picture format; accepted: "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    return path
+
+
 def check_available() -> None:
     """Raise :class:`PlotError` now, before any training, if matplotlib is missing."""
     _figure((1, 1))

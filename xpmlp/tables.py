@@ -1,7 +1,8 @@
 """Tables for the command line: reading them, encoding their targets, and the sidecar.
 
-A table is a CSV with a header row, an ``.npz`` with arrays ``X`` and ``y`` (or ``T``), or an
-``.npy`` whose last column is the target. The targets become what the network learns
+A table is a CSV with a header row, an ``.npz`` with arrays ``X`` and ``y`` (or ``T``; a
+one-hot (N, K) ``T`` is one target of K classes), or an ``.npy`` whose last column is the
+target. The targets become what the network learns
 (one-hot classes, 0/1 columns, or standardised numbers), the features are standardised with
 the training rows' statistics, and both encodings are kept in the sidecar
 ``model.npz.cli.json`` next to the saved network so that ``predict`` and ``evaluate`` can use
@@ -116,7 +117,11 @@ def _read_csv(
                     rows.append((start, r))
                 start = reader.line_num + 1
     except UnicodeDecodeError as exc:
-        raise CLIError(f"{path} is not a text CSV file ({exc.reason})") from exc
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise CLIError(
+            f"{path} is not UTF-8 text (byte 0x{byte}: {exc.reason}); accepted: CSV files "
+            "in UTF-8 (save it as UTF-8)"
+        ) from exc
     except csv.Error as exc:
         raise CLIError(f"{path}, line {start}: not a readable CSV record: {exc}") from exc
     if len(rows) < 2:
@@ -211,14 +216,22 @@ def _target_column(
     return np.asarray(values, dtype=str)
 
 
+def _unreadable(path: Path, exc: BaseException) -> CLIError:
+    """The error for a ``.npy``/``.npz`` file that NumPy could not read."""
+    if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+        return CLIError(
+            f"{path} holds Python objects (an object array), which are not loaded; accepted: "
+            "arrays of numbers, or of strings for labels"
+        )
+    return CLIError(f"{path} is not a readable {path.suffix} file (damaged or truncated?): {exc}")
+
+
 def _read_npz(path: Path) -> Table:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             data = {k: arrays[k] for k in arrays.files}
     except UNREADABLE as exc:
-        raise CLIError(
-            f"{path} is not a readable .npz file (damaged or truncated?): {exc}"
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if "X" not in data:
         raise CLIError(f"{path} has no array 'X'; it holds: {', '.join(data) or 'nothing'}")
     X = _features_array(data["X"], path)
@@ -229,18 +242,23 @@ def _read_npz(path: Path) -> Table:
         Y = Y[:, None] if Y.ndim == 1 else Y
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
             raise CLIError(f"{path}: {key} has shape {data[key].shape}; X has {X.shape[0]} rows")
+        if Y.shape[1] > 1 and _one_hot(Y):  # the notes' (N, K) T: one target of K classes
+            Y = np.argmax(Y, axis=1)[:, None]
         names = [key] if Y.shape[1] == 1 else [f"{key}{k}" for k in range(Y.shape[1])]
         targets = [_target_array(Y[:, k], path, f"array {n!r}") for k, n in enumerate(names)]
     return Table(X, targets, [f"x{i}" for i in range(X.shape[1])], names, path.name)
+
+
+def _one_hot(Y: np.ndarray) -> bool:
+    """Whether every row of ``Y`` is 0 but for a single 1."""
+    return Y.dtype.kind in "biuf" and bool(np.isin(Y, (0, 1)).all() and (Y.sum(axis=1) == 1).all())
 
 
 def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
     try:
         A = np.load(path, allow_pickle=False)
     except UNREADABLE as exc:
-        raise CLIError(
-            f"{path} is not a readable .npy file (damaged or truncated?): {exc}"
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if A.ndim != 2:
         raise CLIError(f"{path} holds an array of shape {A.shape}; a 2-d table is needed")
     split = with_target or (n_features is not None and A.shape[1] == n_features + 1)
@@ -432,26 +450,33 @@ def classification_metrics(true: list[np.ndarray], predicted: list[np.ndarray]) 
     return accuracy(int(hit.sum()), int(hit.size))
 
 
-def regression_metrics(T: np.ndarray, Y: np.ndarray) -> dict:
-    """R^2 (the model's own rule, :func:`xpmlp.model.r2_score`), RMSE and MAE of the
-    predictions ``Y`` (N, K) of the targets ``T`` (N, K), in the targets' units; taken of
-    both divided by the largest |target| so that targets near the float range do not
-    overflow."""
-    scale = float(np.abs(T).max()) or 1.0
-    T, Y = T / scale, Y / scale
+def regression_metrics(T: np.ndarray, Y: np.ndarray, names: Sequence[str]) -> dict:
+    """R^2 (the model's own rule, :func:`xpmlp.model.r2_score`: averaged over the targets)
+    and each target's RMSE and MAE, in its own units, of the predictions ``Y`` (N, K) of the
+    targets ``T`` (N, K) named ``names``; taken of both divided by each target's largest
+    |value| so that targets near the float range do not overflow."""
+    scale = np.abs(T).max(axis=0)
+    scale[scale == 0] = 1.0
+    T, Y = T / scale, Y / scale  # R^2 is the same for each column scaled
     return {
         "r2": float(r2_score(T, Y, xp=array_api_compat.numpy)),
-        "rmse": float(np.sqrt(((T - Y) ** 2).mean())) * scale,
-        "mae": float(np.abs(T - Y).mean()) * scale,
+        "rmse": (np.sqrt(((T - Y) ** 2).mean(axis=0)) * scale).tolist(),
+        "mae": (np.abs(T - Y).mean(axis=0) * scale).tolist(),
+        "names": list(names),
         "n": int(T.shape[0]),
     }
 
 
 def format_metrics(m: dict) -> str:
-    """The scores of :func:`accuracy` or :func:`regression_metrics` as one line of text."""
+    """The scores of :func:`accuracy` or :func:`regression_metrics` as one line of text:
+    the errors of each target apart when there are several (their units differ)."""
     if "accuracy" in m:
         return f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
-    return f"R^2 {m['r2']:.4f}, RMSE {m['rmse']:.4g}, MAE {m['mae']:.4g} (n={m['n']})"
+    errors = [f"RMSE {r:.4g}, MAE {a:.4g}" for r, a in zip(m["rmse"], m["mae"])]
+    if len(errors) == 1:
+        return f"R^2 {m['r2']:.4f}, {errors[0]} (n={m['n']})"
+    each = "; ".join(f"{name}: {e}" for name, e in zip(m["names"], errors))
+    return f"R^2 {m['r2']:.4f} (mean over {len(errors)} targets); {each} (n={m['n']})"
 
 
 # ------------------------------------------------------------------------- encoding
