@@ -158,10 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             flush=True,
         )
     every = max(1, round(args.epochs / 20))
-    Xva, held = (
-        X[va],
-        Table(table.X[va], [t[va] for t in table.targets], [], table.target_names, ""),
-    )
+    Xva = X[va]
+    held = Table(table.X[va], [t[va] for t in table.targets], [], table.target_names, "")
     # a classification is scored each epoch as the held-out line scores it (per target
     # column the largest one-hot output, or y > 0.5), which MLP.score does only for softmax
     # outputs; R^2 of the standardised targets is R^2 of the raw ones
