@@ -298,6 +298,44 @@ def test_results_come_back_in_the_input_namespace(module):
     assert isinstance(clf.predict_proba(X), np.ndarray)
 
 
+@pytest.mark.parametrize(
+    ("module", "labels"),
+    [("jax.numpy", np.array([0, 1, 2]) + 2**40), ("array_api_strict", np.array([0, 1, 2.5]))],
+    ids=["int64-on-jax", "float16-on-strict"],
+)
+@IGNORE_CONVERGENCE
+def test_labels_the_input_namespace_cannot_hold_come_back_as_numpy(module, labels):
+    """JAX without 64-bit ints cut int64 labels to their low 32 bits (score 0.0); a namespace
+    without float16 made predict raise."""
+    xp = pytest.importorskip(module)
+    X, y = small_problem()
+    y = labels.astype(np.float16 if labels.dtype.kind == "f" else np.int64)[y]
+    params = dict(hidden_layer_sizes=(8,), max_iter=30, random_state=0, dtype="float32")
+    clf = MLPClassifier(**params).fit(xp.asarray(X.astype(np.float32)), y)
+    ref = MLPClassifier(**params).fit(X.astype(np.float32), y)
+    pred = clf.predict(xp.asarray(X.astype(np.float32)))
+    assert set(np.asarray(pred).tolist()) <= set(y.tolist())
+    np.testing.assert_array_equal(np.asarray(pred), ref.predict(X.astype(np.float32)))
+    assert clf.score(xp.asarray(X.astype(np.float32)), y) == ref.score(X.astype(np.float32), y)
+
+
+@pytest.mark.parametrize("module", ["array_api_strict", "torch"])
+@IGNORE_CONVERGENCE
+def test_sample_weight_beside_backend_arrays_follows_sklearn(module):
+    """A number weighs every sample alike (it was refused); an (N, 1) array is refused (it was
+    taken), as _check_sample_weight does for NumPy input."""
+    xp = pytest.importorskip(module)
+    X, y = small_problem()
+    params = dict(hidden_layer_sizes=(8,), max_iter=10, random_state=0)
+    two = MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(y), sample_weight=2.0)
+    ref = MLPClassifier(**params).fit(X, y, sample_weight=np.full(len(y), 2.0))
+    np.testing.assert_allclose(np.asarray(two.coefs_[0]), ref.coefs_[0], rtol=1e-9)
+    with pytest.raises(ValueError, match="Sample weights must be 1D array or scalar"):
+        MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(y), sample_weight=np.ones((80, 1)))
+    with pytest.raises(ValueError, match=r"sample_weight.shape == \(3,\), expected \(80,\)"):
+        MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(y), sample_weight=np.ones(3))
+
+
 @IGNORE_CONVERGENCE
 def test_numpy_input_trains_on_the_backend_asked_for():
     pytest.importorskip("torch")
@@ -364,6 +402,21 @@ def test_class_weight_dict_equals_sample_weight():
     both = MLPClassifier(class_weight={0: 1.0, 1: 3.0, 2: 0.5}, **kw).fit(X, y, sample_weight=s)
     product = MLPClassifier(**kw).fit(X, y, sample_weight=np.array([1.0, 3.0, 0.5])[y] * s)
     np.testing.assert_allclose(both.coefs_[0], product.coefs_[0], rtol=1e-12)
+
+
+def test_partial_fit_weighs_classes_over_every_class_not_the_batch():
+    """A batch without a class the dict weighs raised "The classes, [0], are not in
+    class_weight"; SGDClassifier weighs over classes_."""
+    X, y = problem("multiclass")
+    batch = y != 1  # classes 0 and 2 only
+    kw = dict(hidden_layer_sizes=(6,), random_state=0)
+    weighted = MLPClassifier(class_weight={1: 3.0, 2: 0.5}, **kw)
+    weighted.partial_fit(X[batch], y[batch], classes=[0, 1, 2])
+    sample, sw = MLPClassifier(**kw), np.where(y[batch] == 2, 0.5, 1.0)
+    sample.partial_fit(X[batch], y[batch], classes=[0, 1, 2], sample_weight=sw)
+    for A, B in zip(weighted.coefs_, sample.coefs_):
+        np.testing.assert_allclose(A, B, rtol=1e-12)
+    MLPClassifier(class_weight={1: 10.0}, **kw).partial_fit(X[:20], 0 * y[:20], classes=[0, 1])
 
 
 @IGNORE_CONVERGENCE

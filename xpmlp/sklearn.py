@@ -37,7 +37,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
@@ -68,6 +68,19 @@ def _array_api_namespace(x: Any) -> Any | None:
 def _to_input_namespace(A: Any, xp_in: Any | None, device: Any) -> Any:
     """``A`` in the input's namespace and on its device (NumPy for NumPy-like input)."""
     return to_numpy(A) if xp_in is None else asarray(A, xp=xp_in, device=device)
+
+
+def _array_api_sample_weight(sample_weight: Any, N: int) -> Any:
+    """scikit-learn's rules for ``sample_weight`` beside an array that stays on its backend:
+    a number weighs every sample alike; an array must have shape (N,)."""
+    if namespace_of(sample_weight) is None and np.ndim(sample_weight) == 0:
+        return np.full(N, float(sample_weight))
+    shape = tuple(getattr(sample_weight, "shape", np.shape(sample_weight)))
+    if len(shape) != 1:
+        raise ValueError("Sample weights must be 1D array or scalar")
+    if shape != (N,):
+        raise ValueError(f"sample_weight.shape == {shape}, expected {(N,)}!")
+    return sample_weight
 
 
 def _host(x: Any) -> Any:
@@ -319,6 +332,8 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(
                     f"{type(self).__name__} requires y to be passed, but the target y is None."
                 )
+            if sample_weight is not None:
+                sample_weight = _array_api_sample_weight(sample_weight, int(X.shape[0]))
         return X, y, sample_weight, xp_in
 
     def _hidden_sizes(self) -> list[int]:
@@ -808,7 +823,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                     "batch at a time; pass a dict, e.g. from "
                     "sklearn.utils.class_weight.compute_class_weight"
                 )
-            class_sw = compute_sample_weight(self.class_weight, y)
+            # over every class the estimator knows, as SGDClassifier: a partial_fit batch
+            # may lack a class that the dict weighs
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            class_sw = weights[np.searchsorted(self.classes_, y)]
         return T, stratify, class_sw
 
     def _output_name(self, K: int) -> str:
@@ -857,9 +875,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y, xp_in, device = self._forward(X)
         Y = to_numpy(Y)
         labels = self._label_binarizer.inverse_transform(Y[:, 0] if Y.shape[1] == 1 else Y)
-        if labels.dtype.kind in "biuf":
-            return _to_input_namespace(labels, xp_in, device)
-        return labels
+        if xp_in is None or labels.dtype.kind not in "biuf":
+            return labels
+        try:
+            out = asarray(labels, xp=xp_in, device=device)
+        except (TypeError, ValueError):  # a dtype the namespace lacks (float16 labels)
+            return labels
+        # where the namespace would change the labels' dtype (JAX without 64-bit ints cut
+        # int64 labels to their low 32 bits), they stay NumPy
+        return out if to_numpy(out[:1]).dtype == labels.dtype else labels
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy of the predicted labels (scikit-learn's ``accuracy_score``)."""
