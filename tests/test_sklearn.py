@@ -387,6 +387,33 @@ def test_partial_fit_refuses_early_stopping():
         MLPRegressor(early_stopping=True).partial_fit(X, y)
 
 
+@pytest.mark.parametrize("early_stopping", [False, True])
+@IGNORE_CONVERGENCE
+def test_an_interrupted_fit_keeps_the_training_and_warns_as_sklearn(monkeypatch, early_stopping):
+    """scikit-learn catches KeyboardInterrupt, warns and keeps the weights (with early
+    stopping, the best ones); the estimator was put back as before the call."""
+    import xpmlp.sklearn
+
+    def interrupt_at_3():
+        def cb(epoch, loss, score, model):
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+        return cb
+
+    monkeypatch.setattr(xpmlp.sklearn, "_printer", interrupt_at_3)
+    X, y = problem("multiclass")
+    kw = dict(hidden_layer_sizes=(6,), random_state=0, early_stopping=early_stopping)
+    clf = MLPClassifier(max_iter=50, verbose=True, **kw)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        assert clf.fit(X, y) is clf
+    ref = MLPClassifier(max_iter=3, n_iter_no_change=50, **kw).fit(X, y)
+    assert clf.n_iter_ == 3 and clf.loss_curve_ == ref.loss_curve_
+    for A, B in zip(clf.coefs_, ref.coefs_):
+        np.testing.assert_array_equal(A, B)
+    assert clf.score(X, y) == ref.score(X, y)
+
+
 # ---------------------------------------------------------------- class_weight
 
 

@@ -945,3 +945,26 @@ def test_flags_must_be_booleans(flag):
     X, T = problem(N=8)
     with pytest.raises(TypeError, match=f"{flag}='no'; accepted: True or False"):
         net64().fit(X, T, epochs=1, **{flag: "no"})
+
+
+def test_an_interrupt_keeps_the_epochs_done_and_goes_on_up():
+    """Ctrl-C is no failure: the model keeps what it trained (it was rolled back)."""
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
+
+    def interrupt(epoch, loss, score, model):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    net = xpmlp.MLP([3, 5, 2], dtype="float64", seed=1)
+    ref = xpmlp.MLP([3, 5, 2], dtype="float64", seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, T, epochs=10, batch_size=8, optimizer="adam", callbacks=[interrupt])
+    ref.fit(X, T, epochs=3, batch_size=8, optimizer="adam")
+    assert net.history == ref.history and len(net.history["loss"]) == 3
+    for A, B in zip(net.weights, ref.weights):
+        np.testing.assert_array_equal(A, B)
+    for m in (net, ref):  # and training goes on from there as from an uninterrupted run
+        m.fit(X, T, epochs=2, batch_size=8, optimizer="adam")
+    for A, B in zip(net.weights, ref.weights):
+        np.testing.assert_array_equal(A, B)

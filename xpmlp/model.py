@@ -322,6 +322,10 @@ class MLP:
         Returns
         -------
         dict with lists ``"loss"`` (mean training loss per epoch) and ``"val_score"``.
+
+        A call that raises leaves the model as it was, except for an interrupt (Ctrl-C):
+        the ``KeyboardInterrupt`` goes on up, and the model keeps the training done, its
+        history counting the epochs completed.
         """
         config = train.Config(
             epochs=_check_int(epochs, "epochs", 0),
@@ -406,6 +410,7 @@ class MLP:
             state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
             state.best_loss = np.inf
         before = {k: len(v) for k, v in state.history.items()}
+        done = dict(before)  # the history of the last epoch the model holds
         validate = None if val is None else (lambda W: self._score(W, *val))
         bar = _progress(config.epochs, verbose)
 
@@ -414,6 +419,7 @@ class MLP:
                 bar.update(loss, score)
             # callbacks see this epoch's model, and this fit's optimizer (a saved checkpoint)
             self._weights, self.state, self._optimizer_key = W, state, key
+            done.update((k, len(v)) for k, v in state.history.items())
             stop = any([bool(cb(epoch, loss, score, self)) for cb in callbacks])  # all called
             if self._weights is not W:  # a callback set model.weights: train those on
                 W[:], self._weights = self._weights, W
@@ -437,6 +443,10 @@ class MLP:
                     order=order,
                     xp=xp,
                 )
+        except KeyboardInterrupt:  # the model keeps the epochs done (see fit)
+            for k, n in done.items():
+                del state.history[k][n:]
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -447,12 +457,14 @@ class MLP:
     def _unchanged_on_error(self):
         """Put back the weights, the loop state (history included), the optimizer's key and
         the host generator's state if the block raises: a failed call leaves the model as it
-        was."""
+        was. An interrupt (Ctrl-C) is no failure: the model keeps the training done."""
         weights, state, rng, key = self._weights, self.state, self.rng, self._optimizer_key
         lengths = {k: len(v) for k, v in state.history.items()}
         rng_state = _rng_state(rng)
         try:
             yield
+        except KeyboardInterrupt:
+            raise
         except BaseException:
             for k, n in lengths.items():  # the history lists are shared, not copied
                 del state.history[k][n:]

@@ -388,12 +388,19 @@ class _BaseMLP(BaseEstimator):
             config, opt = self._config(int(Xd.shape[0]), K, incremental)
             order = _cumulative_shuffle() if _replays_sklearn(net.init) and self.shuffle else None
             callbacks = [_printer()] if self.verbose else []
+            before = len(net.history["loss"])
             try:
                 history = net._train(
                     Xd, Td, sw, val, opt, config, callbacks, False, order=order,
                     reset_optimizer=not incremental,  # each fit starts a new optimizer
                     keep_plateau=not first,  # the count and the best go on, as in sklearn
                 )  # fmt: skip
+            except KeyboardInterrupt:  # scikit-learn keeps what was trained, and says so
+                warnings.warn("Training interrupted by user.", stacklevel=3)
+                history = {"loss": net.history["loss"][before:]}
+                best = net.state.best_weights
+                if self.early_stopping and best is not None:
+                    net._weights = [net.xp.asarray(W, copy=True) for W in best]
             except FloatingPointError as exc:
                 raise ValueError(
                     f"{exc}. The solver produced non-finite weights: the input may contain "
