@@ -327,3 +327,95 @@ def test_copy_is_shallow_and_keeps_a_custom_activation(backend):
     twin = copy.copy(net)
     assert twin is not net and twin.__dict__ == net.__dict__
     assert twin.activation is net.activation and twin.rng is net.rng
+
+
+def test_arrays_on_another_device_move_to_the_models():
+    """With no device named, arrays of the model's backend on another device were left
+    there and failed in the first product; weights so placed were taken."""
+    aas = pytest.importorskip("array_api_strict")
+    other = aas.Device("device1")
+    net = xpmlp.MLP([3, 4, 2], backend="array_api_strict", seed=0)
+    home = net.weights[0].device
+    assert home != other
+    X = np.full((5, 3), 0.5)
+    ref = to_np(net.predict(X))
+    Y = net.predict(aas.asarray(X, device=other))
+    assert Y.device == home
+    np.testing.assert_array_equal(to_np(Y), ref)
+    net.weights = [aas.asarray(to_np(W), device=other) for W in net.weights]
+    assert all(W.device == home for W in net.weights)
+    net.fit(aas.asarray(X, device=other), aas.asarray(np.ones((5, 2)), device=other), epochs=1)
+
+
+def test_jax_arrays_pinned_to_another_device_move():
+    """jnp.asarray(x, device=d) refuses an array committed to another device: to(), predict
+    and the weights setter failed between two JAX devices."""
+    pytest.importorskip("jax")
+    code = textwrap.dedent(
+        """
+        import numpy as np, jax, xpmlp
+        d0, d1 = jax.devices()
+        net = xpmlp.MLP([3, 4, 2], backend="jax", device="cpu:0", seed=0)
+        ref = np.asarray(net.predict(np.ones((5, 3))))
+        net.to("jax", "cpu:1")
+        Y = net.predict(jax.device_put(np.ones((5, 3), np.float32), d0))
+        net.weights = [jax.device_put(W, d0) for W in net.weights]
+        assert np.array_equal(np.asarray(Y), ref)
+        print(sorted(str(d) for W in net.weights for d in W.devices()), Y.devices())
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env.pop("XPMLP_BACKEND", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['cpu:1', 'cpu:1'] {CpuDevice(id=1)}"
+
+
+@pytest.mark.parametrize("library", ["numpy", "jax.numpy", "array_api_strict", "torch"])
+def test_a_dtype_may_be_any_librarys_float_type(library):
+    """np.float64 and array_api_strict.float64 were refused ("dtype=<class
+    'numpy.float64'> is not supported; accepted: float32, float64")."""
+    mod = pytest.importorskip(library)
+    for name in ("float32", "float64"):
+        net = xpmlp.MLP([3, 2], dtype=getattr(mod, name))
+        assert net.dtype == getattr(np, name)
+    with pytest.raises(ValueError, match="accepted: float32, float64"):
+        xpmlp.MLP([3, 2], dtype=mod.int64)
+
+
+def test_numpy_arrays_of_ml_dtypes_floats_cast_to_float32():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    B = np.full((2, 3), 0.5, dtype=ml_dtypes.bfloat16)  # as np.asarray(a JAX bfloat16 array)
+    net = xpmlp.MLP([3, 1], seed=0)
+    np.testing.assert_array_equal(net.predict(B), net.predict(np.full((2, 3), 0.5)))
+
+
+class _NullableFrame:
+    """What pandas' nullable Float64/Int64 frames give NumPy: an object array."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=float)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values.astype(object)
+
+    def to_numpy(self, dtype=None, na_value=None):
+        return self.values.astype(dtype)
+
+
+def test_a_table_of_nullable_numbers_is_read_as_floats():
+    X = np.full((2, 3), 0.5)
+    net = xpmlp.MLP([3, 1], seed=0)
+    np.testing.assert_array_equal(net.predict(_NullableFrame(X)), net.predict(X))
+    with pytest.raises(ValueError, match="X contains NaN or inf"):  # a missing value: NA
+        net.predict(_NullableFrame([[np.nan, 1, 2]]))
+
+
+def test_weights_moved_from_jax_to_numpy_are_writeable():
+    pytest.importorskip("jax")
+    net = xpmlp.MLP([3, 4, 2], backend="jax", seed=0)
+    net.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, optimizer="adam")
+    net.to("numpy")
+    for A in [*net.weights, *net.state.opt_state.m, *net.state.opt_state.v]:
+        assert A.flags.writeable
+    net.weights[0][0, 0] = 1.0

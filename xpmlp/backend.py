@@ -239,6 +239,11 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
         x = np.array(x)  # these would share read-only memory (torch warns); copy it once
     if device is None:
         return xp.asarray(x, dtype=dtype)
+    if name == "jax" and array_api_compat.is_jax_array(x):
+        import jax
+
+        x = jax.device_put(x, device)  # jnp.asarray refuses an array pinned elsewhere
+        return xp.asarray(x, dtype=dtype)
     return xp.asarray(x, dtype=dtype, device=device)
 
 
@@ -256,8 +261,13 @@ def get_dtype(dtype: Any, *, xp: Any) -> Any:
 
     JAX computes in float32 unless ``jax_enable_x64`` is on: float64 on JAX turns it on,
     process-wide (float32 leaves it as it is)."""
-    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
-    name = name.replace("torch.", "").replace("jnp.", "")
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:  # np.float64, jnp.float64, np.dtype("f8"), ...
+            name = np.dtype(dtype).name
+        except (TypeError, ValueError):  # torch.float64, array_api_strict.float64, ...
+            name = str(dtype).rsplit(".", 1)[-1]
     if name not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; accepted: {', '.join(DTYPES)}")
     _jax_x64(backend_name(xp), name)

@@ -18,6 +18,7 @@ from .backend import (
     BackendError,
     asarray,
     backend_name,
+    device_of,
     dtype_name,
     get_dtype,
     namespace_of,
@@ -105,7 +106,13 @@ class MLP:
         return backend_name(self.xp)
 
     def _array(self, x):
-        return asarray(x, xp=self.xp, dtype=self.dtype, device=self.device)
+        """``x`` in the model's backend and dtype, on the model's device: where none was
+        named, the weights' (an array of the same backend on another device is moved, as
+        with a named device, not left to fail in the first product)."""
+        device = self.device
+        if device is None and "_weights" in vars(self) and backend_name(self.xp) != "numpy":
+            device = device_of(self._weights[0])
+        return asarray(x, xp=self.xp, dtype=self.dtype, device=device)
 
     @property
     def weights(self) -> tuple:
@@ -143,12 +150,23 @@ class MLP:
         src = namespace_of(X)
         if src is None or backend_name(src) == "numpy":
             try:
-                X = np.asarray(X)
+                A = np.asarray(X)
             except (ValueError, TypeError) as exc:  # ragged nesting, ...
                 raise ValueError(
                     f"{name} must be a rectangular array of numbers; NumPy cannot convert it "
                     f"({exc})"
                 ) from None
+            if A.dtype == object and hasattr(X, "to_numpy"):  # pandas' nullable Float64, ...
+                try:
+                    A = X.to_numpy(dtype=np.float64, na_value=np.nan)
+                except (TypeError, ValueError):
+                    pass  # not numbers: refused below
+            if A.dtype.kind == "V" and A.dtype.names is None:  # ml_dtypes' bfloat16, float8
+                try:
+                    A = A.astype(np.float32)  # exact: they are narrower floats
+                except (TypeError, ValueError):
+                    pass
+            X = A
             src = namespace_of(X)
         if not src.isdtype(X.dtype, ("bool", "integral", "real floating")):
             raise TypeError(f"{name} must hold numbers (bool, int or float), got dtype {X.dtype}")
@@ -511,7 +529,13 @@ class MLP:
         """
         xp, device = resolve(backend, device)
         dtype = get_dtype(dtype_name(self.dtype), xp=xp)
-        move = lambda A: asarray(A, xp=xp, dtype=dtype, device=device)  # noqa: E731
+
+        def move(A):
+            A = asarray(A, xp=xp, dtype=dtype, device=device)
+            if isinstance(A, np.ndarray) and not A.flags.writeable:  # a view of JAX's memory
+                A = A.copy()
+            return A
+
         self._weights, self.state = _map_arrays(self._weights, move), _map_state(self.state, move)
         self.xp, self.device, self.dtype = xp, device, dtype
         return self
