@@ -394,7 +394,7 @@ def test_an_interrupted_fit_keeps_the_training_and_warns_as_sklearn(monkeypatch,
     stopping, the best ones); the estimator was put back as before the call."""
     import xpmlp.sklearn
 
-    def interrupt_at_3():
+    def interrupt_at_3(*printer_args):
         def cb(epoch, loss, score, model):
             if epoch == 3:
                 raise KeyboardInterrupt
@@ -412,6 +412,30 @@ def test_an_interrupted_fit_keeps_the_training_and_warns_as_sklearn(monkeypatch,
     for A, B in zip(clf.coefs_, ref.coefs_):
         np.testing.assert_array_equal(A, B)
     assert clf.score(X, y) == ref.score(X, y)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.5, tol=1e-2),
+        dict(solver="sgd", learning_rate="adaptive", early_stopping=True, tol=0.05),
+        dict(solver="adam", tol=1e-2),
+        dict(solver="sgd", early_stopping=True, validation_fraction=0.2, tol=0.05),
+    ],
+    ids=["adaptive", "adaptive-early-stopping", "adam", "sgd-early-stopping"],
+)
+@IGNORE_CONVERGENCE
+def test_verbose_prints_what_sklearn_prints(capsys, params):
+    """The rate's falls and the reason for stopping were missing."""
+    X, y = problem("multiclass")
+    kw = dict(hidden_layer_sizes=(6,), max_iter=60, random_state=0, init="sklearn", **params)
+    MLPClassifier(verbose=True, **kw).fit(X, y)
+    ours = capsys.readouterr().out
+    kw.pop("init")
+    sk.MLPClassifier(verbose=True, **kw).fit(X, y)
+    theirs = capsys.readouterr().out
+    assert "Stopping." in theirs or "Setting learning rate" in theirs
+    assert ours == theirs
 
 
 # ---------------------------------------------------------------- class_weight

@@ -117,16 +117,31 @@ def _unchanged_on_error(est):
         raise
 
 
-def _printer():
-    """A callback printing scikit-learn's verbose lines."""
-    n = 0
+def _printer(est, learning_rate: float):
+    """A callback printing scikit-learn's verbose lines: each epoch's loss and validation
+    score, and why the rate falls (an adaptive schedule) or training stops, the rate
+    starting at ``learning_rate``."""
+    n, rate = 0, learning_rate
 
     def cb(epoch, loss, score, model):
-        nonlocal n
+        nonlocal n, rate
         n += 1
         print(f"Iteration {n}, loss = {loss:.8f}")
         if score is not None:
             print(f"Validation score: {score:f}")
+        what = "Validation score" if est.early_stopping else "Training loss"
+        msg = (
+            f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} "
+            "consecutive epochs."
+        )
+        state = model.state
+        if state.learning_rate < rate:  # train's plateau rule divided it by 5
+            print(f"{msg} Setting learning rate to {state.learning_rate:f}")
+        elif state.no_improvement > est.n_iter_no_change:  # the rule stops here
+            adaptive = est.solver == "sgd" and est.learning_rate == "adaptive"
+            small = " Learning rate too small." if adaptive else ""
+            print(f"{msg}{small} Stopping.")
+        rate = state.learning_rate
 
     return cb
 
@@ -387,7 +402,8 @@ class _BaseMLP(BaseEstimator):
                 Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
             config, opt = self._config(int(Xd.shape[0]), K, incremental)
             order = _cumulative_shuffle() if _replays_sklearn(net.init) and self.shuffle else None
-            callbacks = [_printer()] if self.verbose else []
+            rate = net.state.learning_rate if incremental else None
+            callbacks = [_printer(self, rate or config.learning_rate)] if self.verbose else []
             before = len(net.history["loss"])
             try:
                 history = net._train(
