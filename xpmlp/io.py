@@ -32,16 +32,10 @@ from typing import IO, Any
 import numpy as np
 
 from . import train
+from ._checks import check_choice, check_int, check_layer_sizes, check_nonneg, check_positive
 from .activations import ACTIVATIONS
 from .backend import dtype_name, get_dtype, to_numpy
-from .model import (
-    MLP,
-    _check_choice,
-    _check_int,
-    _check_layer_sizes,
-    _check_nonneg,
-    _check_positive,
-)
+from .model import MLP
 from .optim import OPTIMIZERS
 
 FORMAT = "xpmlp.MLP"
@@ -231,7 +225,7 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
     arrays = _read(path)
     meta = _metadata(arrays.pop(METADATA, None))
     with _metadata_errors():
-        sizes = _check_layer_sizes(meta["layer_sizes"])
+        sizes = check_layer_sizes(meta["layer_sizes"])
         dtype = np.dtype(get_dtype(meta["dtype"], xp=np))
         shapes = [(n_out, n_in + 1) for n_in, n_out in zip(sizes, sizes[1:])]
         key, template = _optimizer(_section(meta, "optimizer", none=True), len(shapes))
@@ -268,7 +262,7 @@ def _optimizer(opt: dict | None, n_layers: int) -> tuple:
     """The optimizer's key (as ``MLP.fit`` compares it) and a fresh state as template."""
     if opt is None:
         return None, None
-    name = _check_choice(opt["name"], "optimizer name", OPTIMIZERS)
+    name = check_choice(opt["name"], "optimizer name", OPTIMIZERS)
     saved, defaults = _section(opt, "hyperparams"), OPTIMIZERS[name]().hyperparams
     for k, v in saved.items():  # flags stay flags, numbers finite numbers
         if isinstance(defaults.get(k), bool):
@@ -277,9 +271,9 @@ def _optimizer(opt: dict | None, n_layers: int) -> tuple:
         elif not finite_json_number(v):
             raise ValueError(f"{k}={v!r:.40}; accepted: a finite number")
     hyperparams = OPTIMIZERS[name](**saved).hyperparams
-    learning_rate = _check_positive(opt["learning_rate"], "learning_rate")
-    schedule = _check_choice(opt["schedule"], "schedule", train.SCHEDULES)
-    power_t = _check_nonneg(opt.get("power_t", train.Config.power_t), "power_t")  # 0.5 before
+    learning_rate = check_positive(opt["learning_rate"], "learning_rate")
+    schedule = check_choice(opt["schedule"], "schedule", train.SCHEDULES)
+    power_t = check_nonneg(opt.get("power_t", train.Config.power_t), "power_t")  # 0.5 before
     key = (name, hyperparams, learning_rate, schedule, power_t)
     return key, _template(name, hyperparams, n_layers)
 
@@ -297,7 +291,7 @@ def _fill(template: Any, opt: dict, host: dict) -> Any:
 
 def _count(v, name: str) -> int:
     """A saved step or sample count: an int in [0, 2**63)."""
-    v = _check_int(v, name, 0)
+    v = check_int(v, name, 0)
     if v >= MAX_COUNT:
         raise ValueError(f"{name} is a {v.bit_length()}-bit int; accepted: an int < 2**63")
     return v
@@ -312,7 +306,7 @@ def _loop_state(meta: dict, opt_state: Any, best_weights: list | None) -> train.
         else:
             scalars[f.name] = None if v is None else _number(v, f.name, nan=False)
     if scalars["learning_rate"] is not None:
-        _check_positive(scalars["learning_rate"], "learning_rate")
+        check_positive(scalars["learning_rate"], "learning_rate")
     saved, history = _section(meta, "history"), {}
     for k in train.LoopState().history:  # the lists fit appends to, and no others
         if not isinstance(saved.get(k), list):
@@ -426,13 +420,13 @@ def _check_arrays(arrays: dict, expected: dict, dtype: np.dtype) -> None:
 
 
 def _rng_from_json(rng: dict) -> np.random.Generator | np.random.RandomState:
-    kind = _check_choice(rng["kind"], "rng kind", ("Generator", "RandomState"))
+    kind = check_choice(rng["kind"], "rng kind", ("Generator", "RandomState"))
     state = _unplain(_section(rng, "state"))
     if kind == "RandomState":
         r = np.random.RandomState()
         r.set_state(state)
         return r
-    name = _check_choice(state.get("bit_generator"), "rng bit_generator", BIT_GENERATORS)
+    name = check_choice(state.get("bit_generator"), "rng bit_generator", BIT_GENERATORS)
     bit_generator = getattr(np.random, name)()
     bit_generator.state = state
     return np.random.Generator(bit_generator)

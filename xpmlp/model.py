@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
 from . import network, train
+from ._checks import (
+    check_bool,
+    check_callbacks,
+    check_choice,
+    check_int,
+    check_layer_sizes,
+    check_nonneg,
+    check_positive,
+    check_shape,
+)
 from .activations import ACTIVATIONS, get_activation
 from .backend import (
     BackendError,
@@ -79,7 +88,7 @@ class MLP:
         seed: int | np.random.Generator | None = 0,
         init: str | Callable[..., np.ndarray] = "glorot",
     ):
-        self.layer_sizes = _check_layer_sizes(layer_sizes)
+        self.layer_sizes = check_layer_sizes(layer_sizes)
         self.activation = get_activation(activation)
         self.output = get_output(output)
         if not (isinstance(init, str) and init in network.INITS) and not callable(init):
@@ -191,7 +200,7 @@ class MLP:
         A = self._convert(X, name, check_finite=check_finite)
         if A.ndim == 1 and width == 1:
             A = A[:, None]
-        _check_shape(tuple(A.shape), name, width)
+        check_shape(tuple(A.shape), name, width)
         return A
 
     def _pair(self, X, T, *, check_finite: bool = True, names=("X", "T")):
@@ -244,7 +253,7 @@ class MLP:
             activation=self.activation,
             output=self.output,
             sample_weight=sw,
-            alpha=_check_nonneg(alpha, "alpha"),
+            alpha=check_nonneg(alpha, "alpha"),
             xp=self.xp,
         )
         return float(loss), grads
@@ -346,21 +355,21 @@ class MLP:
         history counting the epochs completed.
         """
         config = train.Config(
-            epochs=_check_int(epochs, "epochs", 0),
-            batch_size=None if batch_size is None else _check_int(batch_size, "batch_size", 1),
-            learning_rate=_check_positive(learning_rate, "learning_rate"),
-            schedule=_check_choice(schedule, "schedule", train.SCHEDULES),
-            power_t=_check_nonneg(power_t, "power_t"),
-            alpha=_check_nonneg(alpha, "alpha"),
-            clip_norm=None if clip_norm is None else _check_positive(clip_norm, "clip_norm"),
-            shuffle=_check_bool(shuffle, "shuffle"),
-            tol=None if tol is None else _check_nonneg(tol, "tol"),
-            n_iter_no_change=_check_int(n_iter_no_change, "n_iter_no_change", 1),
-            early_stopping=_check_bool(early_stopping, "early_stopping"),
+            epochs=check_int(epochs, "epochs", 0),
+            batch_size=None if batch_size is None else check_int(batch_size, "batch_size", 1),
+            learning_rate=check_positive(learning_rate, "learning_rate"),
+            schedule=check_choice(schedule, "schedule", train.SCHEDULES),
+            power_t=check_nonneg(power_t, "power_t"),
+            alpha=check_nonneg(alpha, "alpha"),
+            clip_norm=None if clip_norm is None else check_positive(clip_norm, "clip_norm"),
+            shuffle=check_bool(shuffle, "shuffle"),
+            tol=None if tol is None else check_nonneg(tol, "tol"),
+            n_iter_no_change=check_int(n_iter_no_change, "n_iter_no_change", 1),
+            early_stopping=check_bool(early_stopping, "early_stopping"),
         )
-        verbose = _check_bool(verbose, "verbose")
+        verbose = check_bool(verbose, "verbose")
         opt = get_optimizer(optimizer)
-        callbacks = _check_callbacks(callbacks)
+        callbacks = check_callbacks(callbacks)
         X, T = self._pair(X, T)
         sw = None if sample_weight is None else self._sample_weight(sample_weight, X.shape[0])
         with self._unchanged_on_error():  # the split draws from self.rng
@@ -724,90 +733,6 @@ def _set_rng_state(rng, state) -> None:
         rng.bit_generator.state = state
 
 
-def _check_callbacks(callbacks) -> list:
-    """``callbacks`` as a list of callables (``None``: no callbacks)."""
-    if callbacks is None:
-        return []
-    if (
-        callable(callbacks)
-        or isinstance(callbacks, (str, bytes))
-        or not isinstance(callbacks, Iterable)
-    ):
-        raise TypeError(
-            f"callbacks must be a list of callables cb(epoch, loss, val_score, model), got "
-            f"{type(callbacks).__name__}; one callback goes in a list: callbacks=[cb]"
-        )
-    callbacks = list(callbacks)
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables, got {cb!r}")
-    return callbacks
-
-
-def _check_layer_sizes(layer_sizes) -> list[int]:
-    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
-        raise TypeError(
-            f"layer_sizes must be a list of ints [D, n_1, ..., K], got {layer_sizes!r}"
-        )
-    sizes = list(layer_sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"layer_sizes={sizes!r} needs at least [D, K] (inputs and outputs)")
-    for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-            raise ValueError(f"layer_sizes={sizes!r}: every size must be an int >= 1, got {n!r}")
-    return [int(n) for n in sizes]
-
-
-def _check_shape(shape, name, width):
-    if len(shape) != 2 or shape[1] != width:
-        raise ValueError(f"{name} has shape {tuple(shape)}; the network needs (N, {width})")
-
-
-def _check_int(v, name, low):
-    if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
-        raise ValueError(f"{name}={v!r}; accepted: an int >= {low}")
-    return int(v)
-
-
-def _check_bool(v, name) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}={v!r}; accepted: True or False")
-    return bool(v)
-
-
-def _check_positive(v, name):
-    f = _finite_float(v, name, "a finite number > 0")
-    if not f > 0:
-        raise ValueError(f"{name}={v!r}; accepted: a finite number > 0")
-    return f
-
-
-def _check_nonneg(v, name):
-    f = _finite_float(v, name, "a finite number >= 0")
-    if not f >= 0:
-        raise ValueError(f"{name}={v!r}; accepted: a finite number >= 0")
-    return f
-
-
-def _finite_float(v, name, accepted) -> float:
-    """``v`` as a finite float, else a ValueError naming ``name`` and what is ``accepted``."""
-    if isinstance(v, bool) or not isinstance(v, Real):
-        raise ValueError(f"{name}={v!r}; accepted: {accepted}")
-    try:
-        f = float(v)
-    except OverflowError:  # an int such as 10**400
-        raise ValueError(f"{name} is too large for a float; accepted: {accepted}") from None
-    if not math.isfinite(f):
-        raise ValueError(f"{name}={v!r}; accepted: {accepted}")
-    return f
-
-
-def _check_choice(v, name, choices):
-    if v not in choices:
-        raise ValueError(f"{name}={v!r} is unknown; accepted: {', '.join(choices)}")
-    return v
-
-
 def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     """Largest relative error between backprop and central finite differences, float64.
 
@@ -818,7 +743,7 @@ def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     """
     import array_api_compat.numpy as xp
 
-    eps = _check_positive(eps, "eps")
+    eps = check_positive(eps, "eps")
     X, T = (np.asarray(to_numpy(A), dtype=np.float64) for A in net._pair(X, T))
     weights = [np.array(to_numpy(W), dtype=np.float64) for W in net.weights]
     kw = dict(activation=net.activation, output=net.output, xp=xp)
