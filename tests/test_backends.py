@@ -381,6 +381,8 @@ def test_a_dtype_may_be_any_librarys_float_type(library):
         assert net.dtype == getattr(np, name)
     with pytest.raises(ValueError, match="accepted: float32, float64"):
         xpmlp.MLP([3, 2], dtype=mod.int64)
+    with pytest.raises(ValueError, match="dtype=None is not supported"):  # not np.dtype(None)
+        xpmlp.MLP([3, 2], dtype=None)
 
 
 def test_numpy_arrays_of_ml_dtypes_floats_cast_to_float32():
@@ -390,14 +392,21 @@ def test_numpy_arrays_of_ml_dtypes_floats_cast_to_float32():
     np.testing.assert_array_equal(net.predict(B), net.predict(np.full((2, 3), 0.5)))
 
 
-class _NullableFrame:
-    """What pandas' nullable Float64/Int64 frames give NumPy: an object array."""
+class _Kind:
+    def __init__(self, kind):
+        self.kind = kind
 
-    def __init__(self, values):
-        self.values = np.asarray(values, dtype=float)
+
+class _NullableFrame:
+    """What pandas' nullable Float64/Int64 frames give NumPy: an object array; ``kind``
+    "O" is a column of strings, which ``to_numpy(dtype=float)`` would parse."""
+
+    def __init__(self, values, kind="f"):
+        self.values = np.asarray(values, dtype=object)
+        self.dtypes = [_Kind(kind)] * self.values.shape[-1]
 
     def __array__(self, dtype=None, copy=None):
-        return self.values.astype(object)
+        return self.values
 
     def to_numpy(self, dtype=None, na_value=None):
         return self.values.astype(dtype)
@@ -409,6 +418,8 @@ def test_a_table_of_nullable_numbers_is_read_as_floats():
     np.testing.assert_array_equal(net.predict(_NullableFrame(X)), net.predict(X))
     with pytest.raises(ValueError, match="X contains NaN or inf"):  # a missing value: NA
         net.predict(_NullableFrame([[np.nan, 1, 2]]))
+    with pytest.raises(TypeError, match="X must hold numbers"):  # text is not parsed
+        net.predict(_NullableFrame([["1.5", "2", "3"]], kind="O"))
 
 
 def test_weights_moved_from_jax_to_numpy_are_writeable():

@@ -380,6 +380,8 @@ NAMED = {
     "plot over the model's sidecar": ("train --save m.npz --plot m.npz.cli.json", ".json"),
     "plot over the data": ("train d.csv --target y --plot d.csv", ".csv is not a picture"),
     "picture over the model": ("train --save m.png --plot m.png", "same file as --save"),
+    "picture that needs LaTeX": ("train --plot c.pgf", ".pgf is not a picture format"),
+    "plot beside a folder of that name": ("train --plot sub", "argument --plot: 'sub.png' is"),
     "huge dpi": ("demo --dpi 100000", "argument --dpi: '100000'; accepted: an int from 10"),
     "superscript size": ("train --hidden ²", "argument --hidden: '²' is not a list"),
     "features of the digits": ("train --features a", "--features needs a DATA file (CSV)"),
@@ -391,6 +393,7 @@ NAMED = {
 @pytest.mark.parametrize("name", list(NAMED))
 def test_a_bad_option_is_named_before_any_training(tmp_path, name):
     command, message = NAMED[name]
+    (tmp_path / "sub.png").mkdir()
     r = xpmlp(command, cwd=tmp_path)
     assert message in assert_one_line_error(r)
     assert r.stdout == ""  # nothing trained
@@ -534,3 +537,19 @@ def test_a_bad_xpmlp_backend_is_named_as_the_variable(monkeypatch, capsys):
         resolve(None)
     print_info()
     assert "default backend: foo (unusable: the environment variable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out", ["data.csv", "m.npz", "m.npz.cli.json", "hard.csv"])
+def test_predict_never_writes_over_its_model_or_data(tmp_path, model, out):
+    """--out data.csv replaced the data; --out m.npz destroyed the model."""
+    os.link(tmp_path / "data.csv", tmp_path / "hard.csv")  # a hard link is the same file
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    line = assert_one_line_error(xpmlp(f"predict m.npz data.csv --out {out}", cwd=tmp_path))
+    assert f"--out {out} is the same file as" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_a_hard_link_to_the_data_is_the_data(tmp_path, data):
+    os.link(data, tmp_path / "hard.csv")
+    line = assert_one_line_error(xpmlp("train hard.csv --target y --save data.csv", tmp_path))
+    assert "--save data.csv is the same file as DATA" in line

@@ -327,9 +327,10 @@ def test_sample_weight_beside_backend_arrays_follows_sklearn(module):
     xp = pytest.importorskip(module)
     X, y = small_problem()
     params = dict(hidden_layer_sizes=(8,), max_iter=10, random_state=0)
-    two = MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(y), sample_weight=2.0)
     ref = MLPClassifier(**params).fit(X, y, sample_weight=np.full(len(y), 2.0))
-    np.testing.assert_allclose(np.asarray(two.coefs_[0]), ref.coefs_[0], rtol=1e-9)
+    for w in (2.0, np.float32(2.0), np.int64(2)):
+        two = MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(y), sample_weight=w)
+        np.testing.assert_allclose(np.asarray(two.coefs_[0]), ref.coefs_[0], rtol=1e-9)
     with pytest.raises(ValueError, match="Sample weights must be 1D array or scalar"):
         MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(y), sample_weight=np.ones((80, 1)))
     with pytest.raises(ValueError, match=r"sample_weight.shape == \(3,\), expected \(80,\)"):
@@ -421,8 +422,9 @@ def test_an_interrupted_fit_keeps_the_training_and_warns_as_sklearn(monkeypatch,
         dict(solver="sgd", learning_rate="adaptive", early_stopping=True, tol=0.05),
         dict(solver="adam", tol=1e-2),
         dict(solver="sgd", early_stopping=True, validation_fraction=0.2, tol=0.05),
+        dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5, tol=1e-2),
     ],
-    ids=["adaptive", "adaptive-early-stopping", "adam", "sgd-early-stopping"],
+    ids=["adaptive", "adaptive-early-stopping", "adam", "sgd-early-stopping", "invscaling"],
 )
 @IGNORE_CONVERGENCE
 def test_verbose_prints_what_sklearn_prints(capsys, params):

@@ -263,6 +263,8 @@ def get_dtype(dtype: Any, *, xp: Any) -> Any:
     process-wide (float32 leaves it as it is)."""
     if isinstance(dtype, str):
         name = dtype
+    elif dtype is None:  # np.dtype(None) would be float64
+        name = "None"
     else:
         try:  # np.float64, jnp.float64, np.dtype("f8"), ...
             name = np.dtype(dtype).name

@@ -102,11 +102,12 @@ def _training_table(args: argparse.Namespace) -> Table:
 def _distinct_files(*named: tuple[str, Any]) -> None:
     """Refuse two of the command's files that are one: ``--save data.csv`` wrote the model
     over the data it was trained on."""
-    seen: dict[Path, str] = {}
+    seen: dict[Any, str] = {}
     for what, path in named:
         if not path:
             continue
-        key = Path(path).resolve()
+        p = Path(path)
+        key = (p.stat().st_dev, p.stat().st_ino) if p.exists() else p.resolve()  # hard links
         if key in seen:
             raise CLIError(f"{what} {path} is the same file as {seen[key]}; name another file")
         seen[key] = what
@@ -223,6 +224,10 @@ def _outputs(net: Any, X: np.ndarray) -> np.ndarray:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the model's predictions for a table as CSV."""
+    side = sidecar_path(args.model)
+    _distinct_files(
+        ("MODEL", args.model), ("its sidecar", side), ("DATA", args.data), ("--out", args.out)
+    )
     net, meta = load_model(args.model, args.backend, args.device)
     if not meta:
         print(
@@ -387,11 +392,11 @@ def _picture_file(text: str) -> str:
     matplotlib writes."""
     from .plots import picture_path
 
-    text = _out_file(text)  # a folder is refused before a suffix is added
     try:
-        return picture_path(text)
+        path = picture_path(_out_file(text))  # a folder is refused before and after .png
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return _out_file(path)
 
 
 def _batch_size(text: str) -> int | None:

@@ -119,8 +119,9 @@ class MLP:
         named, the weights' (an array of the same backend on another device is moved, as
         with a named device, not left to fail in the first product)."""
         device = self.device
-        if device is None and "_weights" in vars(self) and backend_name(self.xp) != "numpy":
-            device = device_of(self._weights[0])
+        if device is None and "_weights" in vars(self) and namespace_of(x) is self.xp:
+            home = device_of(self._weights[0])
+            device = None if device_of(x) == home else home
         return asarray(x, xp=self.xp, dtype=self.dtype, device=device)
 
     @property
@@ -165,8 +166,8 @@ class MLP:
                     f"{name} must be a rectangular array of numbers; NumPy cannot convert it "
                     f"({exc})"
                 ) from None
-            if A.dtype == object and hasattr(X, "to_numpy"):  # pandas' nullable Float64, ...
-                try:
+            if A.dtype == object and hasattr(X, "to_numpy") and _numeric_columns(X):
+                try:  # pandas' nullable Float64, Int64, boolean: NA becomes NaN
                     A = X.to_numpy(dtype=np.float64, na_value=np.nan)
                 except (TypeError, ValueError):
                     pass  # not numbers: refused below
@@ -342,8 +343,9 @@ class MLP:
             stops. ``epoch`` counts the model's epochs over every ``fit`` so far (a second
             fit goes on from the first one's count). ``model.weights`` there are the arrays
             being trained (copy them to keep them); one that sets ``model.weights`` has
-            training go on from those weights; ``model.save`` writes a checkpoint that
-            resumes as if training had not stopped.
+            training go on from those weights; ``model.save`` writes a checkpoint of this
+            epoch's weights, optimizer and schedule (a fit resumed from it counts its own
+            epochs without improvement and keeps its own best, as any new fit does).
         verbose : show a progress bar.
 
         Returns
@@ -351,8 +353,9 @@ class MLP:
         dict with lists ``"loss"`` (mean training loss per epoch) and ``"val_score"``.
 
         A call that raises leaves the model as it was, except for an interrupt (Ctrl-C):
-        the ``KeyboardInterrupt`` goes on up, and the model keeps the training done, its
-        history counting the epochs completed.
+        the ``KeyboardInterrupt`` goes on up, and the model keeps the training done so far
+        (weights and optimizer state part-way through the interrupted epoch, as in
+        scikit-learn; the history counts the epochs completed).
         """
         config = train.Config(
             epochs=check_int(epochs, "epochs", 0),
@@ -484,7 +487,7 @@ class MLP:
     def _unchanged_on_error(self):
         """Put back the weights, the loop state (history included), the optimizer's key and
         the host generator's state if the block raises: a failed call leaves the model as it
-        was. An interrupt (Ctrl-C) is no failure: the model keeps the training done."""
+        was. An interrupt (Ctrl-C) is no failure: the model keeps the training done so far."""
         weights, state, rng, key = self._weights, self.state, self.rng, self._optimizer_key
         lengths = {k: len(v) for k, v in state.history.items()}
         rng_state = _rng_state(rng)
@@ -601,6 +604,17 @@ class MLP:
         self.output = get_output(d["output"])
         self.dtype = d["dtype"]  # a name: to() resolves it for the backend
         self.to(xp, device)
+
+
+def _numeric_columns(X) -> bool:
+    """Whether a table (pandas-like: ``dtypes`` or ``dtype``) holds numbers in every column,
+    nullable ones included, and no strings."""
+    dtypes = getattr(X, "dtypes", getattr(X, "dtype", None))
+    if not isinstance(dtypes, np.dtype) and hasattr(dtypes, "__iter__"):
+        dtypes = list(dtypes)
+    else:
+        dtypes = [dtypes]
+    return all(getattr(d, "kind", "O") in "biuf" for d in dtypes)
 
 
 def _map_arrays(x, fn):

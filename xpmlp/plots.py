@@ -39,12 +39,12 @@ def picture_path(path: str) -> str:
     Without matplotlib the suffix is left to :func:`check_available` to refuse."""
     suffix = Path(path).suffix.lower().lstrip(".")
     if not suffix:
-        return f"{path}.png"
+        return f"{path.rstrip('.')}.png"
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         return path
-    formats = FigureCanvasBase.get_supported_filetypes()
+    formats = set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"}  # pgf needs LaTeX
     if suffix not in formats:
         raise ValueError(
             f"{path!r}: .{suffix} is not a picture format; accepted: "

@@ -27,7 +27,7 @@ import copy
 import math
 import warnings
 from contextlib import contextmanager
-from numbers import Integral, Real
+from numbers import Integral, Number, Real
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ def _to_input_namespace(A: Any, xp_in: Any | None, device: Any) -> Any:
 def _array_api_sample_weight(sample_weight: Any, N: int) -> Any:
     """scikit-learn's rules for ``sample_weight`` beside an array that stays on its backend:
     a number weighs every sample alike; an array must have shape (N,)."""
-    if namespace_of(sample_weight) is None and np.ndim(sample_weight) == 0:
+    if isinstance(sample_weight, Number):  # np.float32(2) too, as _check_sample_weight
         return np.full(N, float(sample_weight))
     shape = tuple(getattr(sample_weight, "shape", np.shape(sample_weight)))
     if len(shape) != 1:
@@ -135,10 +135,10 @@ def _printer(est, learning_rate: float):
             "consecutive epochs."
         )
         state = model.state
-        if state.learning_rate < rate:  # train's plateau rule divided it by 5
+        adaptive = est.solver == "sgd" and est.learning_rate == "adaptive"
+        if adaptive and state.learning_rate < rate:  # the plateau rule divided it by 5
             print(f"{msg} Setting learning rate to {state.learning_rate:f}")
         elif state.no_improvement > est.n_iter_no_change:  # the rule stops here
-            adaptive = est.solver == "sgd" and est.learning_rate == "adaptive"
             small = " Learning rate too small." if adaptive else ""
             print(f"{msg}{small} Stopping.")
         rate = state.learning_rate
