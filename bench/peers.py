@@ -283,8 +283,9 @@ class Torch(Runner):
 
     def run(self):
         torch, wl = self.torch, self.wl
+        total = torch.zeros((), dtype=self.dt, device=self.device)
         for _ in range(wl.epochs):
-            total = torch.zeros((), dtype=self.dt, device=self.device)
+            total.zero_()  # one epoch's loss sum, on the device, read once per epoch
             for s, e in wl.bounds:
                 if self.perm is None:
                     x, t = self.X[s:e], self.T[s:e]
@@ -367,9 +368,9 @@ class Jax(Runner):
         def step_idx(params, total, X, T, i):
             return update(params, total, jnp.take(X, i, axis=0), jnp.take(T, i, axis=0))
 
-        self.step_idx = jax.jit(step_idx, donate_argnums=(0, 1))
-        self.step_full = jax.jit(update, donate_argnums=(0, 1))
-        self.np_dt = np.dtype(wl.dtype)
+        self.step_idx = jax.jit(step_idx, donate_argnums=0)
+        self.step_full = jax.jit(update, donate_argnums=0)
+        self.zero = put(0, dtype=dt)  # each epoch's loss sum starts here: no copy per epoch
 
     def reset(self):
         jnp, jax = self.jnp, self.jax
@@ -384,7 +385,7 @@ class Jax(Runner):
     def run(self):
         wl, p = self.wl, self.params
         for _ in range(wl.epochs):
-            total = self.jax.device_put(np.zeros((), self.np_dt), self.dev)  # donated below
+            total = self.zero
             for k, (s, e) in enumerate(wl.bounds):
                 if self.idx is None:
                     x = self.X[s:e] if wl.batch else self.X
@@ -410,7 +411,8 @@ class Jax(Runner):
 
 class Sklearn(Runner):
     """scikit-learn MLPRegressor, ``partial_fit`` once per epoch (sgd, no momentum), on the
-    data in the epoch's order (``shuffle=False``, so it gathers nothing)."""
+    data put in the epoch's order inside the timed run, as the others gather their batches
+    (``shuffle=False``: it takes them in that order)."""
 
     def __init__(self, wl, dtype):
         super().__init__(wl, dtype)
@@ -420,10 +422,9 @@ class Sklearn(Runner):
 
         self.name = f"scikit-learn MLPRegressor ({dtype})"
         dt = np.dtype(dtype)
-        perm = np.arange(wl.N) if wl.perm is None else wl.perm
-        self.X = np.ascontiguousarray(wl.X[perm], dtype=dt)
-        self.T = np.ascontiguousarray(wl.T[perm], dtype=dt)
-        self.y = self.T[:, 0] if self.T.shape[1] == 1 else self.T
+        self.X = np.ascontiguousarray(wl.X, dtype=dt)
+        T = np.ascontiguousarray(wl.T, dtype=dt)
+        self.y = T[:, 0] if T.shape[1] == 1 else T
         self.m = MLPRegressor(
             hidden_layer_sizes=tuple(wl.sizes[1:-1]),
             activation="tanh",
@@ -446,8 +447,12 @@ class Sklearn(Runner):
             self.m.intercepts_[l][...] = W[:, 0]
 
     def run(self):
+        perm = self.wl.perm
         for _ in range(self.wl.epochs):
-            self.m.partial_fit(self.X, self.y)
+            if perm is None:
+                self.m.partial_fit(self.X, self.y)
+            else:
+                self.m.partial_fit(self.X[perm], self.y[perm])
 
     def weights(self):
         return [
