@@ -191,8 +191,14 @@ def namespace_of(x: Any) -> Any | None:
 def to_numpy(x: Any) -> np.ndarray:
     """A NumPy copy-or-view of an array from any backend (GPU arrays are copied to host).
 
-    Floats NumPy has no dtype for (bfloat16, float8, ...) are cast to float32 first."""
+    Floats NumPy has no dtype for (bfloat16, float8, ...) are cast to float32 first, also
+    NumPy arrays of ml_dtypes' (``np.asarray`` of a JAX bfloat16 array)."""
     if isinstance(x, np.ndarray):
+        if x.dtype.kind == "V" and x.dtype.names is None:  # ml_dtypes' floats are kind V
+            try:
+                return x.astype(np.float32)  # exact: they are narrower floats
+            except (TypeError, ValueError):  # a plain void array: the caller refuses it
+                return x
         return x
     xp = namespace_of(x)
     if xp is not None and xp.isdtype(x.dtype, "real floating"):

@@ -171,12 +171,7 @@ class MLP:
                     A = X.to_numpy(dtype=np.float64, na_value=np.nan)
                 except (TypeError, ValueError):
                     pass  # not numbers: refused below
-            if A.dtype.kind == "V" and A.dtype.names is None:  # ml_dtypes' bfloat16, float8
-                try:
-                    A = A.astype(np.float32)  # exact: they are narrower floats
-                except (TypeError, ValueError):
-                    pass
-            X = A
+            X = to_numpy(A)  # ml_dtypes' bfloat16, float8 as float32
             src = namespace_of(X)
         if not src.isdtype(X.dtype, ("bool", "integral", "real floating")):
             raise TypeError(f"{name} must hold numbers (bool, int or float), got dtype {X.dtype}")
