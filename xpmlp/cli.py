@@ -165,10 +165,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     # column the largest one-hot output, or y > 0.5), which MLP.score does only for softmax
     # outputs; R^2 of the standardised targets is R^2 of the raw ones
     val_scores: list[float] = []
+    if classify and n_val:
+        _, held_codes = class_codes(held, meta["classes"])  # once, not every epoch
 
     def report(epoch: int, loss: float, score: float | None, model: Any) -> None:
         if classify and n_val:
-            score = _scores(model, Xva, held, meta)["accuracy"]
+            predicted = predicted_codes(_outputs(model, Xva), meta["classes"])
+            score = classification_metrics(held_codes, predicted)["accuracy"]
             val_scores.append(score)
         if args.quiet or (epoch % every and epoch not in (1, args.epochs)):
             return
@@ -231,7 +234,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     net, meta = load_model(args.model, args.backend, args.device)
     if not meta:
         print(
-            f"xpmlp: note: {sidecar_path(args.model)} is missing: the features go in as they "
+            f"xpmlp: note: {side} is missing: the features go in as they "
             "are and the outputs come out raw; a model saved by xpmlp train needs that file "
             "to standardise its features and decode its targets",
             file=sys.stderr,
