@@ -455,8 +455,7 @@ def regression_metrics(T: np.ndarray, Y: np.ndarray, names: Sequence[str]) -> di
     and each target's RMSE and MAE, in its own units, of the predictions ``Y`` (N, K) of the
     targets ``T`` (N, K) named ``names``; taken of both divided by each target's largest
     |value| so that targets near the float range do not overflow."""
-    scale = np.abs(T).max(axis=0)
-    scale[scale == 0] = 1.0
+    scale = _column_scale(T)
     T, Y = T / scale, Y / scale  # R^2 is the same for each column scaled
     return {
         "r2": float(r2_score(T, Y, xp=array_api_compat.numpy)),
@@ -489,12 +488,18 @@ def _standardise(A: np.ndarray, mean: list | None, std: list | None) -> np.ndarr
     return (A - np.asarray(mean)) / np.asarray(std)
 
 
-def _mean_std(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's mean and standard deviation (1 for a constant column), taken of the
-    column divided by its largest |value| so that values near the float range (1e200) do not
-    overflow."""
+def _column_scale(A: np.ndarray) -> np.ndarray:
+    """Each column's largest |value| (1 for a column of zeros): dividing by it first keeps
+    squares and sums of values near the float range (1e200) from overflowing."""
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
+    return scale
+
+
+def _mean_std(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation (1 for a constant column), taken of the
+    column divided by its :func:`_column_scale`."""
+    scale = _column_scale(A)
     B = A / scale
     std = B.std(axis=0) * scale
     std[std == 0] = 1.0
