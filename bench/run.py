@@ -309,8 +309,8 @@ def probe_memory(args):
     s = wl.sizes
     weights = sum(W.size for W in wl.W0) * item
     batch = B * (s[0] + s[-1]) * item
-    stored = sum(2 * B * n for n in s[1:-1]) * item + B * s[-1] * item  # A, Z; Y = A
     a_hidden = sum(B * n for n in s[1:-1]) * item  # A of the hidden layers: tanh needs Z only
+    stored = 2 * a_hidden + B * s[-1] * item  # A and Z of the hidden layers; Y = A
     reference = {
         "weights": weights,
         "gradients": weights,
@@ -472,15 +472,20 @@ def fmt_t(wl, s):
     return f"{s / wl.epochs * 1e6:.1f} us/iteration"
 
 
+def paired(ref_times, times) -> list[float]:
+    """``ref / time`` of every repeat, each pair timed in the same repeat."""
+    return [a / b for a, b in zip(ref_times, times)]
+
+
 def paired_ratio(ref_times, times):
-    """Median over repeats of ``ref / time``, each pair timed in the same repeat."""
-    return statistics.median(a / b for a, b in zip(ref_times, times))
+    """Median over repeats of :func:`paired`."""
+    return statistics.median(paired(ref_times, times))
 
 
 def paired_quartiles(ref_times, times) -> str:
-    """``median (q1-q3)`` over repeats of ``ref / time``, each pair timed in the same
-    repeat: where the quartiles straddle 1, the two are level within this run's noise."""
-    r = [a / b for a, b in zip(ref_times, times)]
+    """``median (q1-q3)`` of :func:`paired`: where the quartiles straddle 1, the two are
+    level within this run's noise."""
+    r = paired(ref_times, times)
     if len(r) < 2:
         return f"{r[0]:.2f}x" if r else "n/a"
     q1, q2, q3 = statistics.quantiles(r, n=4)
