@@ -135,6 +135,18 @@ def test_divergence_raises_and_restores_the_weights(net, data):
     assert_unchanged(net, snap)
 
 
+@pytest.mark.parametrize("mode", ["warnings-as-errors", "seterr-raise"])
+def test_divergence_under_strict_float_errors_is_the_same_error(net, data, mode):
+    # pytest runs with warnings as errors: numpy's overflow RuntimeWarning (or, under
+    # np.seterr(all="raise"), its FloatingPointError) must not replace the loop's message
+    X, T = data
+    snap = snapshot(net)
+    strict = np.errstate(all="raise") if mode == "seterr-raise" else np.errstate()
+    with pytest.raises(FloatingPointError, match="at epoch .*lower learning_rate"), strict:
+        net.fit(X * 1e3, T * 1e6, epochs=50, learning_rate=1e3, batch_size=None)
+    assert_unchanged(net, snap)
+
+
 def test_inputs_are_never_modified(net, data):
     X, T = data
     X0, T0 = X.copy(), T.copy()

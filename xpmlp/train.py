@@ -175,7 +175,15 @@ def train(
         idx = None
         if c.shuffle:
             idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
-        weights, state.opt_state, total = epoch(weights, idx, state.opt_state, state.learning_rate)
+        try:
+            weights, state.opt_state, total = epoch(
+                weights, idx, state.opt_state, state.learning_rate
+            )
+        except (RuntimeWarning, FloatingPointError) as exc:  # -W error, np.seterr(all="raise")
+            raise FloatingPointError(
+                f"the training arithmetic failed at epoch {state.epochs + 1} ({exc}); "
+                "lower learning_rate or scale the inputs"
+            ) from exc
         weights = list(weights)  # on_epoch may replace its entries for the next epoch
         epoch_loss = float(total / S)  # the one host synchronisation of the epoch
         state.t += N
