@@ -384,6 +384,9 @@ NAMED = {
     "plot beside a folder of that name": ("train --plot sub", "argument --plot: 'sub.png' is"),
     "huge dpi": ("demo --dpi 100000", "argument --dpi: '100000'; accepted: an int from 10"),
     "superscript size": ("train --hidden ²", "argument --hidden: '²' is not a list"),
+    "empty size": ("train --hidden 64,,64", "argument --hidden: '64,,64' is not a list"),
+    "small dpi": ("demo --dpi 5", "argument --dpi: '5'; accepted: an int from 10 to 1200"),
+    "batch size 0": ("train --batch-size 0", "'0'; accepted: an int >= 1, or full"),
     "features of the digits": ("train --features a", "--features needs a DATA file (CSV)"),
     "target of an npz": ("train d.npz --target y", "--target selects CSV columns; in d.npz"),
     "columns of an npy": ("train d.npy --target y --features a", "--target and --features"),
@@ -403,6 +406,35 @@ def test_a_diverging_run_ends_in_one_line_without_numpy_warnings(tmp_path, data)
     r = xpmlp("train data.csv --target y --features a,b --lr 1e30 --epochs 5 --quiet", tmp_path)
     assert r.returncode == 1
     assert "lower learning_rate" in assert_one_line_error(r)
+
+
+def test_help_shows_the_defaults(tmp_path):
+    out = " ".join(ok("train --help", cwd=tmp_path).split())  # as one line, unwrapped
+    for shown in ("--epochs EPOCHS (default: 100)", "(default: 0.001)", "(default: 64,64)"):
+        assert shown in out
+    assert "(default: 3000)" in ok("demo --help", cwd=tmp_path)
+
+
+def test_an_empty_hidden_list_trains_without_a_hidden_layer(tmp_path, data):
+    ok("train data.csv --target y --features a,b --hidden '' --epochs 1 --save m.npz", tmp_path)
+    assert load_network(tmp_path / "m.npz").layer_sizes == [2, 1]
+
+
+def test_train_into_a_closed_pipe_still_saves_the_model(tmp_path, data):
+    # `xpmlp train ... --save m.npz | head -1`: the reader is gone before the first line
+    read, write = os.pipe()
+    os.close(read)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XPMLP_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    command = "train data.csv --target y --features a,b --epochs 3 --save m.npz"
+    r = subprocess.run(
+        [sys.executable, "-m", "xpmlp", *command.split()],
+        cwd=tmp_path, env=env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+    )  # fmt: skip
+    os.close(write)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert load_network(tmp_path / "m.npz").layer_sizes == [2, 64, 64, 1]
 
 
 def test_a_numeric_target_with_a_stray_text_value_is_an_error_not_160_classes(tmp_path, data):

@@ -349,7 +349,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _hidden(text: str) -> list[int]:
     """``"64,64"`` -> [64, 64]; ``""`` -> [] (no hidden layer)."""
-    sizes = [s.strip() for s in text.split(",") if s.strip()]
+    sizes = [s.strip() for s in text.split(",")] if text.strip() else []
     if not all(s.isdecimal() and int(s) > 0 for s in sizes):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a list of layer sizes; accepted: e.g. 64,64 (ints >= 1)"
@@ -357,9 +357,11 @@ def _hidden(text: str) -> list[int]:
     return [int(s) for s in sizes]
 
 
-def _int(text: str, low: int) -> int:
-    if not text.strip().isdecimal() or int(text) < low:
-        raise argparse.ArgumentTypeError(f"{text!r}; accepted: an int >= {low}")
+def _int(text: str, low: int, high: int | None = None) -> int:
+    ok = text.strip().isdecimal() and low <= int(text) and (high is None or int(text) <= high)
+    if not ok:
+        accepted = f"an int >= {low}" if high is None else f"an int from {low} to {high}"
+        raise argparse.ArgumentTypeError(f"{text!r}; accepted: {accepted}")
     return int(text)
 
 
@@ -372,10 +374,7 @@ def _seed(text: str) -> int:
 
 
 def _dpi(text: str) -> int:
-    dpi = _int(text, 10)
-    if dpi > 1200:  # the picture's pixels grow with its square: 1e5 ran out of memory
-        raise argparse.ArgumentTypeError(f"{text!r}; accepted: an int from 10 to 1200")
-    return dpi
+    return _int(text, 10, 1200)  # the picture's pixels grow with its square: 1e5 ran out of memory
 
 
 def _out_file(text: str) -> str:
@@ -403,9 +402,14 @@ def _picture_file(text: str) -> str:
 
 
 def _batch_size(text: str) -> int | None:
-    if text.strip().lower() in ("full", "all", "0"):
+    if text.strip().lower() == "full":
         return None
-    return _positive_int(text)
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}; accepted: an int >= 1, or full (the whole data set)"
+        ) from None
 
 
 def _finite(text: str, accepted: str, ok: Callable[[float], bool]) -> float:
@@ -447,6 +451,9 @@ def _backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="device, e.g. cpu, cuda, cuda:1")
 
 
+D = "(default: %(default)s)"  # an option's help: its default
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``xpmlp`` argument parser with its five commands."""
     parser = _Parser(
@@ -465,16 +472,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="xpmlp-demo.png",
         help="picture file (default: %(default)s)",
     )
-    p.add_argument("--epochs", type=_positive_int, default=3000, help="full-batch steps")
-    p.add_argument("--lr", type=_positive_float, default=0.03, help="learning rate")
-    p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--dtype", choices=list(DTYPES), default="float64")
-    p.add_argument("--dpi", type=_dpi, default=100, help="dots per inch, 10 to 1200")
+    p.add_argument("--epochs", type=_positive_int, default=3000, help=f"full-batch steps {D}")
+    p.add_argument("--lr", type=_positive_float, default=0.03, help=f"learning rate {D}")
+    p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam", help=D)
+    p.add_argument("--seed", type=_seed, default=0, help=D)
+    p.add_argument("--dtype", choices=list(DTYPES), default="float64", help=D)
+    p.add_argument("--dpi", type=_dpi, default=100, help=f"dots per inch, 10 to 1200 {D}")
     _backend_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train on a CSV/.npz/.npy table (default: digits)")
+    p = sub.add_parser(
+        "train",
+        help="train on a CSV/.npz/.npy table (default: scikit-learn's digits; without "
+        "scikit-learn, a synthetic spirals set)",
+    )
     p.add_argument("data", nargs="?", metavar="DATA", help="CSV, .npz (X, y) or .npy file")
     p.add_argument("--target", type=_columns, default=[], help="target column(s), a,b")
     p.add_argument(
@@ -489,16 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: classification for labels or few integer values",
     )
-    p.add_argument("--hidden", type=_hidden, default=[64, 64], help="hidden sizes (64,64)")
-    p.add_argument("--activation", choices=activations, default="tanh")
-    p.add_argument("--output", choices=["auto", *OUTPUTS], default="auto")
-    p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam")
-    p.add_argument("--epochs", type=_positive_int, default=100)
-    p.add_argument("--batch-size", type=_batch_size, default=64, help="int, or full")
-    p.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate")
-    p.add_argument("--alpha", type=_nonneg_float, default=0.0, help="L2 penalty")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=[64, 64],
+        help="hidden layer sizes, e.g. 64,64; '' for none (default: 64,64)",
+    )
+    p.add_argument("--activation", choices=activations, default="tanh", help=D)
+    p.add_argument(
+        "--output",
+        choices=["auto", *OUTPUTS],
+        default="auto",
+        help="auto: softmax for classes (logistic for two or for several targets), "
+        "identity for numbers (default: %(default)s)",
+    )
+    p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam", help=D)
+    p.add_argument("--epochs", type=_positive_int, default=100, help=D)
+    p.add_argument("--batch-size", type=_batch_size, default=64, help=f"an int, or full {D}")
+    p.add_argument("--lr", type=_positive_float, default=0.001, help=f"learning rate {D}")
+    p.add_argument("--alpha", type=_nonneg_float, default=0.0, help=f"L2 penalty {D}")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32", help=D)
+    p.add_argument("--seed", type=_seed, default=0, help=D)
     p.add_argument(
         "--validation-fraction",
         type=_fraction,
@@ -537,9 +559,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietOnBrokenPipe:
+    """Standard output that goes to the null device once its reader has gone
+    (``xpmlp train --save m.npz | head -1``): the command still finishes its work."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def _silence(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
+    stdout = sys.stdout
+    if hasattr(stdout, "fileno"):
+        sys.stdout = _QuietOnBrokenPipe(stdout)
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -550,8 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xpmlp: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `xpmlp predict ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # a write that bypassed the wrapper
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
         return 1
     except ERRORS as exc:
         if os.environ.get("XPMLP_DEBUG"):
@@ -564,3 +616,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, FloatingPointError):  # training diverged
             return 1
         return exc.code if isinstance(exc, CLIError) else 2
+    finally:
+        sys.stdout = stdout
