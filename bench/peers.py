@@ -315,6 +315,8 @@ class Torch(Runner):
         ]
 
     def info(self):
+        if self.device.type == "cuda":
+            return self.torch.cuda.get_device_name(self.device)
         return f"{self.torch.get_num_threads()} intra-op threads"
 
 

@@ -182,14 +182,19 @@ def time_workload(wl, args, log):
     for key, make in make_runners(wl, args):
         try:
             r = make()
+            r.reset()  # warm-up: imports, JIT compilation, first-touch of buffers
+            r.run()
         except peers.Skip as exc:
             skipped.append((key, str(exc)))
             continue
+        except Exception as exc:  # one peer's failure (e.g. out of memory) is reported
+            if key == "xpmlp":
+                raise
+            log(f"  {key} failed: {type(exc).__name__}: {exc}")
+            skipped.append((key, f"failed: {type(exc).__name__}: {exc}"))
+            continue
         r.key = key
         runners.append(r)
-    for r in runners:  # warm-up: imports, JIT compilation, first-touch of buffers
-        r.reset()
-        r.run()
     times = {r.key: [] for r in runners}
     # the GEMM-only limit runs right beside xpmlp (after it, then before it, in turn), so
     # that their paired ratio sees the machine as it was for both
@@ -417,6 +422,14 @@ def cpu_name():
 
 
 def gpu_name():
+    """The name of the CUDA device CuPy computes on (``CUDA_VISIBLE_DEVICES`` applied)."""
+    try:
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        return props["name"].decode()
+    except Exception:  # no CuPy or no device: nvidia-smi's first line, if any
+        pass
     try:
         p = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
@@ -566,6 +579,7 @@ def report(results, meta, args):
         add("")
         peers_ = [r for r in rows if r["key"] not in OWN]
         slower_than = [r for r in peers_ if r["median_s"] < x]
+        goal = 95 if args.backend == "numpy" else 90  # % of the GEMM-only limit: CPU, GPU
         if key == "A" and g:
             pct = 100 * g / x
             loop = by.get("xpmlp (loop only)")
@@ -574,12 +588,17 @@ def report(results, meta, args):
             extra += f"; median of the paired per-repeat ratios {100 * paired:.1f}%"
             targets.append(
                 (
-                    "A >= 95% of the GEMM-only limit",
-                    pct >= 95,
+                    f"A >= {goal}% of the GEMM-only limit",
+                    pct >= goal,
                     f"{pct:.1f}%{extra}"
-                    + ("" if pct >= 95 else f"; missed by {95 - pct:.1f} points"),
+                    + ("" if pct >= goal else f"; missed by {goal - pct:.1f} points"),
                 )
             )
+        claim = f"{key} faster than every peer"
+        if key == "A" and args.backend != "numpy":  # the GPU target: no slower than PyTorch
+            peers_ = [r for r in peers_ if r["key"] == "torch"]
+            slower_than = [r for r in peers_ if r["median_s"] < x]
+            claim = "A no slower than PyTorch eager"
         best = min(peers_, key=lambda r: r["median_s"]) if peers_ else None
         if best is not None:
             met = not slower_than
@@ -594,7 +613,7 @@ def report(results, meta, args):
                     f"{r['name']} {paired_quartiles(r['times_s'], by['xpmlp']['times_s'])}"
                     for r in close
                 )
-            targets.append((f"{key} faster than every peer", met, how))
+            targets.append((claim, met, how))
     add("## Targets")
     add("")
     add("| target | met | by how much |")
@@ -686,7 +705,10 @@ def report(results, meta, args):
     add("- threads: " + ", ".join(f"{k} {v}" for k, v in meta["threads"].items()))
     add(f"- load average (1 min) at the end: {meta['load_end']:.2f}")
     add("- BLAS (threadpoolctl): " + "; ".join(json.dumps(b) for b in meta["blas"]))
-    add("- JAX on CPU: XLA's default intra-op thread pool (all cores).")
+    if args.backend == "numpy":
+        add("- JAX on CPU: XLA's default intra-op thread pool (all cores).")
+    else:
+        add(f"- TF32: CUPY_TF32={meta.get('cupy_tf32')}, peers' TF32 {args.tf32}")
     add(f"- repeats: {args.repeats}; pause before each timed run: {PAUSE_S} s")
     add("")
     return "\n".join(L)
@@ -729,6 +751,8 @@ def main(argv=None):
     p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--runner", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.backend == "cupy":  # CuPy reads it at its first matmul: the same TF32 as the peers
+        os.environ["CUPY_TF32"] = "1" if args.tf32 == "on" else "0"
     if args.repeats is None:
         args.repeats = 3 if args.quick else 11
     if args.tag is None:
@@ -755,6 +779,7 @@ def main(argv=None):
         "versions": versions(),
         "threads": threads(),
         "blas_env": blas_env,
+        "cupy_tf32": os.environ.get("CUPY_TF32"),
     }
     results = {"workloads": {}}
     for key in args.workloads.split(","):
@@ -767,8 +792,9 @@ def main(argv=None):
         common = ["--backend", args.backend, "--peers", args.peers, "--tf32", args.tf32]
         if args.scale_a:
             common += ["--scale-a", str(args.scale_a)]
-        log("probe: memory")
-        results["memory"] = run_child(["--probe", "memory", *common], child_env())
+        if args.backend == "numpy":  # tracemalloc sees host memory only
+            log("probe: memory")
+            results["memory"] = run_child(["--probe", "memory", *common], child_env())
         fe = {}
         for key in args.workloads.split(","):
             if args.quick and key != "A":

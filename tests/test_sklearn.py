@@ -8,16 +8,22 @@ import warnings
 import array_api_compat
 import numpy as np
 import pytest
-from sklearn import neural_network as sk
-from sklearn.datasets import load_digits, make_classification, make_regression
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from xpmlp.model import MLP
-from xpmlp.sklearn import MLPClassifier, MLPRegressor
+try:  # a module skipped, not a collection error, without scikit-learn
+    import sklearn  # noqa: F401
+except ImportError:
+    pytest.skip("scikit-learn is not installed", allow_module_level=True)
+
+from sklearn import neural_network as sk  # noqa: E402
+from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from xpmlp.model import MLP  # noqa: E402
+from xpmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 IGNORE_CONVERGENCE = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
