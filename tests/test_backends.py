@@ -430,3 +430,21 @@ def test_weights_moved_from_jax_to_numpy_are_writeable():
     for A in [*net.weights, *net.state.opt_state.m, *net.state.opt_state.v]:
         assert A.flags.writeable
     net.weights[0][0, 0] = 1.0
+
+
+@pytest.mark.gpu
+def test_a_model_on_the_second_gpu_trains_and_predicts_there():
+    # CuPy launches kernels on its current device: fit and predict must make cuda:1 current
+    from conftest import _cuda_devices
+
+    if _cuda_devices() < 2:
+        pytest.skip("needs two CUDA devices")
+    X = np.random.default_rng(0).standard_normal((16, 2))
+    T = np.sin(X[:, :1])
+    net = xpmlp.MLP([2, 3, 1], backend="cupy", device="cuda:1", dtype="float64", seed=0)
+    ref = xpmlp.MLP([2, 3, 1], backend="numpy", dtype="float64", seed=0)
+    for m in (net, ref):
+        m.fit(X, T, epochs=3, batch_size=4, validation_fraction=0.25)
+    Y = net.predict(X)
+    assert Y.device.id == 1 and all(W.device.id == 1 for W in net.weights)
+    np.testing.assert_allclose(to_np(Y), ref.predict(X), rtol=1e-10)

@@ -8,6 +8,7 @@ Everything else receives ``xp`` (an Array API namespace, as returned by
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from types import ModuleType
@@ -303,6 +304,15 @@ def device_of(x: Any) -> Any:
 
 def is_writeable(x: Any) -> bool:
     return array_api_compat.is_writeable_array(x)
+
+
+def device_scope(xp: Any, device: Any) -> Any:
+    """A context in which ``xp`` computes on ``device``: CuPy launches its kernels and cuBLAS
+    calls on its current device, not on the arrays' (``cuda:1`` needs it); elsewhere the
+    arrays' device decides and this does nothing."""
+    if device is not None and backend_name(xp) == "cupy":
+        return device  # a cupy.cuda.Device is a context manager
+    return contextlib.nullcontext()
 
 
 def synchronize(xp: Any) -> None:

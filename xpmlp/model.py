@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
@@ -28,6 +29,7 @@ from .backend import (
     asarray,
     backend_name,
     device_of,
+    device_scope,
     dtype_name,
     get_dtype,
     namespace_of,
@@ -36,6 +38,17 @@ from .backend import (
 )
 from .objectives import get_output
 from .optim import Optimizer, get_optimizer
+
+
+def _on_device(method: Callable) -> Callable:
+    """Run ``method`` with the model's device current (CuPy computes on the current device)."""
+
+    @functools.wraps(method)
+    def on_device(self, *args, **kwargs):
+        with device_scope(self.xp, self.device):
+            return method(self, *args, **kwargs)
+
+    return on_device
 
 
 class MLP:
@@ -227,6 +240,7 @@ class MLP:
 
     # ------------------------------------------------------------ maths
 
+    @_on_device
     def forward(self, X) -> network.Cache:
         """The forward pass with everything it stores (``A``, ``Z``); see :mod:`network`."""
         X = self._input(X, "X", self.layer_sizes[0])
@@ -238,6 +252,7 @@ class MLP:
         """Network output ``Y`` (N, K), an array of the model's backend."""
         return self.forward(X).Z[-1]
 
+    @_on_device
     def loss_and_gradients(self, X, T, *, sample_weight=None, alpha: float = 0.0):
         """Mean loss over the samples (a float) and ``grads`` shaped like ``weights``."""
         X, T = self._pair(X, T)
@@ -254,6 +269,7 @@ class MLP:
         )
         return float(loss), grads
 
+    @_on_device
     def score(self, X, T) -> float:
         """R^2 (averaged over outputs) for regression; accuracy for logistic/softmax output."""
         X, T = self._pair(X, T)
@@ -283,6 +299,7 @@ class MLP:
 
     # ------------------------------------------------------------ training
 
+    @_on_device
     def fit(
         self,
         X,
