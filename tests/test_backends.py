@@ -109,7 +109,7 @@ def test_missing_cupy_says_which_extra_to_install():
         pytest.skip("CuPy is installed here")
     except ImportError:
         pass
-    with pytest.raises(xpmlp.BackendError, match=r"pip install xpmlp\[cuda12\]"):
+    with pytest.raises(xpmlp.BackendError, match=r'pip install "xpmlp\[cuda12\]"'):
         xpmlp.MLP([2, 1], backend="cupy")
 
 

@@ -147,6 +147,13 @@ def test_divergence_under_strict_float_errors_is_the_same_error(net, data, mode)
     assert_unchanged(net, snap)
 
 
+def test_class_labels_for_a_softmax_say_how_to_give_them():
+    net = xpmlp.MLP([2, 3, 2], output="softmax", seed=0)
+    X = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="needs \\(N, 2\\); class labels go in as one-hot rows"):
+        net.fit(X, np.array([0, 1, 1, 0]), epochs=1)
+
+
 def test_inputs_are_never_modified(net, data):
     X, T = data
     X0, T0 = X.copy(), T.copy()

@@ -3,6 +3,8 @@ parity with scikit-learn's MLP as an external oracle (``init="sklearn"``), digit
 results in the input's namespace, partial_fit, class_weight, stratified early stopping and
 sample weights."""
 
+import subprocess
+import sys
 import warnings
 
 import array_api_compat
@@ -371,6 +373,31 @@ def test_partial_fit_needs_classes_first_then_continues():
     assert clf.score(X, y) > max(before + 0.3, 0.8)
     with pytest.raises(ValueError, match="classes not in"):
         clf.partial_fit(X[:3], [0, 1, 7])
+
+
+def test_bad_targets_are_named_y_as_in_fit():
+    X, _ = problem("regression")
+    with pytest.raises(TypeError, match="^y must hold numbers"):
+        MLPRegressor(max_iter=1).fit(X, np.array(["a"] * len(X)))
+
+
+def test_without_scikit_learn_the_import_names_the_extra():
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "try:\n    import xpmlp.sklearn\nexcept ImportError as e:\n    print(e)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 'pip install "xpmlp[sklearn]"' in out.stdout
+
+
+def test_partial_fit_with_warm_start_checks_the_classes_as_sklearn():
+    # scikit-learn's rule: with warm_start, every call's y holds exactly classes_
+    X, y = problem("multiclass")
+    two = y != 2
+    for est in (MLPClassifier((4,), warm_start=True), sk.MLPClassifier((4,), warm_start=True)):
+        est.partial_fit(X, y, classes=[0, 1, 2])
+        with pytest.raises(ValueError, match="warm_start can only be used where `y` has"):
+            est.partial_fit(X[two], y[two])
 
 
 def test_partial_fit_epochs_equal_fit_epochs():

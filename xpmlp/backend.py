@@ -20,10 +20,10 @@ import numpy as np
 # backend name -> (module to import, pip extra or package that provides it)
 BACKENDS = {
     "numpy": ("numpy", "numpy"),
-    "cupy": ("cupy", "xpmlp[cuda12] or xpmlp[cuda13]"),
+    "cupy": ("cupy", '"xpmlp[cuda12]" or "xpmlp[cuda13]"'),
     "torch": ("torch", "torch"),
     "jax": ("jax.numpy", "jax"),
-    "array_api_strict": ("array_api_strict", "array-api-strict (or xpmlp[test])"),
+    "array_api_strict": ("array_api_strict", 'array-api-strict (or "xpmlp[test]")'),
 }
 DTYPES = ("float32", "float64")
 # backend name -> what ``device=`` accepts there (besides None, the backend's default)

@@ -215,7 +215,15 @@ class MLP:
     def _pair(self, X, T, *, check_finite: bool = True, names=("X", "T")):
         nx, nt = names
         X = self._input(X, nx, self.layer_sizes[0], check_finite=check_finite)
-        T = self._input(T, nt, self.layer_sizes[-1], check_finite=check_finite)
+        try:
+            T = self._input(T, nt, self.layer_sizes[-1], check_finite=check_finite)
+        except ValueError as exc:
+            if self.output.name == "softmax" and len(np.shape(T)) == 1:
+                raise ValueError(
+                    f"{exc}; class labels go in as one-hot rows "
+                    "(xpmlp.sklearn.MLPClassifier takes the labels themselves)"
+                ) from None
+            raise
         if X.shape[0] != T.shape[0]:
             raise ValueError(
                 f"{nx} and {nt} must have the same number of rows, "

@@ -31,6 +31,14 @@ from numbers import Integral, Number, Real
 from typing import Any
 
 import numpy as np
+
+try:
+    import sklearn  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "xpmlp.sklearn needs scikit-learn, which is not installed here: "
+        'pip install "xpmlp[sklearn]"'
+    ) from exc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -390,7 +398,7 @@ class _BaseMLP(BaseEstimator):
             net = self._network(X, xp_in, [*hidden, K], first)
             # validate_data has checked NumPy-like X and y for NaN and inf; the targets of
             # the classifier are its own 0/1 indicators
-            Xd, Td = net._pair(X, T, check_finite=xp_in is not None)
+            Xd, Td = net._pair(X, T, check_finite=xp_in is not None, names=("X", "y"))
             N = int(Xd.shape[0])
             sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
             if class_sw is not None:
@@ -819,12 +827,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.classes_ = self._label_binarizer.classes_
         else:
             labels = unique_labels(y)
-            if self.warm_start and not incremental and set(labels) != set(self.classes_):
-                raise ValueError(
-                    "warm_start can only be used where `y` has the same classes as in the "
-                    f"previous call to fit. Previously got {self.classes_}, `y` has {labels}"
-                )
-            if len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
+            if self.warm_start:  # partial_fit too, as scikit-learn checks it
+                if set(labels) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{labels}"
+                    )
+            elif len(np.setdiff1d(labels, self.classes_, assume_unique=True)):
                 raise ValueError(
                     f"`y` has classes not in `self.classes_`. `self.classes_` has "
                     f"{self.classes_}. 'y' has {labels}."
