@@ -101,3 +101,29 @@ def test_check_gradients_checks_its_data_and_eps(X, T, kw, match):
     net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=0)
     with pytest.raises(ValueError, match=match):
         xpmlp.check_gradients(net, X, T, **kw)
+
+
+def test_the_pure_functions_take_names_and_seeds_as_the_model_does():
+    from xpmlp import network
+
+    W = network.init_weights([2, 3, 1], rng=0)
+    for Wa, Wb in zip(W, network.init_weights([2, 3, 1], rng=np.random.default_rng(0))):
+        np.testing.assert_array_equal(Wa, Wb)
+    sk = network.init_weights([2, 3, 1], rng=5, init="sklearn", activation="sigmoid")
+    ref = network.init_weights(
+        [2, 3, 1], rng=np.random.RandomState(5), init="sklearn", activation="logistic"
+    )
+    np.testing.assert_array_equal(sk[0], ref[0])
+    X = np.linspace(-1, 1, 8).reshape(4, 2)
+    T = X[:, :1] ** 2
+    by_name = network.forward(W, X, activation="tanh", output="identity", xp=np)
+    act, out = xpmlp.activations.get_activation("tanh"), xpmlp.objectives.get_output("identity")
+    by_object = network.forward(W, X, activation=act, output=out, xp=np)
+    np.testing.assert_array_equal(by_name.Z[-1], by_object.Z[-1])
+    g_name = network.backward(W, by_name, T, activation="tanh", xp=np)[1]
+    g_object = network.backward(W, by_object, T, activation=act, xp=np)[1]
+    for a, b in zip(g_name, g_object):
+        np.testing.assert_array_equal(a, b)
+    assert float(network.batch_loss(by_name, T, output="identity", xp=np)) == float(
+        network.batch_loss(by_object, T, output=out, xp=np)
+    )

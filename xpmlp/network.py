@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import Activation
-from .objectives import Output
+from .activations import ALIASES, Activation, get_activation
+from .objectives import Output, get_output
 
 
 class Cache(NamedTuple):
@@ -85,16 +85,17 @@ INITS: dict[str, Callable[..., np.ndarray]] = {
 def init_weights(
     layer_sizes: Sequence[int],
     *,
-    rng: np.random.Generator | np.random.RandomState,
+    rng: Any = None,
     init: str | Callable[..., np.ndarray] = "glorot",
-    activation: str = "tanh",
+    activation: str | Activation = "tanh",
 ) -> list[np.ndarray]:
     """Draw initial weights on the host, float64, so every backend starts from the same ones.
 
     Parameters
     ----------
     layer_sizes : [D, n_1, ..., K]
-    rng : numpy Generator (RandomState for ``init="sklearn"``, which replays its draws)
+    rng : numpy Generator (RandomState for ``init="sklearn"``, which replays its draws), or
+        a seed (int or None) for one
     init : "glorot" (default), "he", "torch", "sklearn" or a callable
         ``init(fan_in, fan_out, *, rng, activation) -> array (fan_out, fan_in + 1)``.
 
@@ -103,6 +104,11 @@ def init_weights(
     list of NumPy arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0.
     """
     fn = INITS[init] if isinstance(init, str) else init
+    if not isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        rng = np.random.RandomState(rng) if init == "sklearn" else np.random.default_rng(rng)
+    if isinstance(activation, Activation):
+        activation = activation.name
+    activation = ALIASES.get(activation, activation)  # "sigmoid" draws as "logistic"
     weights = []
     for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
         W = np.asarray(fn(fan_in, fan_out, rng=rng, activation=activation), dtype=np.float64)
@@ -119,7 +125,12 @@ def init_weights(
 
 
 def forward(
-    weights: Sequence[Any], X: Any, *, activation: Activation, output: Output, xp: Any
+    weights: Sequence[Any],
+    X: Any,
+    *,
+    activation: Activation | str,
+    output: Output | str,
+    xp: Any,
 ) -> Cache:
     """Forward pass storing ``A`` and ``Z`` of every layer.
 
@@ -127,11 +138,13 @@ def forward(
     ----------
     weights : list of arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1)
     X : array (N, D)
+    activation, output : names ("tanh", "identity", ...) or the objects they name
 
     Returns
     -------
     Cache with ``A[l]`` (N, n_{l+1}) and ``Z[l]`` (N, n_l); ``Z[-1]`` is ``Y`` (N, K).
     """
+    activation, output = get_activation(activation), get_output(output)
     A, Z = [], [X]
     last = len(weights) - 1
     for l, W in enumerate(weights):
@@ -157,7 +170,7 @@ def backward(
     cache: Cache,
     T: Any,
     *,
-    activation: Activation,
+    activation: Activation | str,
     sample_weight: Any = None,
     xp: Any,
 ) -> tuple[list, list]:
@@ -179,6 +192,7 @@ def backward(
         ``delta_j = h'(a_j) sum_k w_kj delta_k``.
     grads : list of arrays shaped like ``weights``: dL/dW[l].
     """
+    activation = get_activation(activation)
     A, Z = cache
     L = len(weights)
     deltas: list = [None] * L
@@ -193,9 +207,9 @@ def backward(
     return deltas, grads
 
 
-def batch_loss(cache: Cache, T: Any, *, output: Output, sample_weight: Any = None, xp: Any):
+def batch_loss(cache: Cache, T: Any, *, output: Output | str, sample_weight: Any = None, xp: Any):
     """The batch loss ``sum_n w_n L_n`` (``w_n = 1/N`` by default) as a 0-d array."""
-    L_n = output.loss(cache.A[-1], cache.Z[-1], T, xp=xp)
+    L_n = get_output(output).loss(cache.A[-1], cache.Z[-1], T, xp=xp)
     if sample_weight is None:
         return xp.mean(L_n)
     return xp.sum(L_n * sample_weight)
