@@ -280,12 +280,44 @@ def test_progress_bar_draws_epoch_loss_and_score_when_forced():
     assert "1/3" in shown and "loss=0.5" in shown and "val=0.75" in shown
 
 
-def test_progress_bar_is_silent_off_a_terminal():
+def test_off_a_terminal_progress_is_about_ten_lines_ending_at_the_last_epoch():
     stream = io.StringIO()
-    bar = ProgressBar(3, file=stream)
-    bar.update(0.5)
-    bar.close()
+    with ProgressBar(25, file=stream) as bar:  # a StringIO is no terminal: lines, no bar
+        for epoch in range(25):
+            bar.update(1.0 / (epoch + 1), 0.5)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        f"fit: epoch {e}/25" for e in (3, 6, 9, 12, 15, 18, 21, 24, 25)
+    ]
+    assert lines[-1] == "fit: epoch 25/25, loss 0.04, val 0.5"
+
+
+def test_off_a_terminal_an_early_stop_still_shows_its_last_epoch():
+    stream = io.StringIO()
+    with ProgressBar(100, file=stream) as bar:
+        for _ in range(13):
+            bar.update(0.25)
+    assert stream.getvalue().splitlines() == [
+        "fit: epoch 10/100, loss 0.25",
+        "fit: epoch 13/100, loss 0.25",
+    ]
+
+
+def test_progress_is_silent_with_xpmlp_progress_0(monkeypatch):
+    monkeypatch.setenv("XPMLP_PROGRESS", "0")
+    stream = io.StringIO()
+    with ProgressBar(3, file=stream, force=True) as bar:
+        bar.update(0.5)
     assert stream.getvalue() == ""
+
+
+def test_verbose_fit_off_a_terminal_prints_lines(capsys):
+    import xpmlp
+
+    x = np.linspace(-1, 1, 20)[:, None]
+    xpmlp.MLP([1, 3, 1], seed=0).fit(x, x**2, epochs=20, verbose=True)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 10 and err[-1].startswith("fit: epoch 20/20, loss ")
 
 
 # ------------------------------------------------------------------ damaged or odd files

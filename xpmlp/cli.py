@@ -35,7 +35,7 @@ from .backend import BACKENDS, DTYPES, resolve, to_numpy
 from .info import print_info
 from .objectives import OUTPUTS
 from .optim import OPTIMIZERS
-from .progress import write
+from .progress import on_terminal, write
 from .tables import (
     CLIError,
     Table,
@@ -190,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         validation_data=val_data,
         callbacks=[report],
-        verbose=not args.quiet,
+        verbose=not args.quiet and on_terminal(sys.stderr),  # a bar: the lines are above
     )
     seconds = time.perf_counter() - t0
     if classify and n_val:

@@ -366,7 +366,8 @@ class MLP:
             training go on from those weights; ``model.save`` writes a checkpoint of this
             epoch's weights, optimizer and schedule (a fit resumed from it counts its own
             epochs without improvement and keeps its own best, as any new fit does).
-        verbose : show a progress bar.
+        verbose : show progress: a bar on a terminal or in a Jupyter notebook (with tqdm),
+            else about ten lines ``fit: epoch k/E, loss ...`` on standard error.
 
         Returns
         -------

@@ -1,5 +1,5 @@
-"""A per-epoch progress bar (tqdm), shown only on a terminal, and a line writer that keeps
-printed lines from tearing an open bar."""
+"""Per-epoch progress: a tqdm bar on a terminal or in a Jupyter notebook, else about ten
+plain lines; and a line writer that keeps printed lines from tearing an open bar."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import os
 import sys
 from typing import IO, Any
 
+LINES = 10  # off a terminal: about this many lines per fit, the last epoch's included
 
-def _on_terminal(file: Any) -> bool:
+
+def on_terminal(file: Any) -> bool:
+    """A terminal, or a Jupyter kernel's stream (which says it is not a terminal but shows
+    tqdm's bars)."""
+    if type(file).__module__.startswith("ipykernel"):
+        return True
     isatty = getattr(file, "isatty", None)
     try:
         return bool(isatty and isatty())
@@ -17,7 +23,7 @@ def _on_terminal(file: Any) -> bool:
 
 
 class ProgressBar:
-    """Epoch counter with the latest loss and validation score; silent off a terminal.
+    """Epoch counter with the latest loss and validation score.
 
     Parameters
     ----------
@@ -26,38 +32,51 @@ class ProgressBar:
     file : text stream, optional
         Where the bar is drawn; standard error by default.
     force : bool
-        Draw even when ``file`` is not a terminal.
+        Draw a bar even when ``file`` is not a terminal.
     desc : str
         Label in front of the bar.
 
-    The bar is also off when tqdm is not installed or ``XPMLP_PROGRESS=0`` is set.
+    Off a terminal (a log file, a pipe), or without tqdm, it writes a line
+    ``fit: epoch 10/100, loss 0.1234, val 0.9`` every ``epochs / 10`` epochs and at the
+    last one instead. ``XPMLP_PROGRESS=0`` turns both off.
     """
 
     def __init__(
         self, epochs: int, *, file: IO[str] | None = None, force: bool = False, desc: str = "fit"
     ):
-        file = file or sys.stderr
+        self._file = file or sys.stderr
         self._bar = None
+        self._lines = False
+        self._epochs, self._done, self._desc, self._last = epochs, 0, desc, ""
+        self._every = max(1, -(-epochs // LINES))
         if os.environ.get("XPMLP_PROGRESS", "") == "0":
             return
-        if not (force or _on_terminal(file)):
+        self._lines = True
+        if not (force or on_terminal(self._file)):
             return
         try:
             from tqdm.auto import tqdm
-        except ImportError:  # tqdm is optional: no bar without it
+        except ImportError:  # tqdm is optional: lines without it
             return
+        self._lines = False
         self._bar = tqdm(
             total=epochs,
             desc=desc,
             unit="epoch",
-            file=file,
-            leave=False,
+            file=self._file,
             dynamic_ncols=True,
             mininterval=0.1,
         )
 
     def update(self, loss: float, score: float | None = None) -> None:
         """Advance by one epoch and show its mean training loss and validation score."""
+        self._done += 1
+        if self._lines:
+            val = "" if score is None else f", val {score:.4g}"
+            self._last = f"{self._desc}: epoch {self._done}/{self._epochs}, loss {loss:.4g}{val}"
+            if self._done % self._every == 0 or self._done == self._epochs:
+                self._print_last()
+            return
         if self._bar is None:
             return
         post = {"loss": f"{loss:.4g}"}
@@ -66,7 +85,15 @@ class ProgressBar:
         self._bar.set_postfix(post, refresh=False)
         self._bar.update(1)
 
+    def _print_last(self) -> None:
+        if self._last:
+            print(self._last, file=self._file, flush=True)
+            self._last = ""
+
     def close(self) -> None:
+        """End the display; off a terminal, the line of an epoch that stopped early."""
+        if self._lines:
+            self._print_last()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
