@@ -452,6 +452,52 @@ def test_an_empty_hidden_list_trains_without_a_hidden_layer(tmp_path, data):
     assert load_network(tmp_path / "m.npz").layer_sizes == [2, 1]
 
 
+TABLE_HINTS = {
+    "no header row": ("n.csv", "0.5,1.5,2\n1,2,3\n", "--target y", "the first line holds numbers"),
+    "semicolons": ("s.csv", "a;b;y\n1;2;3\n", "--target y", "separated by ','"),
+    "not a table": ("m.json", "{}", "--target y", ".json files are not read here; accepted"),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE_HINTS))
+def test_a_table_that_cannot_be_read_says_why(tmp_path, name):
+    file, text, options, message = TABLE_HINTS[name]
+    (tmp_path / file).write_text(text)
+    assert message in assert_one_line_error(xpmlp(f"train {file} {options}", cwd=tmp_path))
+
+
+def test_a_non_finite_feature_in_an_npz_is_located(tmp_path):
+    X = np.zeros((6, 3))
+    X[4, 1] = np.inf
+    np.savez(tmp_path / "d.npz", X=X, y=np.arange(6.0))
+    line = assert_one_line_error(xpmlp("train d.npz", cwd=tmp_path))
+    assert "the features hold inf (row 4, column 1, the first of 1)" in line
+
+
+def test_an_npz_model_on_a_csv_explains_its_feature_names(tmp_path, data):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(30, 2)), y=rng.normal(size=30))
+    ok("train d.npz --epochs 1 --save m.npz", cwd=tmp_path)
+    line = assert_one_line_error(xpmlp("evaluate m.npz data.csv", cwd=tmp_path))
+    assert "feature column 'x0' is not in data.csv; columns: a, b, y, kind (x0, x1" in line
+
+
+def test_a_data_file_as_the_model_is_named_once(tmp_path, data):
+    (tmp_path / "data.csv.bak").write_text(data.read_text())
+    line = assert_one_line_error(xpmlp("predict data.csv data.csv.bak", cwd=tmp_path))
+    assert (
+        line == "xpmlp: error: data.csv is not a model saved by xpmlp: not an .npz (zip) archive"
+    )
+
+
+def test_one_held_out_row_has_no_r2(tmp_path, data):
+    out = ok(
+        "train data.csv --target y --features a,b --epochs 1 --validation-fraction 0.005 --quiet",
+        tmp_path,
+    )
+    assert "held-out R^2 undefined for one row, RMSE" in out
+
+
 def test_train_into_a_closed_pipe_still_saves_the_model(tmp_path, data):
     # `xpmlp train ... --save m.npz | head -1`: the reader is gone before the first line
     read, write = os.pipe()

@@ -95,6 +95,11 @@ def read_table(
     if not p.is_file():
         raise CLIError(f"no such file: {path}")
     suffix = p.suffix.lower()
+    if suffix in NOT_TABLES:
+        raise CLIError(
+            f"{path}: {suffix} files are not read here; accepted: a CSV file (.csv, .tsv, "
+            ".txt, ...) with a header row, .npz (X, y) or .npy"
+        )
     if suffix not in (".npz", ".npy"):
         return _read_csv(p, list(target or ()), features, task)
     table = _read_npz(p) if suffix == ".npz" else _read_npy(p, need_target, n_features)
@@ -102,6 +107,26 @@ def read_table(
         if task == "regression" and t.dtype.kind != "f":
             raise CLIError(f"{path}: target {name!r} is not numeric; regression needs numbers")
     return table
+
+
+# formats that are not a CSV table, refused by name instead of read as one
+NOT_TABLES = {
+    ".json", ".xlsx", ".xls", ".ods", ".parquet", ".feather", ".pkl", ".pickle", ".h5",
+    ".hdf5", ".zip", ".gz", ".bz2", ".xz", ".png", ".jpg", ".pdf",
+}  # fmt: skip
+
+
+def _header_hint(header: list[str]) -> str:
+    """Why a column may be missing: a first line of numbers (no header row), or a
+    separator other than the comma."""
+    try:
+        [float(h) for h in header]
+        return "; the first line holds numbers: the file needs a header row of column names"
+    except ValueError:
+        pass
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        return "; the columns are separated by ',' here (a tab in .tsv files)"
+    return ""
 
 
 def _read_csv(
@@ -143,12 +168,23 @@ def _read_csv(
         if name not in header:
             raise CLIError(
                 f"target column {name!r} is not in {path}; columns: {', '.join(header)}"
+                + _header_hint(header)
             )
     if features is None:
         features = [h for h in header if h not in target]
     for name in features:
         if name not in header:
-            raise CLIError(f"feature column {name!r} that the model needs is not in {path}")
+            made_up = all(f == f"x{i}" for i, f in enumerate(features))
+            raise CLIError(
+                f"feature column {name!r} is not in {path}; columns: {', '.join(header)}"
+                + _header_hint(header)
+                + (
+                    " (x0, x1, ... are the names a model trained on an .npz or .npy file "
+                    "gives its features: name the CSV's columns so, or give an .npz/.npy)"
+                    if made_up
+                    else ""
+                )
+            )
     if not features:
         raise CLIError(f"{path} has no feature columns besides the target")
     lines = [n for n, _ in rows[1:]]
@@ -278,8 +314,13 @@ def _features_array(X: np.ndarray, path: Path) -> np.ndarray:
     if X.dtype.kind not in "biuf":
         raise CLIError(f"{path}: the features are not numeric (dtype {X.dtype})")
     X = X.astype(np.float64)
-    if not np.isfinite(X).all():
-        raise CLIError(f"{path}: the features hold NaN or inf; they must be finite numbers")
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad):
+        i, j = bad[0]
+        raise CLIError(
+            f"{path}: the features hold {X[i, j]} (row {i}, column {j}, the first of "
+            f"{len(bad)}); they must be finite numbers"
+        )
     return X
 
 
@@ -472,10 +513,11 @@ def format_metrics(m: dict) -> str:
     if "accuracy" in m:
         return f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
     errors = [f"RMSE {r:.4g}, MAE {a:.4g}" for r, a in zip(m["rmse"], m["mae"])]
+    r2 = f"R^2 {m['r2']:.4f}" if m["n"] > 1 else "R^2 undefined for one row"
     if len(errors) == 1:
-        return f"R^2 {m['r2']:.4f}, {errors[0]} (n={m['n']})"
+        return f"{r2}, {errors[0]} (n={m['n']})"
     each = "; ".join(f"{name}: {e}" for name, e in zip(m["names"], errors))
-    return f"R^2 {m['r2']:.4f} (mean over {len(errors)} targets); {each} (n={m['n']})"
+    return f"{r2} (mean over {len(errors)} targets); {each} (n={m['n']})"
 
 
 # ------------------------------------------------------------------------- encoding
@@ -597,7 +639,8 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
     try:
         net = load(path, backend=backend, device=device)
     except (KeyError, ValueError, OSError) as exc:
-        raise CLIError(f"{path} is not a model saved by xpmlp: {one_line(exc)}") from exc
+        why = one_line(exc).replace(f"{str(path)!r} is not an xpmlp model file: ", "")
+        raise CLIError(f"{path} is not a model saved by xpmlp: {why}") from exc
     side = sidecar_path(path)
     return net, read_sidecar(side, net) if side.is_file() else {}
 
