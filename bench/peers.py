@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -441,7 +442,9 @@ class Sklearn(Runner):
             tol=0.0,
             n_iter_no_change=10**9,
         )
-        self.m.partial_fit(self.X[:2], self.y[:2])  # builds its state; weights set in reset
+        with warnings.catch_warnings():  # "batch_size larger than sample size": meant so
+            warnings.simplefilter("ignore", UserWarning)
+            self.m.partial_fit(self.X[:2], self.y[:2])  # builds its state; weights set in reset
 
     def reset(self):
         for l, W in enumerate(self.wl.W0):

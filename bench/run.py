@@ -570,6 +570,14 @@ def report(results, meta, args):
         for k, why in res["skipped"]:
             add(f"| {k} | | skipped: {why} | | | | |")
         add("")
+        noisy = [
+            r["name"] for r in rows if len(r["times_s"]) > 1 and spread_pct(r["times_s"]) > 20
+        ]
+        if noisy:
+            add(
+                f"Spread above 20 % ({', '.join(noisy)}): the machine was busy or the repeats "
+                "too few, so ratios here are uncertain by as much; more --repeats narrow them."
+            )
         add(f"Loss before training {res['loss0']:.6g}; xpmlp after {res['ref_loss']:.6g}.")
         if "xpmlp-pure" in by:
             add(
