@@ -172,6 +172,8 @@ def test_a_device_that_cannot_be_used_raises_backend_error_at_construction():
     pytest.importorskip("torch")
     with pytest.raises(xpmlp.BackendError, match="device='cuda:99' cannot be used with .*torch"):
         xpmlp.MLP([2, 1], backend="torch", device="cuda:99")
+    with pytest.raises(xpmlp.BackendError, match=r"present here: cpu(, cuda:\d+)*$"):
+        xpmlp.MLP([2, 1], backend="torch", device="cuda:99")
     with pytest.raises(xpmlp.BackendError, match="device='nowhere' cannot be used"):
         xpmlp.MLP([2, 1], backend="array_api_strict", device="nowhere")
 

@@ -174,12 +174,34 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
             xp.asarray([0.0], device=resolved)
     except Exception as exc:  # each backend raises its own (AssertionError, RuntimeError, ...)
         reason = (str(exc).splitlines() or [""])[0]
+        present = _present_devices(name)
         raise BackendError(
             f"device={device!r} cannot be used with backend={name!r} here "
             f"({type(exc).__name__}: {reason}); accepted: {DEVICES.get(name, 'its devices')}, "
             "or None for the backend's default"
+            + (f"; present here: {', '.join(present)}" if present else "")
         ) from exc
     return xp, resolved
+
+
+def _present_devices(name: str) -> list[str]:
+    """The devices backend ``name`` can reach on this machine, as ``device=`` names them."""
+    try:
+        if name == "torch":
+            import torch
+
+            return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if name == "cupy":
+            import cupy
+
+            return [f"cuda:{i}" for i in range(cupy.cuda.runtime.getDeviceCount())]
+        if name == "jax":
+            import jax
+
+            return [f"{d.platform}:{d.id}" for d in jax.devices()]
+    except Exception:  # the list is a hint; its absence is no error
+        pass
+    return []
 
 
 def namespace_of(x: Any) -> Any | None:
