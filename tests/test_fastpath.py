@@ -23,7 +23,7 @@ def problem(N=23, D=3, K=2, seed=0, output="identity"):
 
 def fit_both(monkeypatch, sizes, activation="tanh", output="identity", dtype="float64", **fit):
     """Train the same network from the same seed on the pure path and on the fast path."""
-    X, T = problem(D=sizes[0], K=sizes[-1], output=output)
+    X, T = problem(D=sizes[0], K=sizes[-1], output=getattr(output, "name", output))
     runs = []
     for enabled in (False, True):
         monkeypatch.setattr(_fast, "ENABLED", enabled)
@@ -70,6 +70,20 @@ def test_classification_outputs_and_adam_match_pure_path(monkeypatch, output, op
         optimizer=optimizer,
     )
     assert_same(runs)
+
+
+@pytest.mark.parametrize("output", ["logistic", "softmax"])
+def test_scikit_learns_clipped_log_losses_take_the_fast_path(monkeypatch, output):
+    from xpmlp.objectives import CLIPPED
+
+    plans = []
+    real = _fast.plan
+    monkeypatch.setattr(_fast, "plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    runs = fit_both(
+        monkeypatch, [3, 5, 3], "tanh", CLIPPED[output], epochs=3, batch_size=4, learning_rate=0.02
+    )
+    assert_same(runs)
+    assert plans[0] is None and isinstance(plans[1], _fast.Plan)  # pure run, then fast
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

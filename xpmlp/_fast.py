@@ -42,7 +42,7 @@ import numpy as np
 
 from . import optim
 from .activations import ACTIVATIONS
-from .objectives import OUTPUTS
+from .objectives import CLIPPED, OUTPUTS
 
 ENABLED = os.environ.get("XPMLP_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is this small
@@ -191,7 +191,7 @@ def plan(
         return None
     if activation.name not in DELTAS or ACTIVATIONS.get(activation.name) is not activation:
         return None
-    if OUTPUTS.get(output.name) is not output:
+    if not any(output is o for o in (*OUTPUTS.values(), *CLIPPED.values())):
         return None
     if getattr(optimizer.update, "__module__", None) != optim.__name__:
         return None  # a user's optimizer may keep the gradient arrays we reuse
@@ -243,7 +243,7 @@ class Plan:
         self.K1 = K == 1
         self.losses = np.empty((N, 1) if K == 1 else N, dtype=dt)
         # reported loss: Config.loss_scale times the data term; 1/2 of squared error here
-        self.loss_scale = getattr(config, "loss_scale", 1.0) * (
+        self.loss_scale = config.loss_scale * (
             0.5 if output.name == "identity" else 1.0
         )
         # plain SGD: W += -eta delta.T @ [1 | Z] inside the GEMM (beta = 1), no gradient buffer

@@ -85,8 +85,7 @@ def _categorical_cross_entropy_clipped(A, Y, T, *, xp):  # -log softmax(a)_k = l
 # scikit-learn's log-losses clip every probability to [eps, 1 - eps]: per target, a loss of at
 # most -log(eps) (36.04 in float64) however wrong the logits. The same outputs and output
 # errors Y - T as above, hence the same gradients; only the reported loss differs, and only
-# where a probability is within eps of 0 or 1. (Not the NumPy fast path's outputs: training
-# with them takes the Array API path.)
+# where a probability is within eps of 0 or 1.
 CLIPPED = {
     "identity": OUTPUTS["identity"],
     "logistic": Output("logistic", logistic, _binary_cross_entropy_clipped),
