@@ -147,6 +147,17 @@ def test_divergence_under_strict_float_errors_is_the_same_error(net, data, mode)
     assert_unchanged(net, snap)
 
 
+@pytest.mark.parametrize("activation", ["logistic", "softplus"])
+def test_saturated_units_train_and_predict_under_seterr_raise(activation):
+    # exp(-|a|) of a saturated unit underflows to 0: rightly, not an arithmetic failure
+    X = np.linspace(-1, 1, 12).reshape(6, 2)
+    net = xpmlp.MLP([2, 4, 1], activation, "logistic", seed=0)
+    net.weights = [W * 1000 for W in net.weights]
+    with np.errstate(all="raise"):
+        net.fit(X, (X[:, :1] > 0) * 1.0, epochs=2, batch_size=3, learning_rate=1e-3)
+        assert np.isfinite(net.predict(X)).all()
+
+
 def test_class_labels_for_a_softmax_say_how_to_give_them():
     net = xpmlp.MLP([2, 3, 2], output="softmax", seed=0)
     X = np.zeros((4, 2))

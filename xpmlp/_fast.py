@@ -243,9 +243,7 @@ class Plan:
         self.K1 = K == 1
         self.losses = np.empty((N, 1) if K == 1 else N, dtype=dt)
         # reported loss: Config.loss_scale times the data term; 1/2 of squared error here
-        self.loss_scale = config.loss_scale * (
-            0.5 if output.name == "identity" else 1.0
-        )
+        self.loss_scale = config.loss_scale * (0.5 if output.name == "identity" else 1.0)
         # plain SGD: W += -eta delta.T @ [1 | Z] inside the GEMM (beta = 1), no gradient buffer
         self.fused = [
             self.sgd and self.blas is not None and W.size >= GEMM_UPDATE_SIZE

@@ -41,11 +41,13 @@ from .optim import Optimizer, get_optimizer
 
 
 def _on_device(method: Callable) -> Callable:
-    """Run ``method`` with the model's device current (CuPy computes on the current device)."""
+    """Run ``method`` with the model's device current (CuPy computes on the current device)
+    and NumPy's underflows ignored (the stable forms' ``exp(-|a|)`` of a saturated unit
+    underflows to 0, rightly, also under ``np.seterr(all="raise")``)."""
 
     @functools.wraps(method)
     def on_device(self, *args, **kwargs):
-        with device_scope(self.xp, self.device):
+        with device_scope(self.xp, self.device), np.errstate(under="ignore"):
             return method(self, *args, **kwargs)
 
     return on_device

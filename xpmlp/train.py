@@ -171,39 +171,41 @@ def train(
         )  # fmt: skip
     by_size = sample_weight is None or c.loss_by_batch_size
     S = N if by_size else xp.sum(sample_weight)  # the epoch loss is total / S
-    for _ in range(c.epochs):
-        idx = None
-        if c.shuffle:
-            idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
-        try:
-            weights, state.opt_state, total = epoch(
-                weights, idx, state.opt_state, state.learning_rate
-            )
-        except (RuntimeWarning, FloatingPointError) as exc:  # -W error, np.seterr(all="raise")
-            raise FloatingPointError(
-                f"the training arithmetic failed at epoch {state.epochs + 1} ({exc}); "
-                "lower learning_rate or scale the inputs"
-            ) from exc
-        weights = list(weights)  # on_epoch may replace its entries for the next epoch
-        epoch_loss = float(total / S)  # the one host synchronisation of the epoch
-        state.t += N
-        state.epochs += 1
-        state.history["loss"].append(epoch_loss)
-        if not math.isfinite(epoch_loss):
-            raise FloatingPointError(
-                f"the training loss became {epoch_loss} at epoch {state.epochs}; "
-                "lower learning_rate or scale the inputs"
-            )
-        score = None if validate is None else float(validate(weights))
-        if score is not None:
-            state.history["val_score"].append(score)
-        stop = _plateau(weights, epoch_loss, score, c, state, xp=xp)
-        if c.schedule == "invscaling":
-            state.learning_rate = c.learning_rate / (state.t + 1) ** c.power_t
-        if on_epoch is not None and on_epoch(state.epochs, epoch_loss, score, weights):
-            stop = True
-        if stop:
-            break
+    # exp(-|a|) of a saturated unit underflows to 0, rightly, also under np.seterr(all="raise")
+    with np.errstate(under="ignore"):
+        for _ in range(c.epochs):
+            idx = None
+            if c.shuffle:
+                idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
+            try:
+                weights, state.opt_state, total = epoch(
+                    weights, idx, state.opt_state, state.learning_rate
+                )
+            except (RuntimeWarning, FloatingPointError) as exc:  # -W error, np.seterr(all="raise")
+                raise FloatingPointError(
+                    f"the training arithmetic failed at epoch {state.epochs + 1} ({exc}); "
+                    "lower learning_rate or scale the inputs"
+                ) from exc
+            weights = list(weights)  # on_epoch may replace its entries for the next epoch
+            epoch_loss = float(total / S)  # the one host synchronisation of the epoch
+            state.t += N
+            state.epochs += 1
+            state.history["loss"].append(epoch_loss)
+            if not math.isfinite(epoch_loss):
+                raise FloatingPointError(
+                    f"the training loss became {epoch_loss} at epoch {state.epochs}; "
+                    "lower learning_rate or scale the inputs"
+                )
+            score = None if validate is None else float(validate(weights))
+            if score is not None:
+                state.history["val_score"].append(score)
+            stop = _plateau(weights, epoch_loss, score, c, state, xp=xp)
+            if c.schedule == "invscaling":
+                state.learning_rate = c.learning_rate / (state.t + 1) ** c.power_t
+            if on_epoch is not None and on_epoch(state.epochs, epoch_loss, score, weights):
+                stop = True
+            if stop:
+                break
     if c.early_stopping and state.best_weights is not None:
         weights = [_copy(W, xp=xp) for W in state.best_weights]
     # the epoch loss precedes each update, so the last update's overflow shows only here
