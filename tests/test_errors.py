@@ -40,7 +40,8 @@ def test_bad_layer_sizes(sizes, error, match):
         ({"activation": 3}, TypeError, "activation must be a name"),
         ({"output": "tanh"}, ValueError, "output='tanh' is unknown; accepted: identity"),
         ({"dtype": "float16"}, ValueError, "dtype='float16' is not supported"),
-        ({"init": "orthogonal"}, ValueError, "init='orthogonal' is unknown"),
+        ({"init": "orthogonal"}, ValueError, "init='orthogonal' is unknown; .* or a callable"),
+        ({"init": 3}, TypeError, r"init=3 \(int\); accepted: glorot, .* or a callable"),
         ({"backend": "mxnet"}, ValueError, "backend='mxnet' is unknown"),
     ],
 )
@@ -111,11 +112,12 @@ def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype):
         ({"epochs": -1}, "epochs=-1; accepted: an int >= 0"),
         ({"epochs": 2.5}, "epochs=2.5"),
         ({"batch_size": 0}, "batch_size=0; accepted: an int >= 1"),
-        ({"optimizer": "lbfgs"}, "optimizer='lbfgs' is unknown; accepted: sgd, adam"),
+        ({"optimizer": "lbfgs"}, "optimizer='lbfgs' is unknown; accepted: sgd, adam or an"),
         ({"schedule": "cosine"}, "schedule='cosine' is unknown"),
         ({"alpha": -1.0}, "alpha=-1.0"),
         ({"validation_fraction": 1.5}, "validation_fraction=1.5"),
-        ({"sample_weight": -np.ones(10)}, "sample_weight must be >= 0"),
+        ({"sample_weight": -np.ones(10)}, "sample_weight has minimum -1 and sum -10; accepted"),
+        ({"sample_weight": np.zeros(10)}, "minimum 0 and sum 0; accepted: weights >= 0 with"),
         ({"sample_weight": np.ones(3)}, "sample_weight has 3 entries for 10 samples"),
     ],
 )
@@ -234,6 +236,35 @@ def test_weights_setter_rejects_what_is_not_an_array_of_real_numbers(net, W0, er
     with pytest.raises(error, match=match):
         net.weights = [W0, np.zeros((1, 4))]
     assert_unchanged(net, snap)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (
+            lambda: xpmlp.optim.sgd(momentum="0.9"),
+            ValueError,
+            "momentum='0.9'; accepted: a number",
+        ),
+        (lambda: xpmlp.optim.sgd(momentum=1.5), ValueError, r"momentum=1.5; accepted: .*\[0, 1\]"),
+        (lambda: xpmlp.optim.sgd(nesterov="yes"), TypeError, "nesterov='yes'; accepted: True"),
+        (lambda: xpmlp.optim.adam(beta_1=None), ValueError, "beta_1=None; accepted: a number"),
+        (lambda: xpmlp.optim.adam(epsilon=0), ValueError, "epsilon=0.0; accepted: a number > 0"),
+    ],
+)
+def test_bad_optimizer_hyper_parameters_are_named(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_an_optimizer_of_the_wrong_type_is_a_type_error(net, data):
+    with pytest.raises(TypeError, match=r"optimizer=3 \(int\); accepted: sgd, adam or an"):
+        net.fit(*data, epochs=1, optimizer=3)
+
+
+def test_validation_data_that_is_not_a_pair_says_what_it_is(net, data):
+    with pytest.raises(TypeError, match=r"validation_data is a tuple of 3; accepted: a pair"):
+        net.fit(*data, epochs=1, validation_data=(1, 2, 3))
 
 
 def test_validation_data_errors_name_x_val_and_t_val(net, data):

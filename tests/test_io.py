@@ -380,7 +380,7 @@ CORRUPTIONS = {
     ),
     "bad hyper-parameter": (
         corrupt_meta(lambda m: m["optimizer"]["hyperparams"].update(beta_1=2.0)),
-        r"beta_1=2.0 must lie in \[0, 1\)",
+        r"beta_1=2.0; accepted: a number in \[0, 1\)",
     ),
     "bad rng": (
         corrupt_meta(lambda m: m["rng"]["state"].update(bit_generator="os.system")),

@@ -106,9 +106,7 @@ class MLP:
         self.layer_sizes = check_layer_sizes(layer_sizes)
         self.activation = get_activation(activation)
         self.output = get_output(output)
-        if not (isinstance(init, str) and init in network.INITS) and not callable(init):
-            raise ValueError(f"init={init!r} is unknown; accepted: {', '.join(network.INITS)}")
-        self.init = init
+        self.init = init  # checked by network.init_weights below
         self.xp, self.device = resolve(backend, device)
         self.dtype = get_dtype(dtype, xp=self.xp)
         self.seed = seed
@@ -303,8 +301,12 @@ class MLP:
         sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
         if sw.shape[0] != N:
             raise ValueError(f"sample_weight has {sw.shape[0]} entries for {N} samples")
-        if bool(self.xp.any(sw < 0)) or not bool(self.xp.sum(sw) > 0):
-            raise ValueError("sample_weight must be >= 0 with a positive sum")
+        low, total = float(self.xp.min(sw)), float(self.xp.sum(sw))
+        if not (low >= 0 and total > 0):
+            raise ValueError(
+                f"sample_weight has minimum {low:g} and sum {total:g}; accepted: weights "
+                ">= 0 with a positive sum"
+            )
         return sw
 
     # ------------------------------------------------------------ training
@@ -404,12 +406,15 @@ class MLP:
             )
             return self._train(X, T, sw, val, opt, config, callbacks, verbose)
 
-    def _validation_split(self, X, T, sw, fraction, data, early_stopping, stratify=None):
+    def _validation_split(self, X, T, sw, fraction, data, early_stopping):
         if data is not None:
             if fraction is not None:
                 raise ValueError("give validation_data or validation_fraction, not both")
             if not (isinstance(data, (tuple, list)) and len(data) == 2):
-                raise TypeError("validation_data must be a pair (X_val, T_val)")
+                got = f"a {type(data).__name__}" + (
+                    f" of {len(data)}" if isinstance(data, (tuple, list)) else ""
+                )
+                raise TypeError(f"validation_data is {got}; accepted: a pair (X_val, T_val)")
             return (X, T, sw, (*self._pair(*data, names=("X_val", "T_val")), None))
         if fraction is None:
             if not early_stopping:
@@ -423,7 +428,7 @@ class MLP:
             raise ValueError(
                 f"validation_fraction={fraction} leaves no training samples out of {N}"
             )
-        return self._hold_out(X, T, sw, n_val, stratify)
+        return self._hold_out(X, T, sw, n_val)
 
     def _hold_out(self, X, T, sw, n_val: int, stratify=None):
         """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T, sw)`` to

@@ -103,6 +103,16 @@ def init_weights(
     -------
     list of NumPy arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1), bias in column 0.
     """
+    if isinstance(init, str) and init not in INITS:
+        raise ValueError(
+            f"init={init!r} is unknown; accepted: {', '.join(INITS)} or a callable "
+            "init(fan_in, fan_out, *, rng, activation)"
+        )
+    if not isinstance(init, str) and not callable(init):
+        raise TypeError(
+            f"init={init!r} ({type(init).__name__}); accepted: {', '.join(INITS)} or a "
+            "callable init(fan_in, fan_out, *, rng, activation)"
+        )
     fn = INITS[init] if isinstance(init, str) else init
     if not isinstance(rng, (np.random.Generator, np.random.RandomState)):
         rng = np.random.RandomState(rng) if init == "sklearn" else np.random.default_rng(rng)

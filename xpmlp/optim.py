@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ._checks import check_bool, finite_float
 from .backend import is_writeable
 
 
@@ -55,8 +56,10 @@ def sgd(momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
         W <- W + V                     (classical)
         W <- W + mu V - eta G          (Nesterov)
     """
+    momentum = finite_float(momentum, "momentum", "a number in [0, 1]")
     if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum={momentum!r} must lie in [0, 1]")
+        raise ValueError(f"momentum={momentum!r}; accepted: a number in [0, 1]")
+    nesterov = check_bool(nesterov, "nesterov")
 
     def init(weights, *, xp):
         if momentum == 0.0:
@@ -91,11 +94,16 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
     eta_t = eta sqrt(1 - beta_2**t) / (1 - beta_1**t)
     W <- W - eta_t m / (sqrt(v) + epsilon)
     """
+    beta_1, beta_2 = (
+        finite_float(b, name, "a number in [0, 1)")
+        for name, b in (("beta_1", beta_1), ("beta_2", beta_2))
+    )
     for name, b in (("beta_1", beta_1), ("beta_2", beta_2)):
         if not 0.0 <= b < 1.0:
-            raise ValueError(f"{name}={b!r} must lie in [0, 1)")
+            raise ValueError(f"{name}={b!r}; accepted: a number in [0, 1)")
+    epsilon = finite_float(epsilon, "epsilon", "a number > 0")
     if not epsilon > 0:
-        raise ValueError(f"epsilon={epsilon!r} must be > 0")
+        raise ValueError(f"epsilon={epsilon!r}; accepted: a number > 0")
 
     def init(weights, *, xp):
         return AdamState(
@@ -120,10 +128,13 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
 OPTIMIZERS = {"sgd": sgd, "adam": adam}
 
 
-def get_optimizer(optimizer: Any, **hyperparams) -> Optimizer:
-    """Resolve ``"sgd"``/``"adam"`` (with hyper-parameters) or pass an :class:`Optimizer`."""
+def get_optimizer(optimizer: Any) -> Optimizer:
+    """Resolve ``"sgd"``/``"adam"`` (default hyper-parameters) or pass an :class:`Optimizer`."""
     if isinstance(optimizer, Optimizer):
         return optimizer
-    if isinstance(optimizer, str) and optimizer in OPTIMIZERS:
-        return OPTIMIZERS[optimizer](**hyperparams)
-    raise ValueError(f"optimizer={optimizer!r} is unknown; accepted: {', '.join(OPTIMIZERS)}")
+    accepted = f"{', '.join(OPTIMIZERS)} or an xpmlp.optim.Optimizer such as optim.sgd(0.9)"
+    if isinstance(optimizer, str):
+        if optimizer in OPTIMIZERS:
+            return OPTIMIZERS[optimizer]()
+        raise ValueError(f"optimizer={optimizer!r} is unknown; accepted: {accepted}")
+    raise TypeError(f"optimizer={optimizer!r} ({type(optimizer).__name__}); accepted: {accepted}")

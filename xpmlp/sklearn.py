@@ -453,7 +453,7 @@ class _BaseMLP(BaseEstimator):
             return MLP(
                 [int(X.shape[1]), *sizes],
                 activation=self.activation,
-                output=self._output(sizes[-1], _replays_sklearn(self.init)),
+                output=self._output(_replays_sklearn(self.init)),
                 backend=backend_name(xp_in) if on_input else self.backend,
                 device=device_of(X) if on_input else self.device,
                 dtype=self.dtype,
@@ -467,15 +467,15 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn draws from a fresh check_random_state each fit
         net.rng = check_random_state(self.random_state) if replay else copy.deepcopy(net.rng)
         net.activation = get_activation(self.activation)
-        net.output = get_output(self._output(sizes[-1], replay))  # also after unpickling
+        net.output = get_output(self._output(replay))  # also after unpickling
         if dtype_name(net.dtype) != self.dtype:
             net.dtype = self.dtype
             net.to(net.xp, net.device)  # weights, optimizer state and best weights
         return net
 
-    def _output(self, K: int, replay: bool):
+    def _output(self, replay: bool):
         """The output layer; replaying scikit-learn, with its clipped log-loss."""
-        name = self._output_name(K)
+        name = self._output_name()
         return CLIPPED[name] if replay else name
 
     def _hold_out(self, net: MLP, X, T, sw, stratify):
@@ -671,7 +671,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return y, None, None
 
     @staticmethod
-    def _output_name(K: int) -> str:
+    def _output_name() -> str:
         return "identity"
 
     @staticmethod
@@ -862,7 +862,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             class_sw = weights[np.searchsorted(self.classes_, y)]
         return T, stratify, class_sw
 
-    def _output_name(self, K: int) -> str:
+    def _output_name(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     @staticmethod
