@@ -3,6 +3,7 @@
 import importlib.util
 import io
 import json
+import os
 import pickle
 
 import numpy as np
@@ -264,8 +265,120 @@ def test_custom_activation_cannot_be_saved_or_pickled(tmp_path):
     with pytest.raises(ValueError, match="activation='custom:<lambda>'.*accepted: identity"):
         net.save(tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
-    with pytest.raises(ValueError, match="cannot pickle a model with activation='custom"):
+    with pytest.raises(ValueError, match="cannot pickle: activation='custom"):
         pickle.dumps(net)
+
+
+def builtin_named_impostors():
+    from xpmlp.activations import Activation
+    from xpmlp.objectives import OUTPUTS, Output
+
+    square = Activation("tanh", lambda a, *, xp: a * a, lambda a, z, *, xp: 2 * a)
+    huber = Output("huber", OUTPUTS["identity"].f, OUTPUTS["identity"].loss)
+    other = Output("identity", lambda a, *, xp: 2 * a, OUTPUTS["identity"].loss)
+    return {"tanh that is not tanh": {"activation": square}, "custom output": {"output": huber},
+            "identity that is not identity": {"output": other}}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(builtin_named_impostors()))
+def test_functions_a_name_would_not_restore_are_refused_by_save_and_pickle(tmp_path, name):
+    # restored by name, they would come back as other functions, or not at all
+    net = xpmlp.MLP([2, 3, 1], **builtin_named_impostors()[name])
+    with pytest.raises(ValueError, match="cannot save: .* which cannot be restored by name"):
+        net.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="cannot pickle: "):
+        pickle.dumps(net)
+
+
+def test_a_failed_save_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    small = xpmlp.MLP([2, 3, 1], seed=1)
+    small.save(path)
+    before = path.read_bytes()
+
+    def full_disk(file, **arrays):
+        file.write(b"PK\x03\x04 half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        xpmlp.MLP([20, 30, 1], seed=2).save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
+    np.testing.assert_array_equal(xpmlp.load(path).weights[0], small.weights[0])
+
+
+def test_save_keeps_the_permissions_and_writes_through_a_link(tmp_path):
+    real, link = tmp_path / "real.npz", tmp_path / "link.npz"
+    xpmlp.MLP([2, 3, 1]).save(real)
+    os.chmod(real, 0o640)
+    link.symlink_to(real)
+    net = xpmlp.MLP([2, 3, 1], seed=7)
+    net.save(link)
+    assert link.is_symlink() and oct(real.stat().st_mode & 0o777) == "0o640"
+    np.testing.assert_array_equal(xpmlp.load(real).weights[0], net.weights[0])
+
+
+@pytest.mark.parametrize(
+    ("offset", "says"),
+    [(8, "is encrypted"), (10, "compression method is not supported")],
+)
+def test_flipped_bits_in_the_zip_directory_are_a_damaged_file(offset, says):
+    b = io.BytesIO()
+    xpmlp.MLP([2, 3, 1]).save(b)
+    r = bytearray(b.getvalue())
+    entry = r.rfind(b"PK\x01\x02", 0, r.rfind(b"W0.npy"))  # W0's central directory entry
+    r[entry + offset] ^= 1  # its flags (8) or its compression method (10)
+    with pytest.raises(ValueError, match=f"the file is damaged: .*{says}"):
+        xpmlp.load(io.BytesIO(bytes(r)))
+
+
+def test_a_member_that_is_not_npy_data_is_named():
+    import zipfile
+
+    arrays, _ = xpmlp.io._to_arrays(xpmlp.MLP([2, 3, 1]))
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        for k, v in arrays.items():
+            with z.open(k + ".npy", "w") as f:
+                np.save(f, v)
+        z.writestr("metadata.npy", b"not an npy")
+    b.seek(0)
+    with pytest.raises(ValueError, match="member 'metadata' is not a NumPy array"):
+        xpmlp.load(b)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    net = xpmlp.MLP([2, 3, 1])
+    arrays, meta = xpmlp.io._to_arrays(net)
+    arrays["W0"] = np.full_like(arrays["W0"], np.nan)
+    arrays["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(ValueError, match=r"^'.*nan.npz': array 'W0' contains NaN or inf"):
+        xpmlp.load(tmp_path / "nan.npz")
+    with open(tmp_path / "nan.npz", "rb") as f, pytest.raises(ValueError, match=r"^'.*nan.npz': "):
+        xpmlp.load(f)
+
+
+def test_adams_overflowed_second_moment_saves_and_loads(tmp_path):
+    net = xpmlp.MLP([2, 3, 1], activation="identity", dtype="float32")
+    net.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, optimizer="adam")
+    net.state.opt_state.v[0][0, 0] = np.inf  # G**2 beyond float32's range: steps of 0
+    net.save(tmp_path / "m.npz")
+    assert np.isposinf(xpmlp.load(tmp_path / "m.npz").state.opt_state.v[0][0, 0])
+
+
+def test_a_model_cannot_be_moved_while_it_trains():
+    net = xpmlp.MLP([2, 3, 1], seed=0)
+    W = [np.array(w) for w in net.weights]
+    with pytest.raises(RuntimeError, match="cannot move a model while fit trains it"):
+        net.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=3,
+                callbacks=[lambda e, l, s, m: e == 2 and m.to("array_api_strict")])  # fmt: skip
+    assert net.backend == "numpy"
+    for a, b in zip(net.weights, W):
+        np.testing.assert_array_equal(a, b)
+    net.to("array_api_strict")  # after fit, it moves
+    assert net.backend == "array_api_strict"
 
 
 # ---------------------------------------------------------------- damaged and hostile files

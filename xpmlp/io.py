@@ -18,11 +18,14 @@ the metadata before it builds the model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import stat
 import sys
+import tempfile
 import zipfile
 import zlib
 from contextlib import contextmanager, nullcontext
@@ -35,7 +38,7 @@ from . import train
 from ._checks import check_choice, check_int, check_layer_sizes, check_nonneg, check_positive
 from .activations import ACTIVATIONS
 from .backend import dtype_name, get_dtype, to_numpy
-from .model import MLP
+from .model import MLP, check_storable
 from .optim import OPTIMIZERS
 
 FORMAT = "xpmlp.MLP"
@@ -66,20 +69,46 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
     ------
     ValueError
         If the model holds something that cannot be restored by name: a custom activation
-        pair or an optimizer other than ``"sgd"``/``"adam"``.
+        pair or output, or an optimizer other than ``"sgd"``/``"adam"``.
+
+    A file name is written whole or not at all: the model goes to a temporary file beside it,
+    which then replaces it, so a failure (a full disk, Ctrl-C) leaves the old file as it was.
     """
     arrays, meta = _to_arrays(net)
     arrays[METADATA] = np.frombuffer(
         json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8
     )
-    with nullcontext(path) if hasattr(path, "write") else open(os.fspath(path), "wb") as f:
-        np.savez(f, **arrays)
+    if hasattr(path, "write"):
+        np.savez(path, **arrays)
+        return
+    target = os.path.realpath(os.fspath(path))  # through a symbolic link, as open() writes
+    folder = os.path.dirname(target)
+    fd, tmp = tempfile.mkstemp(prefix=".xpmlp-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.chmod(tmp, _file_mode(target))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _file_mode(path: str) -> int:
+    """The permissions ``open(path, "w")`` would leave: the old file's, else 0o666 less the
+    process's umask (mkstemp's own 0o600 would hide the model from its group)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _to_arrays(net: MLP) -> tuple[dict, dict]:
     """The file's arrays (NumPy) and metadata (JSON-able) for ``net``; raises before writing."""
-    if net.activation.name not in ACTIVATIONS:
-        raise _custom_activation(net.activation.name, "cannot save: ")
+    check_storable(net, "cannot save: ")
     dtype = dtype_name(net.dtype)
     host = lambda prefix, xs: {  # cast only where the backend's dtype differs
         f"{prefix}{l}": np.asarray(to_numpy(x), dtype=dtype) for l, x in enumerate(xs)
@@ -159,14 +188,6 @@ def _number(x, name: str, *, nan: bool = True) -> float:
     raise ValueError(f"{name}={x!r:.40}; accepted: a number" + ("" if nan else ", not NaN"))
 
 
-def _custom_activation(name: str, prefix: str = "") -> ValueError:
-    """A custom (h, dh) pair has no name to be restored by (``MLP`` does not pickle it)."""
-    return ValueError(
-        f"{prefix}activation={name!r} is a custom activation, which a file cannot restore: "
-        f"its (h, dh) pair is not stored; accepted: {', '.join(ACTIVATIONS)}"
-    )
-
-
 def _template(name: str, hyperparams: dict, n_layers: int) -> Any:
     """A fresh state of ``OPTIMIZERS[name]`` for empty weights, allocating nothing: which of
     its fields are lists of per-layer arrays and which are ints holds for every state."""
@@ -222,7 +243,23 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
         If the file is not an xpmlp model (not an ``.npz``, truncated, pickled or object
         arrays), or any name, dtype, shape or value disagrees with its metadata.
     """
-    arrays = _read(path)
+    where = _where(path)
+    arrays = _read(path, where)
+    try:
+        net = _restore(arrays)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return net.to(backend, device)
+
+
+def _where(path) -> str:
+    """How error messages name the file: its path, or an open file's name."""
+    name = getattr(path, "name", None) if hasattr(path, "read") else os.fspath(path)
+    return repr(name) if isinstance(name, (str, bytes)) else "the file"
+
+
+def _restore(arrays: dict) -> MLP:
+    """The model (on NumPy) that the file's arrays and metadata describe, all checked."""
     meta = _metadata(arrays.pop(METADATA, None))
     with _metadata_errors():
         sizes = check_layer_sizes(meta["layer_sizes"])
@@ -238,7 +275,10 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
     host = {p: [arrays[f"{p}{l}"] for l in range(len(shapes))] for p in prefixes}
     with _metadata_errors():
         if str(meta["activation"]).startswith("custom"):
-            raise _custom_activation(meta["activation"])
+            raise ValueError(
+                f"activation={meta['activation']!r} is a custom activation, which a file "
+                f"cannot restore; accepted: {', '.join(ACTIVATIONS)}"
+            )
         net = MLP(
             sizes,
             meta["activation"],
@@ -255,7 +295,7 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
         net.state = _loop_state(meta, opt_state, host.get("best_W"))
     net._weights = host["W"]  # checked above: the model's dtype and shapes, on the host
     net._optimizer_key = key
-    return net.to(backend, device)
+    return net
 
 
 def _optimizer(opt: dict | None, n_layers: int) -> tuple:
@@ -322,9 +362,12 @@ def _loop_state(meta: dict, opt_state: Any, best_weights: list | None) -> train.
     )
 
 
-def _read(path) -> dict[str, np.ndarray]:
+# what zipfile and numpy raise for archives that are damaged in one way or another
+DAMAGED = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+
+
+def _read(path, where: str) -> dict[str, np.ndarray]:
     """Every member of the ``.npz``, read into memory; nothing is ever unpickled."""
-    where = "the file" if hasattr(path, "read") else repr(os.fspath(path))
     with nullcontext(path) if hasattr(path, "read") else open(os.fspath(path), "rb") as fh:
         start = fh.tell()
         if fh.read(4) not in ZIP_MAGIC:
@@ -332,7 +375,7 @@ def _read(path) -> dict[str, np.ndarray]:
         fh.seek(start)
         try:
             f = np.load(fh, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, *DAMAGED) as exc:
             raise ValueError(
                 f"{where} is not a readable .npz archive (truncated?): {exc}"
             ) from exc
@@ -340,8 +383,8 @@ def _read(path) -> dict[str, np.ndarray]:
         with f:
             try:  # every member against its CRC-32: a changed byte is not a model
                 bad = f.zip.testzip()
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                bad = f"? ({exc})"
+            except DAMAGED as exc:  # e.g. flags that claim encryption or another compression
+                raise ValueError(f"{where} is damaged: {exc}") from exc
             if bad is not None:
                 raise ValueError(f"{where} is damaged: member {bad!r} fails its checksum")
             for name in f.files:
@@ -349,10 +392,12 @@ def _read(path) -> dict[str, np.ndarray]:
                     out[name] = f[name]
                 except ValueError as exc:  # object arrays need pickle, which is refused
                     raise ValueError(f"{where}: array {name!r} cannot be read: {exc}") from exc
-                except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+                except (*DAMAGED, KeyError) as exc:
                     raise ValueError(
                         f"{where} is damaged or truncated at {name!r}: {exc}"
                     ) from exc
+                if not isinstance(out[name], np.ndarray):  # numpy hands such members as bytes
+                    raise ValueError(f"{where}: member {name!r} is not a NumPy array (.npy)")
     return out
 
 
@@ -415,7 +460,9 @@ def _check_arrays(arrays: dict, expected: dict, dtype: np.dtype) -> None:
             raise ValueError(f"array {name!r} has dtype {A.dtype}; the metadata says {dtype}")
         if A.shape != shape:
             raise ValueError(f"array {name!r} has shape {A.shape}; the network needs {shape}")
-        if not np.isfinite(A).all():
+        # Adam's v may overflow to +inf (its steps are then 0): a state fit can go on from
+        finite = np.isfinite(A) | (A == np.inf) if name.startswith("opt_v") else np.isfinite(A)
+        if not finite.all():
             raise ValueError(f"array {name!r} contains NaN or inf")
 
 

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -36,8 +37,26 @@ from .backend import (
     resolve,
     to_numpy,
 )
-from .objectives import get_output
+from .objectives import CLIPPED, OUTPUTS, get_output
 from .optim import Optimizer, get_optimizer
+
+_TRAINING: weakref.WeakSet = weakref.WeakSet()  # the models whose fit is running
+
+
+def check_storable(net: MLP, prefix: str = "") -> None:
+    """Refuse a model whose activation or output a file or pickle cannot restore by name:
+    a custom ``(h, dh)`` pair, or any function object other than the one of its name."""
+    a, o = net.activation, net.output
+    if ACTIVATIONS.get(a.name) is not a:
+        raise ValueError(
+            f"{prefix}activation={a.name!r} is a custom activation, which cannot be restored "
+            f"by name (its functions are not stored); accepted: {', '.join(ACTIVATIONS)}"
+        )
+    if OUTPUTS.get(o.name) is not o and CLIPPED.get(o.name) is not o:
+        raise ValueError(
+            f"{prefix}output={o.name!r} is a custom output, which cannot be restored by name "
+            f"(its functions are not stored); accepted: {', '.join(OUTPUTS)}"
+        )
 
 
 def _on_device(method: Callable) -> Callable:
@@ -483,6 +502,7 @@ class MLP:
                 W[:], self._weights = self._weights, W
             return stop
 
+        _TRAINING.add(self)
         try:
             with self._unchanged_on_error():
                 weights, state = train.train(
@@ -506,6 +526,7 @@ class MLP:
                 del state.history[k][n:]
             raise
         finally:
+            _TRAINING.discard(self)
             if bar is not None:
                 bar.close()
         self._weights, self.state, self._optimizer_key = weights, state, key
@@ -567,6 +588,11 @@ class MLP:
         -------
         self, now on ``backend``, with the same dtype; ``fit`` continues its optimizer.
         """
+        if self in _TRAINING:  # the loop holds arrays of the old backend
+            raise RuntimeError(
+                "to() cannot move a model while fit trains it (a callback); move it before "
+                "or after fit"
+            )
         xp, device = resolve(backend, device)
         dtype = get_dtype(dtype_name(self.dtype), xp=xp)
 
@@ -599,11 +625,7 @@ class MLP:
 
     def __getstate__(self) -> dict:
         """Pickle NumPy copies of the arrays and the backend, device and dtype by name."""
-        if self.activation.name not in ACTIVATIONS:
-            raise ValueError(
-                f"cannot pickle a model with activation={self.activation.name!r}: a custom "
-                f"(h, dh) pair is not stored; accepted: {', '.join(ACTIVATIONS)}"
-            )
+        check_storable(self, "cannot pickle: ")
         return {
             **self.__dict__,
             "xp": self.backend,
