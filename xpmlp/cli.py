@@ -12,7 +12,7 @@ the second one feeds the features in as they are and says so). Reading tables, e
 targets and the sidecar live in :mod:`xpmlp.tables`; the ``info`` report in :mod:`xpmlp.info`.
 
 Bad input ends with one line ``xpmlp: error: ...`` on standard error and exit status 2 (1
-for a failure during training); set ``XPMLP_DEBUG=1`` to see the traceback instead.
+when training diverges); set ``XPMLP_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations

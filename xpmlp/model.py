@@ -90,7 +90,7 @@ class MLP:
     device : str, int or None
         ``"cuda:1"``, a CuPy device id, ... ``None`` is the backend's default.
     dtype : {"float32", "float64"}
-    seed : None, int >= 0, numpy Generator or RandomState
+    seed : None, int >= 0, or a numpy Generator, RandomState, SeedSequence or BitGenerator
         Seeds the host generator that draws initial weights, shuffles and splits: the same
         seed gives the same initial weights on every backend. With ``init="sklearn"`` the
         generator is a ``numpy.random.RandomState`` (an int seed below 2**32, or a
@@ -281,7 +281,9 @@ class MLP:
 
     @_on_device
     def loss_and_gradients(self, X, T, *, sample_weight=None, alpha: float = 0.0):
-        """Mean loss over the samples (a float) and ``grads`` shaped like ``weights``."""
+        """The loss (a float) and its gradients ``grads``, shaped like ``weights``: the mean
+        of the per-sample losses (weighted by ``sample_weight``, if given) plus the L2 term
+        ``alpha`` (see ``fit``)."""
         X, T = self._pair(X, T)
         sw = None if sample_weight is None else self._sample_weight(sample_weight, X.shape[0])
         loss, grads = train.loss_and_gradients(
@@ -374,12 +376,17 @@ class MLP:
             decrease, and training never stops early).
         alpha : L2 penalty on the weights (not the biases), scikit-learn's scaling.
         clip_norm : clip the gradients to this global norm.
+        shuffle : draw a new sample order each epoch (from the model's host generator);
+            False takes the batches in the data's order.
         tol, n_iter_no_change : stop after more than ``n_iter_no_change`` epochs in a row
             that improve the loss (or the validation score, with ``early_stopping``) by less
             than ``tol`` (scikit-learn's rule); ``tol=None`` trains all ``epochs``, unless
             ``early_stopping`` is set (it then stops with ``tol`` 0).
         early_stopping : hold out ``validation_fraction`` (default 0.1) of the data, or use
             ``validation_data``, stop on its score and restore the best weights.
+        validation_fraction : hold out this share of the data (drawn from the host
+            generator) and score it every epoch; without ``early_stopping`` it is scored and
+            reported in the history only.
         validation_data : (X_val, T_val), scored every epoch (R^2 or accuracy).
         sample_weight : array (N,), weights of the samples in the loss.
         callbacks : list of callables ``cb(epoch, loss, val_score, model)``; returning True

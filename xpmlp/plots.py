@@ -119,7 +119,14 @@ def plot_demo(panels: Sequence[DemoPanel], path: str | Path, *, dpi: int = 100) 
     for ax, p in zip(axes, panels):
         for j in range(p.Z.shape[1]):
             label = "hidden units $z_j$" if j == 0 else None
-            ax.plot(p.x_grid, p.Z[:, j], "--", lw=1.0, color=HIDDEN_COLORS[j % 4], label=label)
+            ax.plot(
+                p.x_grid,
+                p.Z[:, j],
+                "--",
+                lw=1.0,
+                color=HIDDEN_COLORS[j % len(HIDDEN_COLORS)],
+                label=label,
+            )
         ax.plot(p.x, p.t, "o", ms=3.5, mfc="none", color="C0", label="data")
         ax.plot(p.x_grid, p.y, "-", lw=2.0, color="C3", label="network")
         ax.set_title(f"{p.title}   (loss {p.loss:.2g})", fontsize=10)

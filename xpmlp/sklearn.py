@@ -6,7 +6,9 @@ the same defaults, and set the same fitted attributes; the solvers are "sgd" and
 prediction its one forward pass, on any Array API backend:
 
 - an input that lives on an Array API backend other than NumPy (a PyTorch, CuPy, JAX or
-  array-api-strict array) is trained on there, on its device, whatever ``backend`` says;
+  array-api-strict array) is trained on there, on its device, whatever ``backend`` says,
+  by a fit that starts afresh; ``partial_fit`` and a warm-started ``fit`` go on training
+  the fitted network where it lives (its input is moved there);
 - NumPy-like input (arrays, lists, data frames) is checked by scikit-learn's
   ``validate_data`` and trained on ``backend`` (``None``: ``XPMLP_BACKEND``, else NumPy);
 - predictions come back in the namespace, and on the device, of the input.
@@ -625,7 +627,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Adam's hyper-parameters.
     n_iter_no_change : int, default=10
     backend : {"numpy", "cupy", "torch", "jax", "array_api_strict"} or None, default=None
-        Backend for NumPy-like input; an input of another backend is trained there.
+        Backend for NumPy-like input; an input of another backend is trained there (by a
+        fresh fit; partial_fit and warm starts stay where the network lives).
     device : str, int or None, default=None
         Device on ``backend`` (``"cuda:1"``, ...); an array input's own device wins.
     dtype : {"float32", "float64"}, default="float64"
