@@ -80,6 +80,11 @@ def backend_name(xp: ModuleType) -> str:
     return getattr(xp, "__name__", repr(xp))
 
 
+def default_name() -> str:
+    """The backend ``backend=None`` means: ``XPMLP_BACKEND``, else ``"numpy"``."""
+    return os.environ.get("XPMLP_BACKEND") or "numpy"
+
+
 def _resolve_device(name: str, xp: ModuleType, device: Any) -> Any:
     """``device`` as backend ``name`` takes it; raises whatever the backend raises."""
     if device is None:
@@ -139,7 +144,7 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
     """
     given = "backend"
     if backend is None:
-        backend = os.environ.get("XPMLP_BACKEND", "numpy") or "numpy"
+        backend = default_name()
         given = "the environment variable XPMLP_BACKEND"  # what the user must change
     if isinstance(backend, ModuleType) and backend.__name__ in BACKENDS:
         backend = backend.__name__  # numpy, torch, ... and the top-level jax package

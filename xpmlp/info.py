@@ -7,13 +7,12 @@ unknown BLAS each becomes a line of the report.
 from __future__ import annotations
 
 import importlib
-import os
 import platform
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backend import BACKENDS, resolve
+from .backend import BACKENDS, default_name, resolve
 from .tables import one_line
 
 
@@ -46,7 +45,7 @@ def print_info() -> None:
 
 def _default_backend() -> str:
     """``XPMLP_BACKEND`` (else numpy), with what is wrong with it."""
-    name = os.environ.get("XPMLP_BACKEND") or "numpy"
+    name = default_name()
     try:
         resolve(None)
     except Exception as exc:  # noqa: BLE001 - a bad setting is reported, not raised

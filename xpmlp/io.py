@@ -38,7 +38,7 @@ from . import train
 from ._checks import check_choice, check_int, check_layer_sizes, check_nonneg, check_positive
 from .activations import ACTIVATIONS
 from .backend import dtype_name, get_dtype, to_numpy
-from .model import MLP, check_storable
+from .model import MLP, check_storable, rng_state
 from .optim import OPTIMIZERS
 
 FORMAT = "xpmlp.MLP"
@@ -195,10 +195,8 @@ def _template(name: str, hyperparams: dict, n_layers: int) -> Any:
 
 
 def _rng_to_json(rng) -> dict:
-    if isinstance(rng, np.random.RandomState):
-        return {"kind": "RandomState", "state": _plain(rng.get_state(legacy=False))}
-    if isinstance(rng, np.random.Generator):
-        return {"kind": "Generator", "state": _plain(rng.bit_generator.state)}
+    if isinstance(rng, (np.random.RandomState, np.random.Generator)):
+        return {"kind": type(rng).__name__, "state": _plain(rng_state(rng))}
     raise ValueError(
         f"cannot save the random generator {type(rng).__name__}; accepted: "
         "numpy.random.Generator or numpy.random.RandomState"

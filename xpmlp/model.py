@@ -529,8 +529,7 @@ class MLP:
                     xp=xp,
                 )
         except KeyboardInterrupt:  # the model keeps the epochs done (see fit)
-            for k, n in done.items():
-                del state.history[k][n:]
+            _trim(state.history, done)
             raise
         finally:
             _TRAINING.discard(self)
@@ -546,16 +545,15 @@ class MLP:
         was. An interrupt (Ctrl-C) is no failure: the model keeps the training done so far."""
         weights, state, rng, key = self._weights, self.state, self.rng, self._optimizer_key
         lengths = {k: len(v) for k, v in state.history.items()}
-        rng_state = _rng_state(rng)
+        saved_rng = rng_state(rng)
         try:
             yield
         except KeyboardInterrupt:
             raise
         except BaseException:
-            for k, n in lengths.items():  # the history lists are shared, not copied
-                del state.history[k][n:]
+            _trim(state.history, lengths)  # the history lists are shared, not copied
             self._weights, self.state, self.rng, self._optimizer_key = weights, state, rng, key
-            _set_rng_state(rng, rng_state)
+            _set_rng_state(rng, saved_rng)
             raise
 
     @property
@@ -791,7 +789,14 @@ def _host_rng(seed, init) -> np.random.Generator | np.random.RandomState:
     return np.random.default_rng(seed)
 
 
-def _rng_state(rng) -> Any:
+def _trim(history: dict, lengths: dict) -> None:
+    """Cut each list of ``history`` back to its length in ``lengths``, in place."""
+    for k, n in lengths.items():
+        del history[k][n:]
+
+
+def rng_state(rng) -> Any:
+    """The host generator's state (a RandomState's or its bit generator's)."""
     if isinstance(rng, np.random.RandomState):
         return rng.get_state(legacy=False)
     return rng.bit_generator.state

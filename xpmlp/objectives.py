@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .activations import logistic, softplus
+from .activations import ALIASES, identity, logistic, softplus
 
 
 class Output(NamedTuple):
@@ -21,10 +21,6 @@ class Output(NamedTuple):
     name: str
     f: Callable[..., Any]
     loss: Callable[..., Any]
-
-
-def _identity(A, *, xp):
-    return A
 
 
 def _squared_error(A, Y, T, *, xp):
@@ -60,12 +56,11 @@ def _categorical_cross_entropy(A, Y, T, *, xp):
 OUTPUTS = {
     o.name: o
     for o in (
-        Output("identity", _identity, _squared_error),
+        Output("identity", identity, _squared_error),
         Output("logistic", logistic, _binary_cross_entropy),
         Output("softmax", _softmax, _categorical_cross_entropy),
     )
 }
-ALIASES = {"linear": "identity", "sigmoid": "logistic"}
 
 
 def _clip_log_loss(L, *, xp):
