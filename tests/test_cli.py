@@ -663,3 +663,28 @@ def test_a_hard_link_to_the_data_is_the_data(tmp_path, data):
     os.link(data, tmp_path / "hard.csv")
     line = assert_one_line_error(xpmlp("train hard.csv --target y --save data.csv", tmp_path))
     assert "--save data.csv is the same file as DATA" in line
+
+
+# ------------------------------------------------------------------ tables
+
+
+def test_prepare_standardises_with_the_training_rows_only():
+    from xpmlp import tables
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2)) * [1.0, 100.0] + [5.0, -3.0]
+    X[:4] += 1000.0  # outliers: in the held-out part or not, the statistics differ
+    table = tables.Table(X, [rng.normal(size=20)], ["a", "b"], ["y"], "t")
+    Xs, T, tr, va, out, meta = tables.prepare(
+        table, task="regression", output="auto", validation_fraction=0.25, seed=0
+    )
+    np.testing.assert_allclose(meta["x_mean"], X[tr].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(meta["x_std"], X[tr].std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(Xs[tr].mean(axis=0), 0, atol=1e-10)
+
+
+def test_predicted_codes_read_exactly_one_half_as_the_first_class():
+    from xpmlp import tables
+
+    got = tables.predicted_codes(np.array([[0.5], [0.5 + 1e-12]]), [["no", "yes"]])
+    np.testing.assert_array_equal(got[0], [0, 1])

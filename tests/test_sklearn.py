@@ -803,3 +803,28 @@ def test_backend_is_a_name_so_that_clone_works():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
     assert clone(est).get_params()["backend"] == "numpy"
+
+
+@pytest.mark.parametrize("max_iter, warns", [(4, True), (5, False)])
+def test_convergence_warning_boundary_like_sklearn(max_iter, warns):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    kw = dict(
+        hidden_layer_sizes=(3,), max_iter=max_iter, n_iter_no_change=3, tol=1e9, random_state=0
+    )
+    for est in (sk.MLPRegressor(**kw), MLPRegressor(**kw)):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            est.fit(X, y)
+        got = any(issubclass(x.category, ConvergenceWarning) for x in w)
+        assert (got, est.n_iter_) == (warns, max_iter), type(est).__module__
+
+
+def test_early_stopping_holds_out_ceil_of_validation_fraction_like_sklearn():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(95, 3)), rng.normal(size=95)
+    kw = dict(hidden_layer_sizes=(3,), max_iter=2, early_stopping=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref, ours = sk.MLPRegressor(**kw).fit(X, y), MLPRegressor(**kw).fit(X, y)
+    assert ours.t_ == ref.t_ == 2 * (95 - 10)  # ceil(9.5) = 10 held out

@@ -968,3 +968,37 @@ def test_an_interrupt_keeps_the_epochs_done_and_goes_on_up():
         m.fit(X, T, epochs=2, batch_size=8, optimizer="adam")
     for A, B in zip(net.weights, ref.weights):
         np.testing.assert_array_equal(A, B)
+
+
+# ---------------------------------------------------------------- boundaries
+
+
+def test_relu_derivative_is_zero_at_zero():
+    dh = get_activation("relu").dh
+    A = np.array([[-1.0, 0.0, -0.0, 2.0]])
+    np.testing.assert_array_equal(dh(A, np.maximum(A, 0), xp=np), [[0, 0, 0, 1]])
+
+
+def test_plateau_loss_exactly_tol_below_best_is_an_improvement():
+    c = train.Config(tol=0.25, n_iter_no_change=1)
+    s = train.LoopState(best_loss=1.0, no_improvement=1)
+    train._plateau(None, 0.75, None, c, s, xp=np)  # 0.75 > 1.0 - 0.25 is False: reset
+    assert s.no_improvement == 0
+    train._plateau(None, 0.75, None, c, s, xp=np)  # equal to best: no gain
+    assert s.no_improvement == 1
+
+
+def test_validation_fraction_rounds_to_nearest():
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(17, 3)), rng.normal(size=(17, 1))
+    net = xpmlp.MLP([3, 4, 1], "tanh", dtype="float64", seed=0)
+    net.fit(X, T, epochs=1, validation_fraction=0.1)  # round(1.7) = 2 held out
+    assert net.state.t == 15
+
+
+def test_score_of_several_logistic_outputs_needs_every_label_right():
+    net = xpmlp.MLP([2, 2], "tanh", "logistic", dtype="float64", seed=0)
+    net.weights = [np.zeros((2, 3))]  # y = 0.5 everywhere: predicts label 0 in both columns
+    X = np.zeros((2, 2))
+    T = np.array([[0.0, 1.0], [0.0, 0.0]])  # row 0 has one label wrong
+    assert net.score(X, T) == 0.5
