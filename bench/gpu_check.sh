@@ -65,7 +65,7 @@ if ! $PY -c "import array_api_compat" 2>/dev/null; then
 fi
 
 step "pytest -m gpu (modules needing packages missing here, e.g. scikit-learn, are skipped at collection)"
-CUPY_TF32=0 timeout -k 10 75 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
+CUPY_TF32=0 timeout -k 5 70 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
     --continue-on-collection-errors 2>&1 | tee "$OUT/pytest-gpu.txt"
 echo "pytest exit status: ${PIPESTATUS[0]}"
 if grep -q "no CUDA device (CuPy)" "$OUT/pytest-gpu.txt"; then
@@ -77,18 +77,18 @@ fi
 bench() {
     local limit=$1
     shift
-    timeout -k 10 "$limit" $PY bench/run.py --backend cupy --repeats 3 --no-probes \
+    timeout -k 5 "$limit" $PY bench/run.py --backend cupy --repeats 3 --no-probes \
         --peers numpy,torch,jax --out "$OUT" "$@"
     echo "exit status: $?"
 }
 step "benchmark, TF32 off: A scaled up"
-bench 80 --workloads A --scale-a 4096 --tf32 off --tag=-a-tf32-off
+bench 75 --workloads A --scale-a 4096 --tf32 off --tag=-a-tf32-off
 
 step "benchmark, TF32 off: B and C"
-bench 60 --workloads B,C --tf32 off --tag=-bc
+bench 55 --workloads B,C --tf32 off --tag=-bc
 
 step "benchmark, TF32 on: A scaled up"
-bench 60 --workloads A --scale-a 4096 --tf32 on --tag=-a-tf32-on
+bench 55 --workloads A --scale-a 4096 --tf32 on --tag=-a-tf32-on
 
 step "done"
 ls -l "$OUT"

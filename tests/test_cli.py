@@ -488,6 +488,10 @@ def test_a_data_file_as_the_model_is_named_once(tmp_path, data):
     assert (
         line == "xpmlp: error: data.csv is not a model saved by xpmlp: not an .npz (zip) archive"
     )
+    np.savez(tmp_path / "arrays.npz", W0=np.zeros((3, 3)))
+    line = assert_one_line_error(xpmlp("predict arrays.npz data.csv", cwd=tmp_path))
+    assert line.count("arrays.npz") == 1
+    assert line.endswith("the file has no 'metadata' entry; it was not written by MLP.save")
 
 
 def test_one_held_out_row_has_no_r2(tmp_path, data):

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -346,6 +347,41 @@ def test_a_member_that_is_not_npy_data_is_named():
     b.seek(0)
     with pytest.raises(ValueError, match="member 'metadata' is not a NumPy array"):
         xpmlp.load(b)
+
+
+def test_save_takes_bytes_paths_and_writes_devices_in_place(tmp_path):
+    net = xpmlp.MLP([2, 3, 1], seed=3)
+    net.save(os.fsencode(tmp_path / "b.npz"))
+    np.testing.assert_array_equal(xpmlp.load(tmp_path / "b.npz").weights[0], net.weights[0])
+    fifo = tmp_path / "pipe"  # as `save("/dev/stdout") | ...`: written into, never replaced
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    net.save(fifo)
+    reader.join(timeout=30)
+    assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["b.npz", "pipe"]
+    np.testing.assert_array_equal(xpmlp.load(io.BytesIO(got[0])).weights[0], net.weights[0])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write read-only files")
+def test_save_refuses_a_read_only_file_as_open_does(tmp_path):
+    path = tmp_path / "ro.npz"
+    xpmlp.MLP([2, 3, 1]).save(path)
+    os.chmod(path, 0o444)
+    before = path.read_bytes()
+    with pytest.raises(PermissionError):
+        xpmlp.MLP([2, 3, 1], seed=9).save(path)
+    assert path.read_bytes() == before
+
+
+def test_an_infinite_momentum_velocity_is_refused_on_load(tmp_path):
+    net = xpmlp.MLP([2, 3, 1], dtype="float32")
+    net.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, optimizer=xpmlp.optim.sgd(0.9))
+    net.state.opt_state.velocities[0][0, 0] = np.inf  # only Adam's v may be +inf
+    net.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="array 'opt_velocities0' contains NaN or inf"):
+        xpmlp.load(tmp_path / "m.npz")
 
 
 def test_load_errors_name_the_file(tmp_path):

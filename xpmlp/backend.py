@@ -338,7 +338,11 @@ def device_scope(xp: Any, device: Any) -> Any:
     calls on its current device, not on the arrays' (``cuda:1`` needs it); elsewhere the
     arrays' device decides and this does nothing."""
     if device is not None and backend_name(xp) == "cupy":
-        return device  # a cupy.cuda.Device is a context manager
+        import cupy
+
+        # a fresh Device each time: one keeps a stack of the devices it replaced, which two
+        # threads entering the same object would mix up
+        return cupy.cuda.Device(device.id)
     return contextlib.nullcontext()
 
 

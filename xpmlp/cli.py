@@ -559,6 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _to_devnull(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at the null device."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, stream.fileno())
+    finally:
+        os.close(null)
+
+
 class _QuietOnBrokenPipe:
     """Standard output that goes to the null device once its reader has gone
     (``xpmlp train --save m.npz | head -1``): the command still finishes its work."""
@@ -567,7 +576,7 @@ class _QuietOnBrokenPipe:
         self._stream = stream
 
     def _silence(self) -> None:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        _to_devnull(self._stream)
 
     def write(self, text: str) -> int:
         try:
@@ -603,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("xpmlp: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # a write that bypassed the wrapper
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        _to_devnull(stdout)
         return 1
     except ERRORS as exc:
         if os.environ.get("XPMLP_DEBUG"):

@@ -23,9 +23,10 @@ import dataclasses
 import json
 import math
 import os
+import re
+import secrets
 import stat
 import sys
-import tempfile
 import zipfile
 import zlib
 from contextlib import contextmanager, nullcontext
@@ -71,8 +72,11 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
         If the model holds something that cannot be restored by name: a custom activation
         pair or output, or an optimizer other than ``"sgd"``/``"adam"``.
 
-    A file name is written whole or not at all: the model goes to a temporary file beside it,
-    which then replaces it, so a failure (a full disk, Ctrl-C) leaves the old file as it was.
+    A regular file is written whole or not at all: the model goes to a temporary file beside
+    it, which then replaces it, so a failure (a full disk, Ctrl-C) leaves the old file as it
+    was (a hard link to the old file keeps the old model). A read-only file is refused as
+    ``open`` refuses it; a device or pipe (``/dev/stdout``), or a folder where no temporary
+    file can be made, is written in place.
     """
     arrays, meta = _to_arrays(net)
     arrays[METADATA] = np.frombuffer(
@@ -81,13 +85,18 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
     if hasattr(path, "write"):
         np.savez(path, **arrays)
         return
-    target = os.path.realpath(os.fspath(path))  # through a symbolic link, as open() writes
-    folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=".xpmlp-", suffix=".tmp", dir=folder)
+    target = os.path.realpath(os.fsdecode(os.fspath(path)))  # through a link, as open() goes
+    tmp = _temporary_beside(target)
+    if tmp is None:
+        with open(target, "wb") as f:
+            np.savez(f, **arrays)
+        return
+    fd, tmp = tmp
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.chmod(tmp, _file_mode(target))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the old file
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -95,15 +104,29 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
         raise
 
 
-def _file_mode(path: str) -> int:
-    """The permissions ``open(path, "w")`` would leave: the old file's, else 0o666 less the
-    process's umask (mkstemp's own 0o600 would hide the model from its group)."""
+def _temporary_beside(target: str) -> tuple[int, str] | None:
+    """A new file next to ``target`` (open for writing, with the old file's permissions, else
+    those the umask leaves), or None where the model must be written in place: ``target`` is
+    not a regular file, or its folder takes no new file. A read-only ``target`` raises the
+    ``PermissionError`` that ``open`` would."""
     try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return None
+    if st is not None and not os.access(target, os.W_OK):
+        raise PermissionError(13, "Permission denied", target)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    mode = 0o666 if st is None else stat.S_IMODE(st.st_mode)  # the kernel applies the umask
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except PermissionError:
+        return None  # a read-only folder: the file itself may still be writable
+    if st is not None:
+        os.fchmod(fd, mode)  # the old file's own bits, whatever the umask
+    return fd, tmp
 
 
 def _to_arrays(net: MLP) -> tuple[dict, dict]:
@@ -459,7 +482,8 @@ def _check_arrays(arrays: dict, expected: dict, dtype: np.dtype) -> None:
         if A.shape != shape:
             raise ValueError(f"array {name!r} has shape {A.shape}; the network needs {shape}")
         # Adam's v may overflow to +inf (its steps are then 0): a state fit can go on from
-        finite = np.isfinite(A) | (A == np.inf) if name.startswith("opt_v") else np.isfinite(A)
+        adam_v = re.fullmatch(r"opt_v\d+", name) is not None
+        finite = np.isfinite(A) | (A == np.inf) if adam_v else np.isfinite(A)
         if not finite.all():
             raise ValueError(f"array {name!r} contains NaN or inf")
 

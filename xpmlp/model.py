@@ -231,6 +231,7 @@ class MLP:
         check_shape(tuple(A.shape), name, width)
         return A
 
+    @_on_device
     def _pair(self, X, T, *, check_finite: bool = True, names=("X", "T")):
         nx, nt = names
         X = self._input(X, nx, self.layer_sizes[0], check_finite=check_finite)
@@ -318,6 +319,7 @@ class MLP:
         hit = xp.astype(hit, Y.dtype)
         return xp.mean(hit) if sw is None else xp.sum(sw * hit) / xp.sum(sw)
 
+    @_on_device
     def _sample_weight(self, sample_weight, N):
         sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
         if sw.shape[0] != N:
@@ -395,7 +397,8 @@ class MLP:
             being trained (copy them to keep them); one that sets ``model.weights`` has
             training go on from those weights; ``model.save`` writes a checkpoint of this
             epoch's weights, optimizer and schedule (a fit resumed from it counts its own
-            epochs without improvement and keeps its own best, as any new fit does).
+            epochs without improvement and keeps its own best, as any new fit does). They
+            run, as the whole fit does, with NumPy's underflow ignored (see ``_on_device``).
         verbose : show progress: a bar on a terminal or in a Jupyter notebook (with tqdm),
             else about ten lines ``fit: epoch k/E, loss ...`` on standard error.
 
@@ -456,6 +459,7 @@ class MLP:
             )
         return self._hold_out(X, T, sw, n_val)
 
+    @_on_device
     def _hold_out(self, X, T, sw, n_val: int, stratify=None):
         """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T, sw)`` to
         score (the validation score weighs its samples as the loss does)."""
@@ -472,6 +476,7 @@ class MLP:
                 )
         return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va), sw_va)
 
+    @_on_device
     def _train(
         self, X, T, sw, val, opt, config, callbacks, verbose, order=None, reset_optimizer=False,
         keep_plateau=False,

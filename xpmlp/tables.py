@@ -633,7 +633,9 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
     try:
         net = load(path, backend=backend, device=device)
     except (KeyError, ValueError, OSError) as exc:
-        why = one_line(exc).replace(f"{str(path)!r} is not an xpmlp model file: ", "")
+        why = one_line(exc)
+        for named in (f"{str(path)!r} is not an xpmlp model file: ", f"{str(path)!r}: "):
+            why = why.replace(named, "")  # the file is named once, in front
         raise CLIError(f"{path} is not a model saved by xpmlp: {why}") from exc
     side = sidecar_path(path)
     return net, read_sidecar(side, net) if side.is_file() else {}
