@@ -249,7 +249,7 @@ def test_weights_setter_rejects_what_is_not_an_array_of_real_numbers(net, W0, er
         (lambda: xpmlp.optim.sgd(momentum=1.5), ValueError, r"momentum=1.5; accepted: .*\[0, 1\]"),
         (lambda: xpmlp.optim.sgd(nesterov="yes"), TypeError, "nesterov='yes'; accepted: True"),
         (lambda: xpmlp.optim.adam(beta_1=None), ValueError, "beta_1=None; accepted: a number"),
-        (lambda: xpmlp.optim.adam(epsilon=0), ValueError, "epsilon=0.0; accepted: a number > 0"),
+        (lambda: xpmlp.optim.adam(epsilon=0.0), ValueError, "epsilon=0.0; accepted: a number > 0"),
     ],
 )
 def test_bad_optimizer_hyper_parameters_are_named(make, error, match):

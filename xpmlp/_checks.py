@@ -61,18 +61,21 @@ def check_bool(v, name) -> bool:
     return bool(v)
 
 
-def check_positive(v, name):
-    f = finite_float(v, name, "a finite number > 0")
-    if not f > 0:
-        raise ValueError(f"{name}={v!r}; accepted: a finite number > 0")
+def check_in(v, name, ok, accepted) -> float:
+    """``v`` as a finite float for which ``ok`` holds, else a ValueError naming ``name`` and
+    what is ``accepted``."""
+    f = finite_float(v, name, accepted)
+    if not ok(f):
+        raise ValueError(f"{name}={v!r}; accepted: {accepted}")
     return f
+
+
+def check_positive(v, name):
+    return check_in(v, name, lambda f: f > 0, "a finite number > 0")
 
 
 def check_nonneg(v, name):
-    f = finite_float(v, name, "a finite number >= 0")
-    if not f >= 0:
-        raise ValueError(f"{name}={v!r}; accepted: a finite number >= 0")
-    return f
+    return check_in(v, name, lambda f: f >= 0, "a finite number >= 0")
 
 
 def finite_float(v, name, accepted) -> float:

@@ -59,14 +59,22 @@ def check_storable(net: MLP, prefix: str = "") -> None:
         )
 
 
+@contextlib.contextmanager
+def computing(net: MLP):
+    """The context ``net`` computes in: its device current (CuPy launches kernels on the
+    current device, not the arrays') and NumPy's underflows ignored (the stable forms'
+    ``exp(-|a|)`` of a saturated unit underflows to 0, rightly, also under
+    ``np.seterr(all="raise")``). Entered by the public methods that compute."""
+    with device_scope(net.xp, net.device), np.errstate(under="ignore"):
+        yield
+
+
 def _on_device(method: Callable) -> Callable:
-    """Run ``method`` with the model's device current (CuPy computes on the current device)
-    and NumPy's underflows ignored (the stable forms' ``exp(-|a|)`` of a saturated unit
-    underflows to 0, rightly, also under ``np.seterr(all="raise")``)."""
+    """``method`` run in :func:`computing`."""
 
     @functools.wraps(method)
     def on_device(self, *args, **kwargs):
-        with device_scope(self.xp, self.device), np.errstate(under="ignore"):
+        with computing(self):
             return method(self, *args, **kwargs)
 
     return on_device
@@ -231,7 +239,6 @@ class MLP:
         check_shape(tuple(A.shape), name, width)
         return A
 
-    @_on_device
     def _pair(self, X, T, *, check_finite: bool = True, names=("X", "T")):
         nx, nt = names
         X = self._input(X, nx, self.layer_sizes[0], check_finite=check_finite)
@@ -319,7 +326,6 @@ class MLP:
         hit = xp.astype(hit, Y.dtype)
         return xp.mean(hit) if sw is None else xp.sum(sw * hit) / xp.sum(sw)
 
-    @_on_device
     def _sample_weight(self, sample_weight, N):
         sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
         if sw.shape[0] != N:
@@ -398,7 +404,7 @@ class MLP:
             training go on from those weights; ``model.save`` writes a checkpoint of this
             epoch's weights, optimizer and schedule (a fit resumed from it counts its own
             epochs without improvement and keeps its own best, as any new fit does). They
-            run, as the whole fit does, with NumPy's underflow ignored (see ``_on_device``).
+            run, as the whole fit does, with NumPy's underflow ignored (see :func:`computing`).
         verbose : show progress: a bar on a terminal or in a Jupyter notebook (with tqdm),
             else about ten lines ``fit: epoch k/E, loss ...`` on standard error.
 
@@ -459,7 +465,6 @@ class MLP:
             )
         return self._hold_out(X, T, sw, n_val)
 
-    @_on_device
     def _hold_out(self, X, T, sw, n_val: int, stratify=None):
         """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T, sw)`` to
         score (the validation score weighs its samples as the loss does)."""
@@ -476,7 +481,6 @@ class MLP:
                 )
         return take(X, tr), take(T, tr), sw_tr, (take(X, va), take(T, va), sw_va)
 
-    @_on_device
     def _train(
         self, X, T, sw, val, opt, config, callbacks, verbose, order=None, reset_optimizer=False,
         keep_plateau=False,

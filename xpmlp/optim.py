@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._checks import check_bool, finite_float
+from ._checks import check_bool, check_in
 from .backend import is_writeable
 
 
@@ -56,9 +56,7 @@ def sgd(momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
         W <- W + V                     (classical)
         W <- W + mu V - eta G          (Nesterov)
     """
-    momentum = finite_float(momentum, "momentum", "a number in [0, 1]")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum={momentum!r}; accepted: a number in [0, 1]")
+    momentum = check_in(momentum, "momentum", lambda f: 0 <= f <= 1, "a number in [0, 1]")
     nesterov = check_bool(nesterov, "nesterov")
 
     def init(weights, *, xp):
@@ -95,15 +93,10 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
     W <- W - eta_t m / (sqrt(v) + epsilon)
     """
     beta_1, beta_2 = (
-        finite_float(b, name, "a number in [0, 1)")
+        check_in(b, name, lambda f: 0 <= f < 1, "a number in [0, 1)")
         for name, b in (("beta_1", beta_1), ("beta_2", beta_2))
     )
-    for name, b in (("beta_1", beta_1), ("beta_2", beta_2)):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"{name}={b!r}; accepted: a number in [0, 1)")
-    epsilon = finite_float(epsilon, "epsilon", "a number > 0")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon={epsilon!r}; accepted: a number > 0")
+    epsilon = check_in(epsilon, "epsilon", lambda f: f > 0, "a number > 0")
 
     def init(weights, *, xp):
         return AdamState(

@@ -59,7 +59,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import network, optim, train
 from .activations import get_activation
 from .backend import DTYPES, asarray, backend_name, device_of, dtype_name, namespace_of, to_numpy
-from .model import MLP
+from .model import MLP, computing
 from .objectives import CLIPPED, get_output
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -398,42 +398,46 @@ class _BaseMLP(BaseEstimator):
             )
             K = 1 if T.ndim == 1 else int(T.shape[1])
             net = self._network(X, xp_in, [*hidden, K], first)
-            # validate_data has checked NumPy-like X and y for NaN and inf; the targets of
-            # the classifier are its own 0/1 indicators
-            Xd, Td = net._pair(X, T, check_finite=xp_in is not None, names=("X", "y"))
-            N = int(Xd.shape[0])
-            sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
-            if class_sw is not None:
-                class_sw = net._array(class_sw)
-                sw = net._sample_weight(class_sw if sw is None else sw * class_sw, N)
+            with computing(net):  # its device current, as MLP's own methods
+                # validate_data has checked NumPy-like X and y for NaN and inf; the targets of
+                # the classifier are its own 0/1 indicators
+                Xd, Td = net._pair(X, T, check_finite=xp_in is not None, names=("X", "y"))
+                N = int(Xd.shape[0])
+                sw = None if sample_weight is None else net._sample_weight(sample_weight, N)
+                if class_sw is not None:
+                    class_sw = net._array(class_sw)
+                    sw = net._sample_weight(class_sw if sw is None else sw * class_sw, N)
 
-            val = None
-            if self.early_stopping:
-                Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
-            config, opt = self._config(int(Xd.shape[0]), K, incremental)
-            order = _cumulative_shuffle() if _replays_sklearn(net.init) and self.shuffle else None
-            rate = net.state.learning_rate if incremental else None
-            callbacks = [_printer(self, rate or config.learning_rate)] if self.verbose else []
-            before = len(net.history["loss"])
-            try:
-                history = net._train(
-                    Xd, Td, sw, val, opt, config, callbacks, False, order=order,
-                    reset_optimizer=not incremental,  # each fit starts a new optimizer
-                    keep_plateau=not first,  # the count and the best go on, as in sklearn
-                )  # fmt: skip
-            except KeyboardInterrupt:  # scikit-learn keeps what was trained, and says so
-                warnings.warn("Training interrupted by user.", stacklevel=3)
-                history = {"loss": net.history["loss"][before:]}
-                best = net.state.best_weights
-                if self.early_stopping and best is not None:
-                    net._weights = [net.xp.asarray(W, copy=True) for W in best]
-            except FloatingPointError as exc:
-                raise ValueError(
-                    f"{exc}. The solver produced non-finite weights: the input may contain "
-                    "large values that need scaling (e.g. sklearn.preprocessing.StandardScaler)"
-                ) from exc
-            self._net = net
-            self._record(len(history["loss"]), K)
+                val = None
+                if self.early_stopping:
+                    Xd, Td, sw, val = self._hold_out(net, Xd, Td, sw, stratify)
+                config, opt = self._config(int(Xd.shape[0]), K, incremental)
+                order = (
+                    _cumulative_shuffle() if _replays_sklearn(net.init) and self.shuffle else None
+                )
+                rate = net.state.learning_rate if incremental else None
+                callbacks = [_printer(self, rate or config.learning_rate)] if self.verbose else []
+                before = len(net.history["loss"])
+                try:
+                    history = net._train(
+                        Xd, Td, sw, val, opt, config, callbacks, False, order=order,
+                        reset_optimizer=not incremental,  # each fit starts a new optimizer
+                        keep_plateau=not first,  # the count and the best go on, as in sklearn
+                    )  # fmt: skip
+                except KeyboardInterrupt:  # scikit-learn keeps what was trained, and says so
+                    warnings.warn("Training interrupted by user.", stacklevel=3)
+                    history = {"loss": net.history["loss"][before:]}
+                    best = net.state.best_weights
+                    if self.early_stopping and best is not None:
+                        net._weights = [net.xp.asarray(W, copy=True) for W in best]
+                except FloatingPointError as exc:
+                    raise ValueError(
+                        f"{exc}. The solver produced non-finite weights: the input may "
+                        "contain large values that need scaling (e.g. "
+                        "sklearn.preprocessing.StandardScaler)"
+                    ) from exc
+                self._net = net
+                self._record(len(history["loss"]), K)
         stopped = net.state.no_improvement > self.n_iter_no_change
         if not incremental and self.n_iter_ == self.max_iter and not stopped:
             warnings.warn(
