@@ -93,12 +93,175 @@ def test_momentum_matches_pure_path(monkeypatch, nesterov):
     assert_same(runs)
 
 
-def test_update_inside_the_gemm_matches_pure_path(monkeypatch):
+OPTIMIZERS = {
+    "sgd": optim.sgd,
+    "momentum": lambda: optim.sgd(momentum=0.9),
+    "nesterov": lambda: optim.sgd(momentum=0.8, nesterov=True),
+    "adam": lambda: optim.adam(beta_1=0.8, beta_2=0.99, epsilon=1e-6),
+}
+
+
+def _state_arrays(opt_state):
+    if isinstance(opt_state, optim.AdamState):
+        return [opt_state.t, *opt_state.m, *opt_state.v]
+    return list(opt_state.velocities or [])
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("pregather", [True, False])
+@pytest.mark.parametrize("block", [3, 32768])
+def test_l2_and_every_optimizer_match_pure_path(monkeypatch, optimizer, pregather, block):
+    """The L2 term and each optimizer's step, on blocks of a few weights or on whole layers,
+    give the pure path's weights, losses and optimizer state (Adam's step count included)."""
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # the L2 term turns the fused update off
+    monkeypatch.setattr(_fast, "UPDATE_BLOCK", block)
+    plans = []
+    real = _fast.plan
+    monkeypatch.setattr(_fast, "plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    X, T = problem(D=3, K=2)
+    runs, states = [], []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([3, 7, 5, 2], dtype="float64", seed=2)
+        hist = net.fit(
+            X, T, epochs=3, batch_size=5, learning_rate=0.05, alpha=0.3,
+            optimizer=OPTIMIZERS[optimizer](),
+        )  # fmt: skip
+        runs.append((hist["loss"], [np.asarray(W) for W in net.weights]))
+        states.append(_state_arrays(net.state.opt_state))
+    assert plans[0] is None and isinstance(plans[1], _fast.Plan)
+    assert_same(runs)
+    assert len(states[1]) == len(states[0]) > 0 or optimizer == "sgd"
+    for A, A_ref in zip(states[1], states[0]):
+        np.testing.assert_allclose(A, A_ref, rtol=RTOL)
+    no_l2 = fit_both(monkeypatch, [3, 7, 5, 2], epochs=3, batch_size=5, learning_rate=0.05)
+    assert not np.allclose(no_l2[1][0], runs[1][0])  # the L2 term changed the losses
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_optimizer_step_gives_optims_numbers_bit_for_bit(monkeypatch, optimizer, dtype, alpha):
+    """One step of the fast path's update (L2 term, then the rule, on blocks of rows) on the
+    same gradients, weights and state as :mod:`optim` gives exactly its numbers."""
+    monkeypatch.setattr(_fast, "UPDATE_BLOCK", 10)  # blocks of 1 or 2 rows, and a tail
+    rng = np.random.default_rng(4)
+    sizes, n, lr = [3, 6, 4, 2], 5, 0.03
+    W0 = [rng.normal(size=(m, k + 1)).astype(dtype) for k, m in zip(sizes, sizes[1:])]
+    G0 = [rng.normal(size=W.shape).astype(dtype) for W in W0]
+    W0[0][:, 0] = G0[0][:, 0] = -0.0  # signed zeros: W + (-eta G) is +0.0, not -0.0
+    opt = OPTIMIZERS[optimizer]()
+    state = opt.init(W0, xp=np)
+    if isinstance(state, optim.AdamState):
+        m = [rng.normal(size=W.shape).astype(dtype) for W in W0]
+        v = [rng.random(size=W.shape).astype(dtype) for W in W0]
+        state = optim.AdamState(3, m, v)
+    elif state.velocities is not None:
+        state = optim.SGDState([rng.normal(size=W.shape).astype(dtype) for W in W0])
+    # optim's step on train's gradient with its L2 term
+    grads = [train._add_weight_decay(np.array(G), W, alpha / n, xp=np) for G, W in zip(G0, W0)]
+    W_ref, state_ref = opt.update(
+        grads, _copy_state(state), [np.array(W) for W in W0], learning_rate=lr, xp=np
+    )
+    # the fast path's on the same numbers
+    X, T = problem(D=3, K=2)
+    net = xpmlp.MLP(sizes, dtype=np.dtype(dtype).name)
+    p = _fast.plan(
+        [np.array(W) for W in W0], X.astype(dtype), T.astype(dtype), sample_weight=None,
+        activation=net.activation, output=net.output, optimizer=opt,
+        config=train.Config(batch_size=n, alpha=alpha), xp=net.xp,
+    )  # fmt: skip
+    p._bind(p.W, _state_groups(_copy_state(state)))
+    p.lr, p.neg_lr[...] = lr, -lr
+    if optimizer == "adam":
+        p.t = state.t
+        p._count_step()
+        assert p.t == state_ref.t == 4
+    for G, G_0 in zip(p.G, G0):
+        G[...] = G_0
+    for l in range(len(W0)):
+        for f, args in p._update_ops(l, n):
+            f(*args)
+    for W, W_r in zip(p.W, W_ref):
+        np.testing.assert_array_equal(W, W_r)
+        assert np.array_equal(np.signbit(W), np.signbit(W_r))
+    for S, S_r in zip(p.S, _state_groups(state_ref)):
+        for A, A_r in zip(S, S_r):
+            np.testing.assert_array_equal(A, A_r)
+
+
+@pytest.mark.parametrize("layout", ["read-only", "F", "float32"])
+def test_optimizer_state_it_cannot_write_is_trained_as_a_copy(monkeypatch, layout):
+    """An Adam state handed to ``train.train`` that the fast path cannot update in place
+    (read-only, Fortran order, another dtype) is trained as a copy: both paths give the
+    same numbers, and read-only arrays stay as they were."""
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0, dtype="float64")
+    rng = np.random.default_rng(1)
+
+    def given():
+        arrays = [[0.1 * rng.random(W.shape) for W in net.weights] for _ in range(2)]
+        for group in arrays:
+            for i, A in enumerate(group):
+                A = {"F": np.asfortranarray(A), "float32": A.astype(np.float32)}.get(layout, A)
+                A.flags.writeable = layout != "read-only"
+                group[i] = A
+        return optim.AdamState(2, *arrays)
+
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        rng = np.random.default_rng(1)
+        state = train.LoopState()
+        state.opt_state = start = given()
+        before = [np.array(A) for g in start[1:] for A in g]
+        out, state = train.train(
+            [np.array(W) for W in net.weights], X, T, activation=net.activation,
+            output=net.output, optimizer=optim.adam(), state=state,
+            config=train.Config(epochs=2, batch_size=5, learning_rate=0.01),
+            rng=np.random.default_rng(0), xp=net.xp,
+        )  # fmt: skip
+        runs.append((state.history["loss"], [np.asarray(W) for W in out]))
+        if layout == "read-only":
+            for A, A0 in zip([A for g in start[1:] for A in g], before):
+                np.testing.assert_array_equal(A, A0)
+        assert state.opt_state.t == 2 + 2 * 5  # 23 samples in batches of 5, two epochs
+    assert_same(runs, rtol=1e-6 if layout == "float32" else RTOL)
+
+
+def _state_groups(opt_state):
+    if isinstance(opt_state, optim.AdamState):
+        return [opt_state.m, opt_state.v]
+    return [] if opt_state.velocities is None else [opt_state.velocities]
+
+
+def _copy_state(opt_state):
+    if isinstance(opt_state, optim.AdamState):
+        return optim.AdamState(opt_state.t, *([np.array(A) for A in g] for g in opt_state[1:]))
+    V = opt_state.velocities
+    return optim.SGDState(None if V is None else [np.array(A) for A in V])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov"])
+def test_update_inside_the_gemm_matches_pure_path(monkeypatch, optimizer):
+    """Plain SGD's W <- W - eta G and momentum's V <- mu V - eta G inside the gradient GEMM
+    (beta = 1 or mu); Nesterov, which needs G itself, keeps its buffer."""
     if _fast._Gemm.find(np.float64) is None:
         pytest.skip("NumPy's BLAS exposes no CBLAS symbol here; the ufunc update runs instead")
     monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # every layer through the BLAS update
-    runs = fit_both(monkeypatch, [3, 7, 5, 2], epochs=5, batch_size=6, learning_rate=0.05)
-    assert_same(runs)
+    plans = []
+    real = _fast.plan
+    monkeypatch.setattr(_fast, "plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    for pregather in (2**20, 0):
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", pregather)
+        runs = fit_both(
+            monkeypatch, [3, 7, 5, 2], epochs=5, batch_size=6, learning_rate=0.05,
+            optimizer=OPTIMIZERS[optimizer](),
+        )  # fmt: skip
+        assert_same(runs)
+        assert plans[-1].fused == [optimizer != "nesterov"] * 3
 
 
 @pytest.mark.parametrize("sizes", [[3, 6, 2], [3, 2], [3, 6, 4, 1]])
@@ -262,7 +425,7 @@ def test_plan_covers_numpy_and_leaves_the_rest_to_the_pure_path(monkeypatch):
     assert _plan(xpmlp.MLP([3, 4, 2], "softplus"), X, T) is None  # no in-place h' here
     custom = xpmlp.MLP([3, 4, 2], (lambda a: a * a, lambda a: 2 * a))
     assert _plan(custom, X, T) is None
-    assert _plan(xpmlp.MLP([3, 4, 2]), X, T, alpha=1e-3) is None
+    assert _plan(xpmlp.MLP([3, 4, 2]), X, T, alpha=1e-3) is not None  # the L2 term too
     assert _plan(xpmlp.MLP([3, 4, 2]), X, T, clip_norm=1.0) is None
     monkeypatch.setattr(_fast, "ENABLED", False)
     assert _plan(xpmlp.MLP([3, 4, 2]), X, T) is None

@@ -19,13 +19,16 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   ``delta = h' * (delta @ W[:, 1:])`` over ``Z`` in place, once the gradient GEMM of the layer
   above has read ``Z``: no ``h'`` buffer; element-wise steps run over whole
   ``[1 | Z]``-shaped buffers, contiguous, column 0 included and then ignored;
-- plain SGD adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM (``beta = 1``) where
-  NumPy's own BLAS is reachable and the layer is large, else it scales the gradient buffer
-  and adds it in place; other built-in optimizers get the gradient buffers.
+- plain SGD without the L2 term adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM
+  (``beta = 1``) where NumPy's own BLAS is reachable and the layer is large; everywhere else
+  the gradient lands in a buffer, the L2 term joins it, and the optimizer's step (SGD,
+  momentum, Nesterov, Adam) updates ``W`` and its state in place, right after the layer's
+  gradient, a block of rows at a time so that a block's passes stay in cache: the pure
+  path's operations in its order, the same numbers, and no temporary.
 
 The two paths differ only in the order of floating-point operations (the bias joins the dot
-product; the epoch loss sums per-sample losses; the update inside the GEMM rounds once where
-``W + (-eta G)`` rounds twice); ``tests/test_fastpath.py`` checks that they
+product; the epoch loss sums per-sample losses and the L2 term apart; the update inside the
+GEMM rounds once where ``W + (-eta G)`` rounds twice); ``tests/test_fastpath.py`` checks that they
 agree to ``rtol=1e-12`` in float64. Set ``XPMLP_FAST=0`` (or ``ENABLED = False``) to run
 the pure Array API path everywhere.
 """
@@ -47,6 +50,7 @@ from .objectives import CLIPPED, OUTPUTS
 ENABLED = os.environ.get("XPMLP_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is this small
 GEMM_UPDATE_SIZE = 16384  # fuse the SGD update into the gradient GEMM from this many weights
+UPDATE_BLOCK = 32768  # elements per block of rows of an optimizer step (Adam: a dozen passes)
 
 
 # delta = h'(a) * P from the stored z = h(a) and P = delta_next @ W[:, 1:], written over Z
@@ -179,7 +183,7 @@ def plan(
     weights, X, T, *, sample_weight, activation, output, optimizer, config, xp
 ) -> Plan | None:
     """A :class:`Plan` for this training call, or ``None`` where the pure path must run."""
-    if not ENABLED or sample_weight is not None or config.alpha or config.clip_norm:
+    if not ENABLED or sample_weight is not None or config.clip_norm:
         return None
     arrays = [X, T, *weights]
     if not all(type(a) is np.ndarray and a.ndim == 2 for a in arrays):
@@ -193,9 +197,19 @@ def plan(
         return None
     if not any(output is o for o in (*OUTPUTS.values(), *CLIPPED.values())):
         return None
-    if getattr(optimizer.update, "__module__", None) != optim.__name__:
+    if _kind(optimizer) is None:
         return None  # a user's optimizer may keep the gradient arrays we reuse
     return Plan(weights, X, T, activation, output, optimizer, config, xp)
+
+
+def _kind(optimizer) -> str | None:
+    """``"sgd"`` or ``"adam"`` for the optimizers of :mod:`optim` (their ``update`` is a
+    closure of the factory of that name), whose steps :meth:`Plan._rule` repeats; else None."""
+    fn = optimizer.update
+    if getattr(fn, "__module__", None) != optim.__name__:
+        return None
+    kind = getattr(fn, "__qualname__", "").split(".")[0]
+    return kind if kind in ("sgd", "adam") else None
 
 
 class Plan:
@@ -212,8 +226,9 @@ class Plan:
         self.activation = activation
         self.delta_ops = DELTAS[activation.name]
         self.output = output
-        self.optimizer = optimizer
-        self.sgd = optimizer.name == "sgd" and optimizer.hyperparams.get("momentum") == 0.0
+        self.kind, self.hp = _kind(optimizer), optimizer.hyperparams
+        self.plain = self.kind == "sgd" and self.hp["momentum"] == 0.0  # W <- W - eta G
+        self.alpha = config.alpha
         sizes = [D] + [W.shape[0] for W in weights]
         L = len(weights)
         self.blas = _Gemm.find(dt)
@@ -244,30 +259,39 @@ class Plan:
         self.losses = np.empty((N, 1) if K == 1 else N, dtype=dt)
         # reported loss: Config.loss_scale times the data term; 1/2 of squared error here
         self.loss_scale = config.loss_scale * (0.5 if output.name == "identity" else 1.0)
-        # plain SGD: W += -eta delta.T @ [1 | Z] inside the GEMM (beta = 1), no gradient buffer
+        # SGD: -eta delta.T @ [1 | Z] added inside the GEMM, no gradient buffer (_fused_target)
         self.fused = [
-            self.sgd and self.blas is not None and W.size >= GEMM_UPDATE_SIZE
-            and _GemmCall.usable(W) for W in weights
+            self.kind == "sgd" and not self.hp["nesterov"] and not self.alpha
+            and self.blas is not None and W.size >= GEMM_UPDATE_SIZE and _GemmCall.usable(W)
+            for W in weights
         ]  # fmt: skip
         self.G = [None if f else np.empty(W.shape, dtype=dt) for W, f in zip(weights, self.fused)]
+        # two scratch blocks for the optimizer's step (see _update_ops)
+        size = max([UPDATE_BLOCK] + [W.shape[1] for W in weights])
+        self.scratch = [np.empty(size, dtype=dt) for _ in range(2)]
         self.L = L
-        self.neg_lr = np.zeros((), dtype=dt)  # -eta, set each epoch (schedules change eta)
+        self.neg_lr = np.zeros((), dtype=dt)  # the step's -eta (schedules and Adam change it)
         self.lr = config.learning_rate
-        self._bind(weights)
+        self.t = 0  # Adam's step count
+        self.penalty = 0.0  # the epoch's sum of the L2 penalties before each step
+        self._bind(weights, [])
 
-    def _bind(self, weights):
-        """Work on ``weights``; one this plan cannot update in place (a callback's
-        replacement: read-only, of another dtype or layout) is trained as a copy, as the
-        pure path makes new arrays where it cannot write."""
+    def _bind(self, weights, state):
+        """Work on ``weights`` and the optimizer's ``state`` (lists of arrays shaped like
+        them); an array this plan cannot update in place (a callback's replacement:
+        read-only, of another dtype or layout) is trained as a copy, as the pure path makes
+        new arrays where it cannot write."""
         dt = self.X.dtype
 
-        def own(l, W):
+        def own(W):
             ok = type(W) is np.ndarray and W.dtype == dt and W.flags.writeable
-            ok = ok and (not self.fused[l] or _GemmCall.usable(W))
+            ok = ok and W.flags.c_contiguous and W.flags.aligned  # flat blocks, raw pointers
             return W if ok else np.array(W, dt, order="C")
 
-        weights = [own(l, W) for l, W in enumerate(weights)]
+        weights = [own(W) for W in weights]
         self.W, self.bound = weights, tuple(weights)  # the list is the caller's to change
+        self.S = [[own(A) for A in group] for group in state]
+        self.bound_state = tuple(A for group in state for A in group)
         self.Wt = [W.T for W in weights]
         self.Wh = [W[:, 1:] for W in weights]
         self._programs = {}
@@ -275,7 +299,7 @@ class Plan:
     def _program(self, n):
         """The step for batch size ``n`` as lists of ``(ufunc, args)`` on fixed buffers, and
         layer 0's two functions of this step's batch ``x`` (``[1 | X_b]`` or ``X_b``)."""
-        L, W, Wt, Wh, G, neg_lr = self.L, self.W, self.Wt, self.Wh, self.G, self.neg_lr
+        L, Wt, Wh, G = self.L, self.Wt, self.Wh, self.G
         Z1 = [Z[:n] for Z in self.Z1]
         Z = [Z[:, 1:] for Z in Z1]
         flat = lambda bufs: [b[:n].reshape(-1) for b in bufs]  # noqa: E731 (row slices: views)
@@ -286,16 +310,11 @@ class Plan:
         Y = A if self.identity else self.Ybuf[:n]
         x = self.Xg[:n]  # the layout of every batch
 
-        def sgd_step(l):  # W <- W + (-eta) G, the pure path's order, where not fused
-            if self.fused[l] or not self.sgd:
-                return []
-            return [(np.multiply, (G[l], neg_lr, G[l])), (np.add, (W[l], G[l], W[l]))]
-
         def grad_ops(l, d, inp):
             if self.fused[l]:
-                call = _GemmCall(self.blas, d.T, inp, W[l], 1.0)
-                return [(lambda: call(-self.lr), ())]
-            return [(np.matmul, (d.T, inp, G[l])), *sgd_step(l)]
+                call = _GemmCall(self.blas, d.T, inp, *self._fused_target(l))
+                return [(lambda: call(-self.lr), ()), *self._update_ops(l, n)]
+            return [(np.matmul, (d.T, inp, G[l])), *self._update_ops(l, n)]
 
         fwd = []
         for l in range(L):
@@ -319,7 +338,7 @@ class Plan:
             first_fwd, first_grad = self._layer0_ones(x, out, d)
         else:
             first_fwd, first_grad = self._layer0_apart(x, out, Z1[0] if L > 1 else A, d)
-        prog = (first_fwd, fwd, A, Y, bwd, first_grad, sgd_step(0))
+        prog = (first_fwd, fwd, A, Y, bwd, first_grad, self._update_ops(0, n))
         self._programs[n] = prog
         return prog
 
@@ -327,7 +346,7 @@ class Plan:
         """``A = [1 | X_b] @ W.T`` and the gradient ``delta.T @ [1 | X_b]``: into ``W`` with
         ``-eta`` (fused) or into ``G``."""
         if self.fused[0]:
-            call = _GemmCall(self.blas, d.T, x, self.W[0], 1.0)
+            call = _GemmCall(self.blas, d.T, x, *self._fused_target(0))
             grad = lambda x: call(-self.lr, b=x)  # noqa: E731
         else:
             G = self.G[0]
@@ -356,8 +375,9 @@ class Plan:
                 np.add(out, b, out)
 
         if self.fused[0]:
-            update = _GemmCall(self.blas, d.T, x, Wx, 1.0)
-            bias = _GemmCall(self.blas, d.T, self.ones[: x.shape[0]], W[:, :1], 1.0)
+            target, beta = self._fused_target(0)
+            update = _GemmCall(self.blas, d.T, x, target[:, 1:], beta)
+            bias = _GemmCall(self.blas, d.T, self.ones[: x.shape[0]], target[:, :1], beta)
 
             def grad(x):
                 update(-self.lr, b=x)
@@ -370,16 +390,90 @@ class Plan:
 
         return fwd, grad
 
+    def _fused_target(self, l):
+        """``(C, beta)`` for layer ``l``'s gradient GEMM ``C <- -eta G + beta C``: ``W``
+        itself for plain SGD, else momentum's ``V <- mu V - eta G`` (one rounding fewer
+        than :mod:`optim`'s three operations)."""
+        return (self.W[l], 1.0) if self.plain else (self.S[0][l], self.hp["momentum"])
+
+    def _update_ops(self, l, n):
+        """The optimizer's step on layer ``l`` once its gradient is in ``G[l]`` (none where
+        the GEMM made it): the L2 term ``G[:, 1:] += alpha/n W[:, 1:]`` (:mod:`train`), then
+        :meth:`_rule`, on one block of rows of ``W``, ``G`` and the state after another,
+        each block small enough that its passes stay in cache."""
+        if self.fused[l]:  # the GEMM updated W, or V (then W <- W + V)
+            return [] if self.plain else [(np.add, (self.W[l], self.S[0][l], self.W[l]))]
+        W, G, c = self.W[l], self.G[l], self.alpha / n
+        rows = max(1, UPDATE_BLOCK // W.shape[1])
+        ops = []
+        for r in range(0, W.shape[0], rows):
+            w, g = W[r : r + rows], G[r : r + rows]
+            s1, s2 = (b[: w.size].reshape(w.shape) for b in self.scratch)
+            if self.alpha:  # over whole rows, 3-5x faster than over [:, 1:]; the bias
+                # column gets + (-0.0), which leaves every number as it is, signed zeros too
+                ops += [
+                    (np.multiply, (w, c, s1)),
+                    (np.copyto, (s1[:, 0], -0.0)),
+                    (np.add, (g, s1, g)),
+                ]
+            ops += self._rule(w, g, s1, s2, *(S[l][r : r + rows] for S in self.S))
+        return ops
+
+    def _rule(self, w, g, s1, s2, *state):
+        """:mod:`optim`'s update of ``w`` from ``g`` and the ``state`` blocks (momentum's
+        ``V``; Adam's ``m``, ``v``), with its operations in its order (the same numbers),
+        written with ``out=``; ``s1``, ``s2`` are scratch; ``neg_lr`` holds the step's -eta."""
+        neg_lr, hp = self.neg_lr, self.hp
+        if self.kind == "adam":
+            m, v = state
+            b1, b2, eps = hp["beta_1"], hp["beta_2"], hp["epsilon"]
+            return [
+                (np.multiply, (m, b1, m)),  # m <- beta_1 m + (1 - beta_1) G
+                (np.multiply, (g, 1 - b1, s1)),
+                (np.add, (m, s1, m)),
+                (np.multiply, (g, g, s1)),  # v <- beta_2 v + (1 - beta_2) G**2
+                (np.multiply, (s1, 1 - b2, s1)),
+                (np.multiply, (v, b2, v)),
+                (np.add, (v, s1, v)),
+                (np.sqrt, (v, s1)),  # W <- W + (-eta_t m) / (sqrt(v) + epsilon)
+                (np.add, (s1, eps, s1)),
+                (np.multiply, (m, neg_lr, s2)),
+                (np.divide, (s2, s1, s2)),
+                (np.add, (w, s2, w)),
+            ]
+        if not state:  # W <- W + (-eta G)
+            return [(np.multiply, (g, neg_lr, g)), (np.add, (w, g, w))]
+        (V,), mu = state, hp["momentum"]
+        ops = [(np.multiply, (V, mu, V)), (np.multiply, (g, neg_lr, s1)), (np.add, (V, s1, V))]
+        if not hp["nesterov"]:  # V <- mu V - eta G; W <- W + V
+            return ops + [(np.add, (w, V, w))]
+        # W <- W + (mu V - eta G), the subtraction as the addition of -eta G (the same in IEEE)
+        return ops + [(np.multiply, (V, mu, s2)), (np.add, (s2, s1, s2)), (np.add, (w, s2, w))]
+
+    def _count_step(self):
+        """Adam's step count ``t`` and its step size ``-eta_t``."""
+        self.t += 1
+        eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])
+        self.neg_lr[...] = -eta
+
     # ------------------------------------------------------------ one epoch
 
     def epoch(self, weights, idx, opt_state, learning_rate):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
         ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
+        if self.kind == "adam":
+            state = [opt_state.m, opt_state.v]
+            self.t = opt_state.t
+        else:
+            state = [] if opt_state.velocities is None else [opt_state.velocities]
         # the same list may come back with arrays replaced (a callback's ``m.weights = [...]``)
-        if any(a is not b for a, b in zip(weights, self.bound)):
-            self._bind(weights)
+        arrays = (*weights, *(A for group in state for A in group))
+        bound = (*self.bound, *self.bound_state)
+        if len(arrays) != len(bound) or any(a is not b for a, b in zip(arrays, bound)):
+            self._bind(weights, state)
         self.neg_lr[...] = -learning_rate
         self.lr = learning_rate
+        self.penalty = 0.0
         Xg, Tg, losses, pregather = self.Xg, self.Tg, self.losses, self.pregather
         if idx is not None:
             idx = np.asarray(idx)
@@ -395,13 +489,19 @@ class Plan:
         step = self._step
         for s, e in self.bounds:
             if pregather:
-                opt_state = step(Xg[s:e], Tg[s:e], losses[s:e], e - s, opt_state)
+                step(Xg[s:e], Tg[s:e], losses[s:e], e - s)
             elif direct:
-                opt_state = step(self.X[s:e], self.T[s:e], losses[s:e], e - s, opt_state)
+                step(self.X[s:e], self.T[s:e], losses[s:e], e - s)
             else:
                 self._gather(s, e, idx)
-                opt_state = step(Xg[: e - s], Tg[: e - s], losses[s:e], e - s, opt_state)
+                step(Xg[: e - s], Tg[: e - s], losses[s:e], e - s)
         total = self.loss_scale * np.add.reduce(losses, axis=None)
+        if self.alpha:  # the batches' c_b * penalty_b * n_b with c_b = alpha / n_b
+            total = total + self.alpha * self.penalty
+        if self.kind == "adam":
+            opt_state = optim.AdamState(self.t, *self.S)
+        else:
+            opt_state = optim.SGDState(self.S[0] if self.S else None)
         return self.W, opt_state, total
 
     def _gather(self, s, e, idx):
@@ -417,9 +517,13 @@ class Plan:
             np.take(self.X, i, axis=0, out=x, mode=self.take_mode)
             np.take(self.T, i, axis=0, out=self.Tg[:n], mode=self.take_mode)
 
-    def _step(self, x, t, losses, n, opt_state):
+    def _step(self, x, t, losses, n):
         prog = self._programs.get(n) or self._program(n)
         first_fwd, fwd, A, Y, bwd, first_grad, last = prog
+        if self.alpha:  # the L2 penalty of the weights this step starts from
+            self.penalty += 0.5 * sum(float(np.einsum("ij,ij->", W, W)) for W in self.Wh)
+        if self.kind == "adam":
+            self._count_step()
         # forward: A = [1 | Z] @ W.T, Z = h(A) stored in place beside its ones
         first_fwd(x)
         for f, args in fwd:
@@ -442,10 +546,3 @@ class Plan:
         first_grad(x)
         for f, args in last:
             f(*args)
-        if not self.sgd:
-            new, opt_state = self.optimizer.update(
-                self.G, opt_state, self.W, learning_rate=self.lr, xp=self.xp
-            )
-            if any(a is not b for a, b in zip(new, self.W)):
-                self._bind(new)
-        return opt_state

@@ -107,7 +107,7 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
         t = state.t + 1
         m = [_scale_add(beta_1, m_l, 1 - beta_1, G) for m_l, G in zip(state.m, grads)]
         v = [_scale_add(beta_2, v_l, 1 - beta_2, G * G) for v_l, G in zip(state.v, grads)]
-        eta = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        eta = adam_step_size(learning_rate, t, beta_1, beta_2)
         new = [
             _add(W, -eta * m_l / (xp.sqrt(v_l) + epsilon)) for W, m_l, v_l in zip(weights, m, v)
         ]
@@ -116,6 +116,11 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
     return Optimizer(
         "adam", init, update, {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon}
     )
+
+
+def adam_step_size(learning_rate: float, t: int, beta_1: float, beta_2: float) -> float:
+    """Adam's ``eta_t = eta sqrt(1 - beta_2**t) / (1 - beta_1**t)`` at step ``t``."""
+    return learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
 
 
 OPTIMIZERS = {"sgd": sgd, "adam": adam}
