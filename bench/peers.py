@@ -76,6 +76,8 @@ class XpmlpFit(Runner):
             epochs=wl.epochs,
             batch_size=wl.batch,
             learning_rate=wl.lr,
+            optimizer=wl.optimizer,
+            alpha=wl.alpha,
             shuffle=wl.perm is not None,
         )
         self.xpmlp.backend.synchronize(self.xp)
@@ -206,10 +208,29 @@ class HandNumpy(Runner):
         m = self.mod
         self.W = [m.array(W[:, 1:], dtype=self.dt, copy=True) for W in self.wl.W0]
         self.b = [m.array(W[:, 0], dtype=self.dt, copy=True) for W in self.wl.W0]
+        self.moments = [[m.zeros_like(p) for p in (*self.W, *self.b)] for _ in range(2)]
+        self.t = 0
+
+    def update(self, grads):
+        """Plain SGD, or Adam (Kingma & Ba's efficient form, as scikit-learn's) on the
+        parameters ``W + b`` in place."""
+        params, wl = [*self.W, *self.b], self.wl
+        if wl.optimizer == "sgd":
+            for p, g in zip(params, grads):
+                p -= wl.lr * g
+            return
+        self.t += 1
+        eta = wl.lr * (1 - 0.999**self.t) ** 0.5 / (1 - 0.9**self.t)
+        for p, g, m1, m2 in zip(params, grads, *self.moments):
+            m1 *= 0.9
+            m1 += 0.1 * g
+            m2 *= 0.999
+            m2 += 0.001 * g * g
+            p -= eta * m1 / (self.mod.sqrt(m2) + 1e-8)
 
     def run(self):
         m, wl, W, b = self.mod, self.wl, self.W, self.b
-        L, lr = len(W), wl.lr
+        L = len(W)
         for _ in range(wl.epochs):
             total = 0.0
             for s, e in wl.bounds:
@@ -225,12 +246,14 @@ class HandNumpy(Runner):
                 r = Z[-1] - t
                 total = total + 0.5 * m.sum(r * r)
                 d = r / (e - s)
+                gW, gb = [None] * L, [None] * L
                 for l in range(L - 1, -1, -1):
-                    gW, gb = d.T @ Z[l], d.sum(axis=0)
+                    gW[l], gb[l] = d.T @ Z[l], d.sum(axis=0)
+                    if wl.alpha:
+                        gW[l] += wl.alpha / (e - s) * W[l]
                     if l > 0:
                         d = (d @ W[l]) * (1 - Z[l] ** 2)
-                    W[l] -= lr * gW
-                    b[l] -= lr * gb
+                self.update(gW + gb)
             self.loss = float(total) / wl.N  # one host value per epoch
         _sync(m)
 
@@ -246,7 +269,8 @@ class HandNumpy(Runner):
 
 
 class Torch(Runner):
-    """PyTorch eager: nn.Linear + Tanh, autograd, torch.optim.SGD."""
+    """PyTorch eager: nn.Linear + Tanh, autograd, torch.optim.SGD (or Adam, with the L2
+    term in the loss: its ``weight_decay`` would decay the biases too)."""
 
     name = "PyTorch eager"
 
@@ -270,7 +294,10 @@ class Torch(Runner):
                 layers.append(torch.nn.Tanh())
         self.model = torch.nn.Sequential(*layers)
         self.linear = [m for m in self.model if isinstance(m, torch.nn.Linear)]
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=wl.lr)
+        if wl.optimizer == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=wl.lr)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=wl.lr)
         self.X = torch.as_tensor(wl.X, dtype=self.dt, device=self.device)
         self.T = torch.as_tensor(wl.T, dtype=self.dt, device=self.device)
         self.perm = None if wl.perm is None else torch.as_tensor(wl.perm, device=self.device)
@@ -281,6 +308,7 @@ class Torch(Runner):
             for lin, W in zip(self.linear, self.wl.W0):
                 lin.weight.copy_(torch.from_numpy(np.array(W[:, 1:])))
                 lin.bias.copy_(torch.from_numpy(np.array(W[:, 0])))
+        self.opt.state.clear()  # Adam starts afresh
 
     def run(self):
         torch, wl = self.torch, self.wl
@@ -296,7 +324,11 @@ class Torch(Runner):
                 self.opt.zero_grad(set_to_none=True)
                 r = self.model(x) - t
                 loss = 0.5 * (r * r).sum(dim=1).mean()
-                loss.backward()
+                if wl.alpha:
+                    l2 = sum((lin.weight * lin.weight).sum() for lin in self.linear)
+                    (loss + wl.alpha / (2 * (e - s)) * l2).backward()
+                else:
+                    loss.backward()
                 self.opt.step()
                 total += loss.detach() * (e - s)
             self.loss = float(total) / wl.N
@@ -352,7 +384,8 @@ class Jax(Runner):
         self.idx = (
             None if wl.perm is None else [put(wl.perm[s:e], dtype=jnp.int32) for s, e in wl.bounds]
         )
-        lr = wl.lr
+        lr, alpha, adam = wl.lr, wl.alpha, wl.optimizer == "adam"
+        tree_map = jax.tree_util.tree_map
 
         def loss_fn(params, x, t):
             z = x
@@ -360,16 +393,26 @@ class Jax(Runner):
                 a = jnp.matmul(z, W.T, precision=precision) + b
                 z = jnp.tanh(a) if l < len(params) - 1 else a
             r = z - t
-            return 0.5 * jnp.mean(jnp.sum(r * r, axis=1))
+            data = 0.5 * jnp.mean(jnp.sum(r * r, axis=1))
+            l2 = sum(jnp.sum(W * W) for W, _ in params) if alpha else 0.0
+            return data + alpha / (2 * x.shape[0]) * l2, data
 
-        def update(params, total, x, t):
+        def update(state, total, x, t):
             # the epoch's loss sum is carried through the step: no eager op per step
-            loss, g = jax.value_and_grad(loss_fn)(params, x, t)
-            new = jax.tree_util.tree_map(lambda p, gp: p - lr * gp, params, g)
-            return new, total + loss * x.shape[0]
+            params, m1, m2, k = state
+            (_, loss), g = jax.value_and_grad(loss_fn, has_aux=True)(params, x, t)
+            if not adam:
+                new = tree_map(lambda p, gp: p - lr * gp, params, g)
+                return (new, m1, m2, k), total + loss * x.shape[0]
+            k = k + 1  # Adam, Kingma & Ba's efficient form, as scikit-learn's
+            m1 = tree_map(lambda m, gp: 0.9 * m + 0.1 * gp, m1, g)
+            m2 = tree_map(lambda v, gp: 0.999 * v + 0.001 * gp * gp, m2, g)
+            eta = lr * jnp.sqrt(1 - 0.999**k) / (1 - 0.9**k)
+            new = tree_map(lambda p, m, v: p - eta * m / (jnp.sqrt(v) + 1e-8), params, m1, m2)
+            return (new, m1, m2, k), total + loss * x.shape[0]
 
-        def step_idx(params, total, X, T, i):
-            return update(params, total, jnp.take(X, i, axis=0), jnp.take(T, i, axis=0))
+        def step_idx(state, total, X, T, i):
+            return update(state, total, jnp.take(X, i, axis=0), jnp.take(T, i, axis=0))
 
         self.step_idx = jax.jit(step_idx, donate_argnums=0)
         self.step_full = jax.jit(update, donate_argnums=0)
@@ -377,16 +420,22 @@ class Jax(Runner):
 
     def reset(self):
         jnp, jax = self.jnp, self.jax
-        self.params = [
+        params = [
             (
                 jax.device_put(jnp.asarray(W[:, 1:], dtype=self.dt), self.dev),
                 jax.device_put(jnp.asarray(W[:, 0], dtype=self.dt), self.dev),
             )
             for W in self.wl.W0
         ]
+        if self.wl.optimizer == "adam":  # parameters, Adam's moments and step count
+            zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
+            k = jax.device_put(jnp.asarray(0, dtype=self.dt), self.dev)
+            self.state = (params, zeros(), zeros(), k)
+        else:
+            self.state = (params, None, None, None)
 
     def run(self):
-        wl, p = self.wl, self.params
+        wl, p = self.wl, self.state
         for _ in range(wl.epochs):
             total = self.zero
             for k, (s, e) in enumerate(wl.bounds):
@@ -397,12 +446,12 @@ class Jax(Runner):
                     p, total = self.step_idx(p, total, self.X, self.T, self.idx[k])
             self.loss = float(total) / wl.N  # one host value per epoch
         self.jax.block_until_ready(p)
-        self.params = p
+        self.state = p
 
     def weights(self):
         return [
             np.concatenate([np.asarray(b, np.float64)[:, None], np.asarray(W, np.float64)], 1)
-            for W, b in self.params
+            for W, b in self.state[0]
         ]
 
     def info(self):
@@ -413,9 +462,9 @@ class Jax(Runner):
 
 
 class Sklearn(Runner):
-    """scikit-learn MLPRegressor, ``partial_fit`` once per epoch (sgd, no momentum), on the
-    data put in the epoch's order inside the timed run, as the others gather their batches
-    (``shuffle=False``: it takes them in that order)."""
+    """scikit-learn MLPRegressor, ``partial_fit`` once per epoch (sgd without momentum, or
+    adam), on the data put in the epoch's order inside the timed run, as the others gather
+    their batches (``shuffle=False``: it takes them in that order)."""
 
     def __init__(self, wl, dtype):
         super().__init__(wl, dtype)
@@ -431,8 +480,8 @@ class Sklearn(Runner):
         self.m = MLPRegressor(
             hidden_layer_sizes=tuple(wl.sizes[1:-1]),
             activation="tanh",
-            solver="sgd",
-            alpha=0.0,
+            solver=wl.optimizer,
+            alpha=wl.alpha,
             batch_size=wl.batch or wl.N,
             learning_rate="constant",
             learning_rate_init=wl.lr,
@@ -450,6 +499,11 @@ class Sklearn(Runner):
         for l, W in enumerate(self.wl.W0):
             self.m.coefs_[l][...] = W[:, 1:].T  # in place: its optimizer holds these arrays
             self.m.intercepts_[l][...] = W[:, 0]
+        opt = self.m._optimizer
+        if hasattr(opt, "ms"):  # Adam starts afresh
+            opt.t = 0
+            for A in (*opt.ms, *opt.vs):
+                A[...] = 0
 
     def run(self):
         perm = self.wl.perm
