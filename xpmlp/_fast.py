@@ -19,17 +19,18 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   ``delta = h' * (delta @ W[:, 1:])`` over ``Z`` in place, once the gradient GEMM of the layer
   above has read ``Z``: no ``h'`` buffer; element-wise steps run over whole
   ``[1 | Z]``-shaped buffers, contiguous, column 0 included and then ignored;
-- plain SGD without the L2 term adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM
-  (``beta = 1``) where NumPy's own BLAS is reachable and the layer is large; everywhere else
-  the gradient lands in a buffer, the L2 term joins it, and the optimizer's step (SGD,
-  momentum, Nesterov, Adam) updates ``W`` and its state in place, right after the layer's
-  gradient, a block of rows at a time so that a block's passes stay in cache: the pure
-  path's operations in its order, the same numbers, and no temporary.
+- without the L2 term, plain SGD adds ``-eta delta.T @ [1 | Z]`` to ``W`` inside the GEMM
+  (``beta = 1``), and classical momentum to ``V`` (``beta = mu``; then ``W += V``), where
+  NumPy's own BLAS is reachable and the layer is large; everywhere else the gradient lands
+  in a buffer, the L2 term joins it, and the optimizer's step (SGD, momentum, Nesterov,
+  Adam) updates ``W`` and its state in place, right after the layer's gradient, a block of
+  rows at a time so that a block's passes stay in cache: the pure path's operations in its
+  order, the same numbers, and no temporary.
 
 The two paths differ only in the order of floating-point operations (the bias joins the dot
-product; the epoch loss sums per-sample losses and the L2 term apart; the update inside the
-GEMM rounds once where ``W + (-eta G)`` rounds twice); ``tests/test_fastpath.py`` checks that they
-agree to ``rtol=1e-12`` in float64. Set ``XPMLP_FAST=0`` (or ``ENABLED = False``) to run
+product; the epoch loss sums per-sample losses and the L2 term apart; an update inside the
+GEMM rounds once where ``W + (-eta G)`` rounds twice); ``tests/test_fastpath.py`` checks
+that they agree to ``rtol=1e-12`` in float64. Set ``XPMLP_FAST=0`` (or ``ENABLED = False``) to run
 the pure Array API path everywhere.
 """
 
