@@ -1,5 +1,8 @@
 """The NumPy fast path (xpmlp/_fast.py) gives the pure Array API path's numbers."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -441,6 +444,34 @@ def test_pure_path_still_runs_for_sample_weights_and_l2(monkeypatch):
         net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=1)
         fits.append(net.fit(X, T, epochs=2, batch_size=5, alpha=1e-2, sample_weight=sw))
     assert fits[0]["loss"] == fits[1]["loss"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("pregather", [True, False])
+def test_a_plan_is_freed_when_training_ends(monkeypatch, optimizer, pregather):
+    """No reference cycle keeps a plan, its buffers as large as the weights included,
+    alive after ``fit`` until the cyclic garbage collector happens to run."""
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # the GEMM calls on the BLAS too
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    refs, real = [], _fast.plan
+
+    def spy(*args, **kw):
+        p = real(*args, **kw)
+        refs.append(weakref.ref(p))
+        return p
+
+    monkeypatch.setattr(_fast, "plan", spy)
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0)
+    gc.collect()
+    gc.disable()
+    try:
+        net.fit(X, T, epochs=2, batch_size=5, optimizer=OPTIMIZERS[optimizer]())
+        assert len(refs) == 1 and refs[0]() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

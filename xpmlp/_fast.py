@@ -174,7 +174,7 @@ class _GemmCall:
     def __call__(self, alpha, a=None, b=None):
         pa = self.a if a is None else a.ctypes.data
         pb = self.b if b is None else b.ctypes.data
-        self.fn(*self.head, alpha, pa, self.lda, pb, self.ldb, *self.tail)
+        self.fn(*self.head, float(alpha), pa, self.lda, pb, self.ldb, *self.tail)
 
 
 # ---------------------------------------------------------------- the plan
@@ -314,7 +314,7 @@ class Plan:
         def grad_ops(l, d, inp):
             if self.fused[l]:
                 call = _GemmCall(self.blas, d.T, inp, *self._fused_target(l))
-                return [(lambda: call(-self.lr), ()), *self._update_ops(l, n)]
+                return [(call, (self.neg_lr,)), *self._update_ops(l, n)]
             return [(np.matmul, (d.T, inp, G[l])), *self._update_ops(l, n)]
 
         fwd = []
@@ -347,8 +347,8 @@ class Plan:
         """``A = [1 | X_b] @ W.T`` and the gradient ``delta.T @ [1 | X_b]``: into ``W`` with
         ``-eta`` (fused) or into ``G``."""
         if self.fused[0]:
-            call = _GemmCall(self.blas, d.T, x, *self._fused_target(0))
-            grad = lambda x: call(-self.lr, b=x)  # noqa: E731
+            call, neg_lr = _GemmCall(self.blas, d.T, x, *self._fused_target(0)), self.neg_lr
+            grad = lambda x: call(neg_lr, b=x)  # noqa: E731
         else:
             G = self.G[0]
             grad = lambda x: np.matmul(d.T, x, G)  # noqa: E731
@@ -379,10 +379,11 @@ class Plan:
             target, beta = self._fused_target(0)
             update = _GemmCall(self.blas, d.T, x, target[:, 1:], beta)
             bias = _GemmCall(self.blas, d.T, self.ones[: x.shape[0]], target[:, :1], beta)
+            neg_lr = self.neg_lr
 
             def grad(x):
-                update(-self.lr, b=x)
-                bias(-self.lr)
+                update(neg_lr, b=x)
+                bias(neg_lr)
         else:
 
             def grad(x):
