@@ -180,7 +180,7 @@ def test_optimizer_step_gives_optims_numbers_bit_for_bit(monkeypatch, optimizer,
     p.lr, p.neg_lr[...] = lr, -lr
     if optimizer == "adam":
         p.t = state.t
-        p._count_step()
+        p._begin_step()
         assert p.t == state_ref.t == 4
     for G, G_0 in zip(p.G, G0):
         G[...] = G_0

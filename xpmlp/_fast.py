@@ -275,6 +275,7 @@ class Plan:
         self.lr = config.learning_rate
         self.t = 0  # Adam's step count
         self.penalty = 0.0  # the epoch's sum of the L2 penalties before each step
+        self.per_step = bool(self.alpha) or self.kind == "adam"  # _begin_step has work
         self._bind(weights, [])
 
     def _bind(self, weights, state):
@@ -452,11 +453,15 @@ class Plan:
         # W <- W + (mu V - eta G), the subtraction as the addition of -eta G (the same in IEEE)
         return ops + [(np.multiply, (V, mu, s2)), (np.add, (s2, s1, s2)), (np.add, (w, s2, w))]
 
-    def _count_step(self):
-        """Adam's step count ``t`` and its step size ``-eta_t``."""
-        self.t += 1
-        eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])
-        self.neg_lr[...] = -eta
+    def _begin_step(self):
+        """The L2 penalty of the weights the step starts from; Adam's step count ``t`` and
+        its step size ``-eta_t``."""
+        if self.alpha:
+            self.penalty += 0.5 * sum(float(np.einsum("ij,ij->", W, W)) for W in self.Wh)
+        if self.kind == "adam":
+            self.t += 1
+            eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])
+            self.neg_lr[...] = -eta
 
     # ------------------------------------------------------------ one epoch
 
@@ -522,10 +527,8 @@ class Plan:
     def _step(self, x, t, losses, n):
         prog = self._programs.get(n) or self._program(n)
         first_fwd, fwd, A, Y, bwd, first_grad, last = prog
-        if self.alpha:  # the L2 penalty of the weights this step starts from
-            self.penalty += 0.5 * sum(float(np.einsum("ij,ij->", W, W)) for W in self.Wh)
-        if self.kind == "adam":
-            self._count_step()
+        if self.per_step:
+            self._begin_step()
         # forward: A = [1 | Z] @ W.T, Z = h(A) stored in place beside its ones
         first_fwd(x)
         for f, args in fwd:
