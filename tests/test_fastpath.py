@@ -180,7 +180,8 @@ def test_optimizer_step_gives_optims_numbers_bit_for_bit(monkeypatch, optimizer,
     p.lr, p.neg_lr[...] = lr, -lr
     if optimizer == "adam":
         p.t = state.t
-        p._begin_step()
+    p._begin_step(0, n, None)  # alpha / n; Adam's step count and eta_t
+    if optimizer == "adam":
         assert p.t == state_ref.t == 4
     for G, G_0 in zip(p.G, G0):
         G[...] = G_0
@@ -405,13 +406,13 @@ def test_weights_are_a_tuple_set_as_a_whole():
         net.weights[0] = np.full((4, 4), np.nan)  # only the checked setter replaces weights
 
 
-def _plan(net, X, T, **kw):
+def _plan(net, X, T, sample_weight=None, **kw):
     cfg = train.Config(**{"batch_size": 4, **kw})
     return _fast.plan(
         net.weights,
         net._array(X),
         net._array(T),
-        sample_weight=None,
+        sample_weight=sample_weight,
         activation=net.activation,
         output=net.output,
         optimizer=optim.sgd(),
@@ -434,16 +435,51 @@ def test_plan_covers_numpy_and_leaves_the_rest_to_the_pure_path(monkeypatch):
     assert _plan(xpmlp.MLP([3, 4, 2]), X, T) is None
 
 
-def test_pure_path_still_runs_for_sample_weights_and_l2(monkeypatch):
-    """Configurations outside the fast path train exactly as before."""
-    X, T = problem()
-    sw = np.linspace(0.5, 1.5, X.shape[0])
-    fits = []
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("pregather", [True, False])
+@pytest.mark.parametrize("by_size", [False, True])
+def test_sample_weights_match_pure_path(monkeypatch, optimizer, alpha, pregather, by_size):
+    """Sample weights on the fast path: w_n = s_n / S per batch in the output error and the
+    loss, alpha / S in the L2 term, a batch of zero weights (S = 0) that moves nothing but
+    Adam's moments, and the epoch loss by total weight or by batch size."""
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
+    monkeypatch.setattr(_fast, "UPDATE_BLOCK", 8)
+    X, T = problem(N=23)
+    sw = np.linspace(0.5, 2.0, X.shape[0])
+    sw[5:10] = 0.0  # the second batch of 5 in order weighs nothing
+    net = xpmlp.MLP([3, 6, 4, 2], seed=1, dtype="float64")
+    runs, plans = [], []
     for enabled in (False, True):
         monkeypatch.setattr(_fast, "ENABLED", enabled)
-        net = xpmlp.MLP([3, 4, 2], dtype="float64", seed=1)
-        fits.append(net.fit(X, T, epochs=2, batch_size=5, alpha=1e-2, sample_weight=sw))
-    assert fits[0]["loss"] == fits[1]["loss"]
+        for shuffle in (False, True):
+            out, state = train.train(
+                [np.array(W) for W in net.weights], X, T, activation=net.activation,
+                output=net.output, optimizer=OPTIMIZERS[optimizer](), state=train.LoopState(),
+                config=train.Config(
+                    epochs=3, batch_size=5, learning_rate=0.05, alpha=alpha, shuffle=shuffle,
+                    loss_by_batch_size=by_size,
+                ),
+                rng=np.random.default_rng(0), sample_weight=sw, xp=net.xp,
+            )  # fmt: skip
+            runs.append((state.history["loss"], [np.asarray(W) for W in out]))
+        plans.append(_plan(net, X, T, sample_weight=sw))
+    for k in (0, 1):  # in order, shuffled
+        assert_same([runs[k], runs[k + 2]])
+    assert plans[1] is not None
+    unweighted = fit_both(monkeypatch, [3, 6, 4, 2], epochs=3, batch_size=5, learning_rate=0.05)
+    assert not np.allclose(unweighted[1][0], runs[2][0])  # the weights changed the losses
+
+
+def test_sample_weights_of_another_dtype_take_the_pure_path(monkeypatch):
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    X, T = problem()
+    net = xpmlp.MLP([3, 4, 2], dtype="float64")
+    assert _plan(net, X, T, sample_weight=np.ones(X.shape[0])) is not None
+    assert _plan(net, X, T, sample_weight=np.ones(X.shape[0], np.float32)) is None
+    assert _plan(net, X, T, sample_weight=np.ones((X.shape[0], 1))) is None
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])

@@ -25,19 +25,23 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   in a buffer, the L2 term joins it, and the optimizer's step (SGD, momentum, Nesterov,
   Adam) updates ``W`` and its state in place, right after the layer's gradient, a block of
   rows at a time so that a block's passes stay in cache: the pure path's operations in its
-  order, the same numbers, and no temporary.
+  order, the same numbers, and no temporary;
+- sample weights are gathered with the batch; the output error is scaled by
+  ``w_n = s_n / S`` instead of ``1/N`` and the L2 term by ``alpha / S`` (``S = sum s_n`` of
+  the batch), as in :func:`train.loss_and_gradients`.
 
 The two paths differ only in the order of floating-point operations (the bias joins the dot
 product; the epoch loss sums per-sample losses and the L2 term apart; an update inside the
 GEMM rounds once where ``W + (-eta G)`` rounds twice); ``tests/test_fastpath.py`` checks
-that they agree to ``rtol=1e-12`` in float64. Set ``XPMLP_FAST=0`` (or ``ENABLED = False``) to run
-the pure Array API path everywhere.
+that they agree to ``rtol=1e-12`` in float64. Set ``XPMLP_FAST=0`` (or ``ENABLED = False``)
+to run the pure Array API path everywhere.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import math
 import os
 from functools import partial
 from typing import Any
@@ -184,13 +188,16 @@ def plan(
     weights, X, T, *, sample_weight, activation, output, optimizer, config, xp
 ) -> Plan | None:
     """A :class:`Plan` for this training call, or ``None`` where the pure path must run."""
-    if not ENABLED or sample_weight is not None or config.clip_norm:
+    if not ENABLED or config.clip_norm:
         return None
     arrays = [X, T, *weights]
     if not all(type(a) is np.ndarray and a.ndim == 2 for a in arrays):
         return None
     dtype = X.dtype
     if dtype not in (np.float32, np.float64) or any(a.dtype != dtype for a in arrays):
+        return None
+    sw = sample_weight
+    if sw is not None and not (type(sw) is np.ndarray and sw.ndim == 1 and sw.dtype == dtype):
         return None
     if not all(W.flags.writeable for W in weights):
         return None
@@ -200,7 +207,7 @@ def plan(
         return None
     if _kind(optimizer) is None:
         return None  # a user's optimizer may keep the gradient arrays we reuse
-    return Plan(weights, X, T, activation, output, optimizer, config, xp)
+    return Plan(weights, X, T, sample_weight, activation, output, optimizer, config, xp)
 
 
 def _kind(optimizer) -> str | None:
@@ -216,7 +223,7 @@ def _kind(optimizer) -> str | None:
 class Plan:
     """Buffers and views for one :func:`train.train` call."""
 
-    def __init__(self, weights, X, T, activation, output, optimizer, config, xp):
+    def __init__(self, weights, X, T, sample_weight, activation, output, optimizer, config, xp):
         batch_size = config.batch_size
         N, D = X.shape
         K = T.shape[1]
@@ -242,6 +249,13 @@ class Plan:
         if self.pregather:
             self.Xg[:, 0] = 1
         self.Tg = np.empty((rows, K), dtype=dt)
+        # sample weights s_n: gathered like T; w_n = s_n / S of each batch (S = sum s_n), and
+        # each sample's factor n_b w_n in the epoch's loss sum (train._epoch's total)
+        self.sw, self.by_size = sample_weight, config.loss_by_batch_size
+        weighted = sample_weight is not None
+        self.Sg = np.empty(rows if weighted else 0, dtype=dt)
+        self.wb = np.empty(B if weighted else 0, dtype=dt)
+        self.lw = np.empty(N if weighted else 0, dtype=dt)
         self.gathered = False
         # [1 | Z[l]] of every hidden layer, which backward overwrites with delta[l], and one
         # buffer P = delta @ W[:, 1:] per width, shared by the layers of that width. The
@@ -274,8 +288,9 @@ class Plan:
         self.neg_lr = np.zeros((), dtype=dt)  # the step's -eta (schedules and Adam change it)
         self.lr = config.learning_rate
         self.t = 0  # Adam's step count
-        self.penalty = 0.0  # the epoch's sum of the L2 penalties before each step
-        self.per_step = bool(self.alpha) or self.kind == "adam"  # _begin_step has work
+        self.l2c = np.zeros((), dtype=dt)  # the step's alpha / S
+        self.penalty = 0.0  # the epoch's sum of n_b c_b penalty_b (train._epoch's L2 part)
+        self.per_step = bool(self.alpha) or self.kind == "adam" or weighted  # _begin_step
         self._bind(weights, [])
 
     def _bind(self, weights, state):
@@ -326,7 +341,10 @@ class Plan:
             if l < L - 1:
                 fwd += _h_ops(self.activation, out, Zf[l], self.xp)
                 fwd.append((np.copyto, (Z1[l][:, 0], 1)))
-        bwd = [] if n == 1 else [(np.multiply, (Y, 1.0 / n, Y))]  # delta = (y - t) / N
+        if self.sw is not None:  # delta = w_n (y_n - t_n)
+            bwd = [(np.multiply, (Y, self.wb[:n, None], Y))]
+        else:  # delta = (y - t) / N
+            bwd = [] if n == 1 else [(np.multiply, (Y, 1.0 / n, Y))]
         d = Y
         for l in range(L - 1, 0, -1):
             # P = delta @ W[:, 1:] with W before its update, the gradient from [1 | Z], then
@@ -401,12 +419,12 @@ class Plan:
 
     def _update_ops(self, l, n):
         """The optimizer's step on layer ``l`` once its gradient is in ``G[l]`` (none where
-        the GEMM made it): the L2 term ``G[:, 1:] += alpha/n W[:, 1:]`` (:mod:`train`), then
+        the GEMM made it): the L2 term ``G[:, 1:] += alpha/S W[:, 1:]`` (:mod:`train`), then
         :meth:`_rule`, on one block of rows of ``W``, ``G`` and the state after another,
         each block small enough that its passes stay in cache."""
         if self.fused[l]:  # the GEMM updated W, or V (then W <- W + V)
             return [] if self.plain else [(np.add, (self.W[l], self.S[0][l], self.W[l]))]
-        W, G, c = self.W[l], self.G[l], self.alpha / n
+        W, G, c = self.W[l], self.G[l], self.l2c
         rows = max(1, UPDATE_BLOCK // W.shape[1])
         ops = []
         for r in range(0, W.shape[0], rows):
@@ -453,11 +471,26 @@ class Plan:
         # W <- W + (mu V - eta G), the subtraction as the addition of -eta G (the same in IEEE)
         return ops + [(np.multiply, (V, mu, s2)), (np.add, (s2, s1, s2)), (np.add, (w, s2, w))]
 
-    def _begin_step(self):
-        """The L2 penalty of the weights the step starts from; Adam's step count ``t`` and
-        its step size ``-eta_t``."""
+    def _begin_step(self, s, e, sw):
+        """What the step over rows ``s:e`` needs before its update, in
+        :func:`train.loss_and_gradients`' expressions: the weights ``w_n = s_n / S`` of the
+        batch's sample weights ``sw`` (``S`` their sum, inf if 0) and each sample's factor in
+        the epoch's loss; the L2 term's ``c = alpha / S`` (``S = n`` without weights) and
+        the penalty of the weights the step starts from; Adam's step count ``t`` and its
+        step size ``-eta_t``."""
+        S = n_b = e - s
+        if sw is not None:
+            total = np.add.reduce(sw)
+            S = total if total > 0 else total.dtype.type(math.inf)
+            w = self.wb[: e - s]
+            np.divide(sw, S, out=w)
+            n_b = n_b if self.by_size else total  # train._epoch's n_b
+            np.multiply(w, n_b, out=self.lw[s:e])
         if self.alpha:
-            self.penalty += 0.5 * sum(float(np.einsum("ij,ij->", W, W)) for W in self.Wh)
+            c = self.alpha / S
+            self.l2c[...] = c
+            penalty = 0.5 * sum(float(np.einsum("ij,ij->", W, W)) for W in self.Wh)
+            self.penalty += float(n_b) * float(c) * penalty
         if self.kind == "adam":
             self.t += 1
             eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])
@@ -481,7 +514,7 @@ class Plan:
         self.neg_lr[...] = -learning_rate
         self.lr = learning_rate
         self.penalty = 0.0
-        Xg, Tg, losses, pregather = self.Xg, self.Tg, self.losses, self.pregather
+        Xg, Tg, Sg, sw, pregather = self.Xg, self.Tg, self.Sg, self.sw, self.pregather
         if idx is not None:
             idx = np.asarray(idx)
             # in range: gather without take's buffered bounds check
@@ -496,15 +529,20 @@ class Plan:
         step = self._step
         for s, e in self.bounds:
             if pregather:
-                step(Xg[s:e], Tg[s:e], losses[s:e], e - s)
+                step(Xg[s:e], Tg[s:e], s, e, None if sw is None else Sg[s:e])
             elif direct:
-                step(self.X[s:e], self.T[s:e], losses[s:e], e - s)
+                step(self.X[s:e], self.T[s:e], s, e, None if sw is None else sw[s:e])
             else:
                 self._gather(s, e, idx)
-                step(Xg[: e - s], Tg[: e - s], losses[s:e], e - s)
-        total = self.loss_scale * np.add.reduce(losses, axis=None)
-        if self.alpha:  # the batches' c_b * penalty_b * n_b with c_b = alpha / n_b
-            total = total + self.alpha * self.penalty
+                step(Xg[: e - s], Tg[: e - s], s, e, None if sw is None else Sg[: e - s])
+        # train._epoch's sum over batches of n_b (loss_scale sum_n w_n L_n + c_b penalty_b)
+        losses = self.losses.reshape(-1)
+        if sw is None:  # n_b w_n = 1
+            total = self.loss_scale * np.add.reduce(losses)
+        else:
+            total = self.loss_scale * np.dot(losses, self.lw)
+        if self.alpha:
+            total = total + self.penalty
         if self.kind == "adam":
             opt_state = optim.AdamState(self.t, *self.S)
         else:
@@ -516,19 +554,21 @@ class Plan:
         pregathered: take into a strided ``out`` buffers anyway, but once per epoch)."""
         n = e - s
         x = self.Xg[:n, 1:] if self.pregather else self.Xg[:n]
-        if idx is None:
-            np.copyto(x, self.X[s:e])
-            np.copyto(self.Tg[:n], self.T[s:e])
-        else:
-            i = idx[s:e]
-            np.take(self.X, i, axis=0, out=x, mode=self.take_mode)
-            np.take(self.T, i, axis=0, out=self.Tg[:n], mode=self.take_mode)
+        pairs = [(self.X, x), (self.T, self.Tg[:n])]
+        if self.sw is not None:
+            pairs.append((self.sw, self.Sg[:n]))
+        for src, out in pairs:
+            if idx is None:
+                np.copyto(out, src[s:e])
+            else:
+                np.take(src, idx[s:e], axis=0, out=out, mode=self.take_mode)
 
-    def _step(self, x, t, losses, n):
+    def _step(self, x, t, s, e, sw):
+        n, losses = e - s, self.losses[s:e]
         prog = self._programs.get(n) or self._program(n)
         first_fwd, fwd, A, Y, bwd, first_grad, last = prog
         if self.per_step:
-            self._begin_step()
+            self._begin_step(s, e, sw)
         # forward: A = [1 | Z] @ W.T, Z = h(A) stored in place beside its ones
         first_fwd(x)
         for f, args in fwd:
