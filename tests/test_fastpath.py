@@ -173,7 +173,7 @@ def test_optimizer_step_gives_optims_numbers_bit_for_bit(monkeypatch, optimizer,
     net = xpmlp.MLP(sizes, dtype=np.dtype(dtype).name)
     p = _fast.plan(
         [np.array(W) for W in W0], X.astype(dtype), T.astype(dtype), sample_weight=None,
-        activation=net.activation, output=net.output, optimizer=opt,
+        activation=net.activation, output=net.output, optimizer=opt, opt_state=state,
         config=train.Config(batch_size=n, alpha=alpha), xp=net.xp,
     )  # fmt: skip
     p._bind(p.W, _state_groups(_copy_state(state)))
@@ -416,6 +416,7 @@ def _plan(net, X, T, sample_weight=None, **kw):
         activation=net.activation,
         output=net.output,
         optimizer=optim.sgd(),
+        opt_state=optim.SGDState(None),
         config=cfg,
         xp=net.xp,
     )
@@ -541,3 +542,138 @@ def test_gemm_call_takes_row_major_and_transposed_views(dtype):
         _fast._GemmCall(fn, X, W, out, 0.0)  # 7 columns against 5 rows
     with pytest.raises(ValueError, match="no GEMM for shapes"):
         _fast._GemmCall(fn, X, W[:, 1:].T, np.zeros((5, 6), dtype=dtype).T, 0.0)  # C row-major
+
+
+def _train(net, weights, X, T, optimizer, state, epochs=2, on_epoch=None):
+    return train.train(
+        weights, X, T, activation=net.activation, output=net.output, optimizer=optimizer,
+        state=state, config=train.Config(epochs=epochs, batch_size=5, learning_rate=0.01),
+        rng=np.random.default_rng(0), on_epoch=on_epoch, xp=net.xp,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["read-only", "F", "float32"])
+def test_the_optimizer_state_handed_back_is_the_trained_one(monkeypatch, layout):
+    """The Adam moments ``train`` hands back are the ones the fast path trained (a copy
+    where it could not write the caller's): the pure path's, to rounding."""
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0, dtype="float64")
+    out = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        rng = np.random.default_rng(1)
+        groups = [[0.1 * rng.random(W.shape) for W in net.weights] for _ in range(2)]
+        for group in groups:
+            for i, A in enumerate(group):
+                A = {"F": np.asfortranarray(A), "float32": A.astype(np.float32)}.get(layout, A)
+                A.flags.writeable = layout != "read-only"
+                group[i] = A
+        state = train.LoopState()
+        state.opt_state = optim.AdamState(2, *groups)
+        _, state = _train(net, [np.array(W) for W in net.weights], X, T, optim.adam(), state)
+        out.append([np.asarray(A, np.float64) for g in state.opt_state[1:] for A in g])
+    for A, A_ref in zip(out[1], out[0]):
+        # float32 m, v: the pure path keeps them float32, the fast path trains float64 copies
+        np.testing.assert_allclose(A, A_ref, rtol=1e-5 if layout == "float32" else RTOL)
+
+
+def _unaligned(W):
+    U = np.frombuffer(bytearray(W.nbytes + 1), dtype=W.dtype, offset=1).reshape(W.shape)
+    U[...] = W
+    assert not U.flags.aligned and U.flags.writeable and U.flags.c_contiguous
+    return U
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_unaligned_replacement_weights_are_trained_as_a_copy(monkeypatch, optimizer):
+    """A replacement the BLAS cannot take (unaligned) is trained as a copy."""
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0, dtype="float64")
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # W (or V) updated inside the GEMM
+
+    def replace(epoch, loss, score, weights):
+        weights[0] = _unaligned(np.zeros_like(weights[0]) + 0.01 * epoch)
+
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        out, state = _train(
+            net, [np.array(W) for W in net.weights], X, T, OPTIMIZERS[optimizer](),
+            train.LoopState(), epochs=3, on_epoch=replace,
+        )  # fmt: skip
+        runs.append((state.history["loss"], [np.asarray(W) for W in out]))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=RTOL)
+    for W, W_ref in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_allclose(W, W_ref, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_a_plan_binds_the_optimizer_state_once(monkeypatch, optimizer):
+    """A plan binds its arrays when it is made and when the state first arrives, not again
+    each epoch (its programs would be rebuilt every epoch)."""
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    binds, real = [], _fast.Plan._bind
+    monkeypatch.setattr(
+        _fast.Plan, "_bind", lambda self, w, s: binds.append(len(s)) or real(self, w, s)
+    )
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0, dtype="float64")
+    net.fit(X, T, epochs=4, batch_size=5, optimizer=OPTIMIZERS[optimizer]())
+    assert binds == [0, 1 if optimizer == "momentum" else 2]  # at creation; first epoch
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+@pytest.mark.parametrize("fuse", [1, 10**9])  # in the GEMM, or in the ufunc step
+def test_every_update_follows_the_schedule(monkeypatch, optimizer, schedule, fuse):
+    """Every update, in the GEMM or in ufuncs, reads the epoch's -eta: schedules change it
+    between epochs."""
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", fuse)
+    X, T = problem()
+    kw = dict(epochs=6, batch_size=5, learning_rate=0.3, schedule=schedule)
+    if schedule == "adaptive":
+        kw.update(tol=1e-2, n_iter_no_change=1)
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([3, 7, 5, 2], dtype="float64", seed=5)
+        hist = net.fit(X, T, optimizer=OPTIMIZERS[optimizer](), **kw)
+        runs.append((hist["loss"], [np.asarray(W) for W in net.weights], net.state.learning_rate))
+    assert runs[1][2] == runs[0][2] < 0.3  # the rate did change
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=RTOL)
+    for W, W_ref in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_allclose(W, W_ref, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "case", ["momentum, no velocities", "no momentum, velocities", "edited", "renamed"]
+)
+def test_optimizers_off_their_usual_form_train_as_on_the_pure_path(monkeypatch, case):
+    """A state whose form is not the optimizer's own (the pure update follows the state),
+    an ``Optimizer`` whose ``hyperparams`` were edited or that is renamed with another's
+    update: the fast path trains what the update computes, or leaves it to the pure path."""
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
+    X, T = problem()
+    net = xpmlp.MLP([3, 6, 2], seed=0, dtype="float64")
+
+    def make():
+        if case == "momentum, no velocities":
+            return optim.sgd(momentum=0.9), optim.SGDState(None)
+        if case == "no momentum, velocities":
+            return optim.sgd(), optim.SGDState([np.zeros_like(W) for W in net.weights])
+        if case == "edited":
+            opt = optim.adam()
+            opt.hyperparams["beta_1"] = 0.5  # the update keeps its own 0.9
+            return opt, None
+        return optim.Optimizer("mine", optim.sgd(0.5).init, optim.sgd(0.5).update, {}), None
+
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        opt, opt_state = make()
+        state = train.LoopState()
+        state.opt_state = opt_state
+        out, state = _train(net, [np.array(W) for W in net.weights], X, T, opt, state)
+        V = getattr(state.opt_state, "velocities", None) or []
+        runs.append((state.history["loss"], [np.asarray(W) for W in (*out, *V)]))
+    assert_same(runs)

@@ -185,7 +185,7 @@ class _GemmCall:
 
 
 def plan(
-    weights, X, T, *, sample_weight, activation, output, optimizer, config, xp
+    weights, X, T, *, sample_weight, activation, output, optimizer, opt_state, config, xp
 ) -> Plan | None:
     """A :class:`Plan` for this training call, or ``None`` where the pure path must run."""
     if not ENABLED or config.clip_norm:
@@ -205,16 +205,27 @@ def plan(
         return None
     if not any(output is o for o in (*OUTPUTS.values(), *CLIPPED.values())):
         return None
-    if _kind(optimizer) is None:
+    kind = _kind(optimizer)
+    if kind is None:
         return None  # a user's optimizer may keep the gradient arrays we reuse
+    # the state's form decides the pure update's rule (optim.sgd steps with velocities
+    # whenever it is given some): the plan takes the form its optimizer makes
+    if kind == "adam":
+        if not isinstance(opt_state, optim.AdamState):
+            return None
+    elif not isinstance(opt_state, optim.SGDState) or (
+        (opt_state.velocities is None) != (optimizer.update.hyperparams["momentum"] == 0.0)
+    ):
+        return None
     return Plan(weights, X, T, sample_weight, activation, output, optimizer, config, xp)
 
 
 def _kind(optimizer) -> str | None:
     """``"sgd"`` or ``"adam"`` for the optimizers of :mod:`optim` (their ``update`` is a
-    closure of the factory of that name), whose steps :meth:`Plan._rule` repeats; else None."""
+    closure of the factory of that name, carrying its hyper-parameters), whose steps
+    :meth:`Plan._rule` repeats; else None."""
     fn = optimizer.update
-    if getattr(fn, "__module__", None) != optim.__name__:
+    if getattr(fn, "__module__", None) != optim.__name__ or not hasattr(fn, "hyperparams"):
         return None
     kind = getattr(fn, "__qualname__", "").split(".")[0]
     return kind if kind in ("sgd", "adam") else None
@@ -234,7 +245,7 @@ class Plan:
         self.activation = activation
         self.delta_ops = DELTAS[activation.name]
         self.output = output
-        self.kind, self.hp = _kind(optimizer), optimizer.hyperparams
+        self.kind, self.hp = _kind(optimizer), optimizer.update.hyperparams
         self.plain = self.kind == "sgd" and self.hp["momentum"] == 0.0  # W <- W - eta G
         self.alpha = config.alpha
         sizes = [D] + [W.shape[0] for W in weights]
@@ -308,7 +319,7 @@ class Plan:
         weights = [own(W) for W in weights]
         self.W, self.bound = weights, tuple(weights)  # the list is the caller's to change
         self.S = [[own(A) for A in group] for group in state]
-        self.bound_state = tuple(A for group in state for A in group)
+        self.bound_state = tuple(A for group in self.S for A in group)  # what epoch returns
         self.Wt = [W.T for W in weights]
         self.Wh = [W[:, 1:] for W in weights]
         self._programs = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ._checks import check_bool, check_in
@@ -24,6 +25,13 @@ class Optimizer(NamedTuple):
     init: Callable[..., Any]
     update: Callable[..., Any]
     hyperparams: dict
+
+
+def _own(update, **hyperparams):
+    """``update`` carrying, read-only, the hyper-parameters its closure computes with (the
+    NumPy fast path repeats its steps from them; ``Optimizer.hyperparams`` may be edited)."""
+    update.hyperparams = MappingProxyType(hyperparams)
+    return update
 
 
 def _add(X, Y):
@@ -74,6 +82,7 @@ def sgd(momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
             U = V
         return [_add(W, U_l) for W, U_l in zip(weights, U)], SGDState(V)
 
+    _own(update, momentum=momentum, nesterov=nesterov)
     return Optimizer("sgd", init, update, {"momentum": momentum, "nesterov": nesterov})
 
 
@@ -113,6 +122,7 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
         ]
         return new, AdamState(t, m, v)
 
+    _own(update, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     return Optimizer(
         "adam", init, update, {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon}
     )

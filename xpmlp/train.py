@@ -160,7 +160,7 @@ def train(
     # NumPy: the same steps with preallocated buffers and in-place updates (_fast.py)
     fast = _fast.plan(
         weights, X, T, sample_weight=sample_weight, activation=activation, output=output,
-        optimizer=optimizer, config=c, xp=xp,
+        optimizer=optimizer, opt_state=state.opt_state, config=c, xp=xp,
     )  # fmt: skip
     if fast is not None:
         epoch = fast.epoch
