@@ -270,7 +270,9 @@ class HandNumpy(Runner):
 
 class Torch(Runner):
     """PyTorch eager: nn.Linear + Tanh, autograd, torch.optim.SGD (or Adam, with the L2
-    term in the loss: its ``weight_decay`` would decay the biases too)."""
+    term in the loss: its ``weight_decay`` would decay the biases too). PyTorch's Adam adds
+    epsilon to ``sqrt(v / (1 - beta_2**t))`` where the others add it to ``sqrt(v)``: the
+    same step up to epsilon's scale."""
 
     name = "PyTorch eager"
 
@@ -440,8 +442,8 @@ class Jax(Runner):
             total = self.zero
             for k, (s, e) in enumerate(wl.bounds):
                 if self.idx is None:
-                    x = self.X[s:e] if wl.batch else self.X
-                    p, total = self.step_full(p, total, x, self.T)
+                    x, t = (self.X[s:e], self.T[s:e]) if wl.batch else (self.X, self.T)
+                    p, total = self.step_full(p, total, x, t)
                 else:
                     p, total = self.step_idx(p, total, self.X, self.T, self.idx[k])
             self.loss = float(total) / wl.N  # one host value per epoch

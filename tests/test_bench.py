@@ -30,6 +30,7 @@ def test_a_short_benchmark_run_writes_its_tables_and_every_runner_agrees(tmp_pat
     assert {"xpmlp", "GEMM-only limit", "hand-written"} <= set(keys["A"])
     assert {"xpmlp", "xpmlp-pure", "hand-written"} == set(keys["D"])
     assert "## D: A with Adam and L2" in text and "adam (eta 0.001), alpha 0.0001" in text
+    assert "samples/s |" in text.split("## D:")[1].split("\n## ")[0]  # D's speed as A's
     for w in workloads.values():
         for row in w["rows"]:
             assert len(row["times_s"]) == 2
