@@ -425,7 +425,8 @@ def _plan(net, X, T, sample_weight=None, **kw):
 def test_plan_covers_numpy_and_leaves_the_rest_to_the_pure_path(monkeypatch):
     monkeypatch.setattr(_fast, "ENABLED", True)
     X, T = problem()
-    assert _plan(xpmlp.MLP([3, 4, 2], backend="numpy"), X, T) is not None
+    plan = _plan(xpmlp.MLP([3, 4, 2], backend="numpy"), X, T)
+    assert plan is not None and [b.size for b in plan.scratch] == [0, 0]  # plain SGD: none
     assert _plan(xpmlp.MLP([3, 4, 2], backend="array_api_strict"), X, T) is None
     assert _plan(xpmlp.MLP([3, 4, 2], "softplus"), X, T) is None  # no in-place h' here
     custom = xpmlp.MLP([3, 4, 2], (lambda a: a * a, lambda a: 2 * a))

@@ -292,9 +292,13 @@ class Plan:
             for W in weights
         ]  # fmt: skip
         self.G = [None if f else np.empty(W.shape, dtype=dt) for W, f in zip(weights, self.fused)]
-        # two scratch blocks for the optimizer's step (see _update_ops)
-        size = max([UPDATE_BLOCK] + [W.shape[1] for W in weights])
-        self.scratch = [np.empty(size, dtype=dt) for _ in range(2)]
+        # two scratch blocks for the optimizer's step, as large as its largest block of rows
+        # (_update_ops); layers updated in the GEMM, and plain SGD's ufunc step, need none
+        blocks = [
+            min(W.shape[0], max(1, UPDATE_BLOCK // W.shape[1])) * W.shape[1]
+            for W, f in zip(weights, self.fused) if not f and (self.alpha or not self.plain)
+        ]  # fmt: skip
+        self.scratch = [np.empty(max(blocks, default=0), dtype=dt) for _ in range(2)]
         self.L = L
         self.neg_lr = np.zeros((), dtype=dt)  # the step's -eta (schedules and Adam change it)
         self.lr = config.learning_rate
@@ -440,7 +444,7 @@ class Plan:
         ops = []
         for r in range(0, W.shape[0], rows):
             w, g = W[r : r + rows], G[r : r + rows]
-            s1, s2 = (b[: w.size].reshape(w.shape) for b in self.scratch)
+            s1, s2 = (b[: w.size].reshape(w.shape) if b.size else None for b in self.scratch)
             if self.alpha:  # over whole rows, 3-5x faster than over [:, 1:]; the bias
                 # column gets + (-0.0), which leaves every number as it is, signed zeros too
                 ops += [
