@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from . import optim
+from . import network, optim
 from .activations import ACTIVATIONS
 from .objectives import CLIPPED, OUTPUTS
 
@@ -221,13 +221,12 @@ def plan(
 
 
 def _kind(optimizer) -> str | None:
-    """``"sgd"`` or ``"adam"`` for the optimizers of :mod:`optim` (their ``update`` is a
-    closure of the factory of that name, carrying its hyper-parameters), whose steps
-    :meth:`Plan._rule` repeats; else None."""
+    """``"sgd"`` or ``"adam"`` for the optimizers of :mod:`optim` (their ``update`` carries
+    its rule and hyper-parameters), whose steps :meth:`Plan._rule` repeats; else None."""
     fn = optimizer.update
-    if getattr(fn, "__module__", None) != optim.__name__ or not hasattr(fn, "hyperparams"):
+    if getattr(fn, "__module__", None) != optim.__name__:
         return None
-    kind = getattr(fn, "__qualname__", "").split(".")[0]
+    kind = getattr(fn, "rule", None)
     return kind if kind in ("sgd", "adam") else None
 
 
@@ -504,7 +503,7 @@ class Plan:
         if self.alpha:
             c = self.alpha / S
             self.l2c[...] = c
-            penalty = 0.5 * sum(float(np.einsum("ij,ij->", W, W)) for W in self.Wh)
+            penalty = float(network.l2_penalty(self.W, xp=self.xp))
             self.penalty += float(n_b) * float(c) * penalty
         if self.kind == "adam":
             self.t += 1

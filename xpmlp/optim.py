@@ -27,11 +27,12 @@ class Optimizer(NamedTuple):
     hyperparams: dict
 
 
-def _own(update, **hyperparams):
-    """``update`` carrying, read-only, the hyper-parameters its closure computes with (the
-    NumPy fast path repeats its steps from them; ``Optimizer.hyperparams`` may be edited)."""
-    update.hyperparams = MappingProxyType(hyperparams)
-    return update
+def _optimizer(name, init, update, **hyperparams) -> Optimizer:
+    """The :class:`Optimizer`, its ``update`` carrying, read-only, the rule's ``name`` and
+    the hyper-parameters its closure computes with: the NumPy fast path repeats its steps
+    from them (the tuple's fields may be edited or replaced, the closure's may not)."""
+    update.rule, update.hyperparams = name, MappingProxyType(hyperparams)
+    return Optimizer(name, init, update, dict(hyperparams))
 
 
 def _add(X, Y):
@@ -82,8 +83,7 @@ def sgd(momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
             U = V
         return [_add(W, U_l) for W, U_l in zip(weights, U)], SGDState(V)
 
-    _own(update, momentum=momentum, nesterov=nesterov)
-    return Optimizer("sgd", init, update, {"momentum": momentum, "nesterov": nesterov})
+    return _optimizer("sgd", init, update, momentum=momentum, nesterov=nesterov)
 
 
 class AdamState(NamedTuple):
@@ -122,10 +122,7 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
         ]
         return new, AdamState(t, m, v)
 
-    _own(update, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
-    return Optimizer(
-        "adam", init, update, {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon}
-    )
+    return _optimizer("adam", init, update, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
 
 
 def adam_step_size(learning_rate: float, t: int, beta_1: float, beta_2: float) -> float:
