@@ -476,6 +476,11 @@ def versions():
                 out[mod] = __import__(mod).__version__
             except Exception as exc:  # a broken install is reported, not fatal
                 out[mod] = f"import failed: {type(exc).__name__}"
+    if "xpmlp" in out and not out["xpmlp"].startswith("import failed"):
+        from xpmlp import _fast
+
+        compiled = _fast.KERNELS is not None
+        out["xpmlp kernels"] = "compiled" if compiled else "ufunc passes (not compiled or off)"
     return out
 
 

@@ -12,6 +12,17 @@ from xpmlp import _fast, optim, train
 RTOL = 1e-12  # float64: the paths differ only in the order of a few additions
 
 
+@pytest.fixture(autouse=True, params=["kernels", "ufuncs"])
+def kernels(request, monkeypatch):
+    """Every test twice: with the compiled kernels of ``_kernels.c`` and with the ufunc
+    passes that stand in for them where the install could not compile them."""
+    if request.param == "ufuncs":
+        monkeypatch.setattr(_fast, "KERNELS", None)
+    elif _fast.KERNELS is None:
+        pytest.skip("xpmlp._kernels was not compiled (no C compiler at install)")
+    return request.param
+
+
 def problem(N=23, D=3, K=2, seed=0, output="identity"):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(N, D))
@@ -194,6 +205,49 @@ def test_optimizer_step_gives_optims_numbers_bit_for_bit(monkeypatch, optimizer,
     for S, S_r in zip(p.S, _state_groups(state_ref)):
         for A, A_r in zip(S, S_r):
             np.testing.assert_array_equal(A, A_r)
+
+
+@pytest.mark.parametrize("activation", list(_fast.DELTAS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_delta_step_gives_the_ufunc_passes_numbers_bit_for_bit(kernels, activation, dtype):
+    """``delta = h'(a) * P`` in one kernel pass gives the ufunc passes' numbers, signed
+    zeros, infinities and NaN included."""
+    if kernels == "ufuncs":
+        pytest.skip("compares the kernel with the ufunc passes")
+    rng = np.random.default_rng(2)
+    special = [0.0, -0.0, 1.0, -1.0, 0.5, np.inf, -np.inf, np.nan, 1e-30, -3e38]
+    Z0 = np.concatenate([rng.uniform(-1.5, 1.5, 97), special, rng.permutation(special)])
+    P0 = np.concatenate([rng.normal(size=97), rng.permutation(special), special])
+    Z0, P0 = Z0.astype(dtype), P0.astype(dtype)
+    plan = _plan(xpmlp.MLP([3, 4, 2], activation, dtype=np.dtype(dtype).name), *problem())
+    Z, P = Z0.copy(), P0.copy()
+    (f, args), *more = plan._delta_ops(Z, P)
+    assert f is _fast.KERNELS and not more
+    f(*args)
+    Z_ref, P_ref = Z0.copy(), P0.copy()
+    with np.errstate(all="ignore"):  # inf * 0
+        for f, args in _fast.DELTAS[activation](Z_ref, P_ref):
+            f(*args)
+    np.testing.assert_array_equal(Z, Z_ref)
+    assert np.array_equal(np.signbit(Z), np.signbit(Z_ref))
+
+
+def test_kernels_load_where_compiled_and_stay_off_when_asked(monkeypatch):
+    import importlib.util
+
+    compiled = importlib.util.find_spec("xpmlp._kernels") is not None
+    assert (_fast._load_kernels() is not None) == compiled
+    if compiled:  # the bytes of 12 int64 words, nothing else
+        from xpmlp import _kernels
+
+        for bad in (b"", bytes(95), bytearray(96), 0):
+            with pytest.raises(TypeError, match="12 int64 words"):
+                _kernels.run(bad)
+        monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION + 1)  # a stale build
+        assert _fast._load_kernels() is None
+    for off in ("0", "off", "False"):
+        monkeypatch.setenv("XPMLP_KERNELS", off)
+        assert _fast._load_kernels() is None
 
 
 @pytest.mark.parametrize("layout", ["read-only", "F", "float32"])

@@ -23,9 +23,12 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   (``beta = 1``), and classical momentum to ``V`` (``beta = mu``; then ``W += V``), where
   NumPy's own BLAS is reachable and the layer is large; everywhere else the gradient lands
   in a buffer, the L2 term joins it, and the optimizer's step (SGD, momentum, Nesterov,
-  Adam) updates ``W`` and its state in place, right after the layer's gradient, a block of
-  rows at a time so that a block's passes stay in cache: the pure path's operations in its
-  order, the same numbers, and no temporary;
+  Adam) updates ``W`` and its state in place, right after the layer's gradient: the pure
+  path's operations in its order, the same numbers, and no temporary;
+- where the install compiled ``_kernels.c``, the optimizer's step and ``h'(a) * P`` are one
+  pass each (the same operations, rounded the same way: the same numbers); else NumPy
+  ufunc passes do them, the optimizer's a block of rows at a time so that a block's passes
+  stay in cache (``XPMLP_KERNELS=0`` chooses these);
 - sample weights are gathered with the batch; the output error is scaled by
   ``w_n = s_n / S`` instead of ``1/N`` and the L2 term by ``alpha / S`` (``S = sum s_n`` of
   the batch), as in :func:`train.loss_and_gradients`.
@@ -83,6 +86,11 @@ DELTAS = {
     "logistic": _delta_logistic,
     "relu": _delta_relu,
 }
+# _kernels.c's codes
+DELTA_KINDS = {"identity": 0, "tanh": 1, "logistic": 2, "relu": 3}
+RULES = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
+KERNEL_TYPES = {"f": 0, "d": 1}
+KERNELS_VERSION = 1  # the layout of the words _kernels.run reads
 
 
 def _h_ops(activation, Z, flat, xp):
@@ -181,6 +189,26 @@ class _GemmCall:
         self.fn(*self.head, float(alpha), pa, self.lda, pb, self.ldb, *self.tail)
 
 
+# ---------------------------------------------------------------- compiled kernels
+
+
+def _load_kernels():
+    """``_kernels.run``, the fused kernels of ``_kernels.c``, where the install compiled
+    them and ``XPMLP_KERNELS`` is not off; else None, and the plan runs ufunc passes (the
+    same numbers, in more passes over memory)."""
+    if os.environ.get("XPMLP_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from . import _kernels
+    except ImportError:
+        return None
+    # a build of an older _kernels.c (an editable install not rebuilt) reads other words
+    return _kernels.run if getattr(_kernels, "VERSION", None) == KERNELS_VERSION else None
+
+
+KERNELS = _load_kernels()
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -242,10 +270,17 @@ class Plan:
         self.X, self.T, self.N, self.B, self.xp = X, T, N, B, xp
         self.bounds = [(s, min(s + B, N)) for s in range(0, N, B)]
         self.activation = activation
-        self.delta_ops = DELTAS[activation.name]
+        self.kernels = KERNELS  # compiled, or None: ufunc passes
         self.output = output
         self.kind, self.hp = _kind(optimizer), optimizer.update.hyperparams
         self.plain = self.kind == "sgd" and self.hp["momentum"] == 0.0  # W <- W - eta G
+        # the rule's constants for the kernel, rounded to dt as NumPy rounds a Python float
+        hp = self.hp
+        if self.kind == "adam":
+            b1, b2 = hp["beta_1"], hp["beta_2"]
+            self.consts = np.array([b1, 1 - b1, b2, 1 - b2, hp["epsilon"]], dtype=dt)
+        else:
+            self.consts = np.array([hp["momentum"]], dtype=dt)
         self.alpha = config.alpha
         sizes = [D] + [W.shape[0] for W in weights]
         L = len(weights)
@@ -291,12 +326,14 @@ class Plan:
             for W in weights
         ]  # fmt: skip
         self.G = [None if f else np.empty(W.shape, dtype=dt) for W, f in zip(weights, self.fused)]
-        # two scratch blocks for the optimizer's step, as large as its largest block of rows
-        # (_update_ops); layers updated in the GEMM, and plain SGD's ufunc step, need none
+        # two scratch blocks for the optimizer's ufunc step, as large as its largest block of
+        # rows (_update_ops); layers updated in the GEMM or by the kernel, and plain SGD's
+        # ufunc step, need none
         blocks = [
             min(W.shape[0], max(1, UPDATE_BLOCK // W.shape[1])) * W.shape[1]
-            for W, f in zip(weights, self.fused) if not f and (self.alpha or not self.plain)
-        ]  # fmt: skip
+            for W, f in zip(weights, self.fused)
+            if not f and not self.kernels and (self.alpha or not self.plain)
+        ]
         self.scratch = [np.empty(max(blocks, default=0), dtype=dt) for _ in range(2)]
         self.L = L
         self.neg_lr = np.zeros((), dtype=dt)  # the step's -eta (schedules and Adam change it)
@@ -365,7 +402,7 @@ class Plan:
             # delta = h'(A) * P over Z, which no later step reads
             bwd.append((np.matmul, (d, Wh[l], P1[l - 1][:, 1:])))
             bwd += grad_ops(l, d, Z1[l - 1])
-            bwd += self.delta_ops(Zf[l - 1], Pf[l - 1])
+            bwd += self._delta_ops(Zf[l - 1], Pf[l - 1])
             d = Z[l - 1]
         out = Z[0] if L > 1 else A
         if self.pregather:
@@ -434,10 +471,13 @@ class Plan:
     def _update_ops(self, l, n):
         """The optimizer's step on layer ``l`` once its gradient is in ``G[l]`` (none where
         the GEMM made it): the L2 term ``G[:, 1:] += alpha/S W[:, 1:]`` (:mod:`train`), then
-        :meth:`_rule`, on one block of rows of ``W``, ``G`` and the state after another,
-        each block small enough that its passes stay in cache."""
+        :meth:`_rule`; one kernel call, or ufunc passes on one block of rows of ``W``,
+        ``G`` and the state after another, each block small enough that its passes stay
+        in cache."""
         if self.fused[l]:  # the GEMM updated W, or V (then W <- W + V)
             return [] if self.plain else [(np.add, (self.W[l], self.S[0][l], self.W[l]))]
+        if self.kernels:
+            return [self._kernel_step(l)]
         W, G, c = self.W[l], self.G[l], self.l2c
         rows = max(1, UPDATE_BLOCK // W.shape[1])
         ops = []
@@ -453,6 +493,39 @@ class Plan:
                 ]
             ops += self._rule(w, g, s1, s2, *(S[l][r : r + rows] for S in self.S))
         return ops
+
+    def _kernel_step(self, l):
+        """:meth:`_update_ops`' step as one call of the compiled kernel: one pass over the
+        layer, the same operations in the same order."""
+        W, G = self.W[l], self.G[l]
+        if self.kind == "adam":
+            rule = "adam"
+        else:
+            rule = "sgd" if self.plain else "nesterov" if self.hp["nesterov"] else "momentum"
+        # the kernel trusts these addresses and the shape: a mismatch must stop here
+        for M in (W, G, *(S[l] for S in self.S)):
+            if M.shape != W.shape or M.dtype != self.X.dtype or not M.flags.c_contiguous:
+                raise ValueError(f"no kernel step on a {M.dtype} {M.shape} array")
+        A, B = ([S[l].ctypes.data for S in self.S] + [0, 0])[:2]
+        c = self.l2c.ctypes.data if self.alpha else 0
+        pointers = (W.ctypes.data, G.ctypes.data, A, B, c, self.neg_lr.ctypes.data)
+        return self._kernel(0, RULES[rule], *W.shape, *pointers, self.consts.ctypes.data)
+
+    def _delta_ops(self, Z, P):
+        """``delta = h'(a) * P`` over the flat ``Z`` (:data:`DELTAS`), in one pass where the
+        kernel is compiled."""
+        if self.kernels:
+            if Z.shape != P.shape or not (Z.flags.c_contiguous and P.flags.c_contiguous):
+                raise ValueError(f"no kernel delta on {Z.shape} and {P.shape} arrays")
+            kind = DELTA_KINDS[self.activation.name]
+            return [self._kernel(1, kind, Z.size, Z.ctypes.data, P.ctypes.data)]
+        return DELTAS[self.activation.name](Z, P)
+
+    def _kernel(self, op, *words):
+        """The op ``(run, (args,))`` for kernel ``op`` (0 the step, 1 delta) on this plan's
+        type: ``_kernels.c``'s 12 int64 words, packed once."""
+        words = (op, KERNEL_TYPES[self.X.dtype.char], *words)
+        return self.kernels, (np.array(words + (0,) * (12 - len(words)), np.int64).tobytes(),)
 
     def _rule(self, w, g, s1, s2, *state):
         """:mod:`optim`'s update of ``w`` from ``g`` and the ``state`` blocks (momentum's
