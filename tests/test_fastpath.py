@@ -237,11 +237,11 @@ def test_kernels_load_where_compiled_and_stay_off_when_asked(monkeypatch):
 
     compiled = importlib.util.find_spec("xpmlp._kernels") is not None
     assert (_fast._load_kernels() is not None) == compiled
-    if compiled:  # the bytes of 12 int64 words, nothing else
+    if compiled:  # the bytes of 14 int64 words, nothing else
         from xpmlp import _kernels
 
-        for bad in (b"", bytes(95), bytearray(96), 0):
-            with pytest.raises(TypeError, match="12 int64 words"):
+        for bad in (b"", bytes(111), bytearray(112), 0):
+            with pytest.raises(TypeError, match="14 int64 words"):
                 _kernels.run(bad)
         monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION + 1)  # a stale build
         assert _fast._load_kernels() is None

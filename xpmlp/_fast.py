@@ -90,7 +90,7 @@ DELTAS = {
 DELTA_KINDS = {"identity": 0, "tanh": 1, "logistic": 2, "relu": 3}
 RULES = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
 KERNEL_TYPES = {"f": 0, "d": 1}
-KERNELS_VERSION = 1  # the layout of the words _kernels.run reads
+KERNELS_VERSION = 2  # the layout of the words _kernels.run reads
 
 
 def _h_ops(activation, Z, flat, xp):
@@ -340,7 +340,9 @@ class Plan:
         self.lr = config.learning_rate
         self.t = 0  # Adam's step count
         self.l2c = np.zeros((), dtype=dt)  # the step's alpha / S
-        self.penalty = 0.0  # the epoch's sum of n_b c_b penalty_b (train._epoch's L2 part)
+        # the epoch's sum of n_b c_b penalty_b (train._epoch's L2 part), and this step's
+        # n_b c_b / 2 by which the kernel adds the squared weights it passes over
+        self.penalty = np.zeros(2)
         self.per_step = bool(self.alpha) or self.kind == "adam" or weighted  # _begin_step
         self._bind(weights, [])
 
@@ -509,7 +511,9 @@ class Plan:
         A, B = ([S[l].ctypes.data for S in self.S] + [0, 0])[:2]
         c = self.l2c.ctypes.data if self.alpha else 0
         pointers = (W.ctypes.data, G.ctypes.data, A, B, c, self.neg_lr.ctypes.data)
-        return self._kernel(0, RULES[rule], *W.shape, *pointers, self.consts.ctypes.data)
+        consts, penalty = self.consts.ctypes.data, self.penalty.ctypes.data
+        words = (*pointers, consts, penalty, penalty + self.penalty.itemsize)
+        return self._kernel(0, RULES[rule], *W.shape, *words)
 
     def _delta_ops(self, Z, P):
         """``delta = h'(a) * P`` over the flat ``Z`` (:data:`DELTAS`), in one pass where the
@@ -523,9 +527,9 @@ class Plan:
 
     def _kernel(self, op, *words):
         """The op ``(run, (args,))`` for kernel ``op`` (0 the step, 1 delta) on this plan's
-        type: ``_kernels.c``'s 12 int64 words, packed once."""
+        type: ``_kernels.c``'s 14 int64 words, packed once."""
         words = (op, KERNEL_TYPES[self.X.dtype.char], *words)
-        return self.kernels, (np.array(words + (0,) * (12 - len(words)), np.int64).tobytes(),)
+        return self.kernels, (np.array(words + (0,) * (14 - len(words)), np.int64).tobytes(),)
 
     def _rule(self, w, g, s1, s2, *state):
         """:mod:`optim`'s update of ``w`` from ``g`` and the ``state`` blocks (momentum's
@@ -576,8 +580,11 @@ class Plan:
         if self.alpha:
             c = self.alpha / S
             self.l2c[...] = c
-            penalty = float(network.l2_penalty(self.W, xp=self.xp))
-            self.penalty += float(n_b) * float(c) * penalty
+            if self.kernels:  # the step's kernel sums the squares as it passes over W
+                self.penalty[1] = 0.5 * float(n_b) * float(c)
+            else:
+                penalty = float(network.l2_penalty(self.W, xp=self.xp))
+                self.penalty[0] += float(n_b) * float(c) * penalty
         if self.kind == "adam":
             self.t += 1
             eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])
@@ -600,7 +607,7 @@ class Plan:
             self._bind(weights, state)
         self.neg_lr[...] = -learning_rate
         self.lr = learning_rate
-        self.penalty = 0.0
+        self.penalty[0] = 0.0
         Xg, Tg, Sg, sw, pregather = self.Xg, self.Tg, self.Sg, self.sw, self.pregather
         if idx is not None:
             idx = np.asarray(idx)
@@ -629,7 +636,7 @@ class Plan:
         else:
             total = self.loss_scale * np.dot(losses, self.lw)
         if self.alpha:
-            total = total + self.penalty
+            total = total + self.penalty[0]
         if self.kind == "adam":
             opt_state = optim.AdamState(self.t, *self.S)
         else:

@@ -22,11 +22,13 @@
 #endif
 
 /* the layout of run()'s words; _fast.py uses a build only of the layout it packs */
-#define KERNELS_VERSION 1
+#define KERNELS_VERSION 2
 
 /* The optimizer's step on one layer, rows x cols, C-contiguous: first the L2 term
  * G[:, 1:] += c W[:, 1:] (when c is not NULL; the bias column is left as it is), then the
- * rule on W, G and its state A, B:
+ * rule on W, G and its state A, B. With the L2 term it also adds the penalty of the weights
+ * it starts from, scale * sum_j>0 W[:, j]**2 summed in double, to *penalty.
+ * The rules:
  *   0 SGD        W <- W + (-eta G)
  *   1 momentum   V <- mu V + (-eta G); W <- W + V                       (A = V)
  *   2 Nesterov   V <- mu V + (-eta G); W <- W + (mu V + (-eta G))      (A = V)
@@ -37,15 +39,21 @@
  * step). G is overwritten (by G + c W, and for SGD by -eta G) as the ufunc passes do. */
 #define STEP(NAME, T, SQRT)                                                                  \
     static void NAME(int rule, ptrdiff_t rows, ptrdiff_t cols, T *restrict w, T *restrict g, \
-                     T *restrict a, T *restrict b, const T *c, const T *neg_lr, const T *hp)  \
+                     T *restrict a, T *restrict b, const T *c, const T *neg_lr, const T *hp,  \
+                     double *penalty, const double *scale)                                   \
     {                                                                                        \
         const T lr = *neg_lr;                                                                \
+        double sq[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* lanes: a sum the compiler vectorizes */  \
         for (ptrdiff_t r = 0; r < rows; r++) {                                               \
             T *restrict wr = w + r * cols, *restrict gr = g + r * cols;                      \
             T *restrict ar = a ? a + r * cols : NULL, *restrict br = b ? b + r * cols : NULL; \
             if (c) {                                                                         \
                 const T cc = *c;                                                             \
                 for (ptrdiff_t j = 1; j < cols; j++) gr[j] = gr[j] + wr[j] * cc;             \
+                ptrdiff_t j = 1;                                                             \
+                for (; j + 8 <= cols; j += 8)                                                \
+                    for (int k = 0; k < 8; k++) sq[k] += (double)wr[j + k] * wr[j + k];      \
+                for (; j < cols; j++) sq[0] += (double)wr[j] * wr[j];                        \
             }                                                                                \
             if (rule == 0) {                                                                 \
                 for (ptrdiff_t j = 0; j < cols; j++) {                                       \
@@ -86,6 +94,11 @@
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
+        if (c) {                                                                             \
+            double sum = 0;                                                                  \
+            for (int k = 0; k < 8; k++) sum += sq[k];                                        \
+            *penalty += *scale * sum;                                                        \
+        }                                                                                    \
     }
 
 STEP(xpmlp_step_f32, float, sqrtf)
@@ -122,15 +135,16 @@ DELTA(xpmlp_delta_f32, float)
 DELTA(xpmlp_delta_f64, double)
 
 /* args: op (0 step, 1 delta), type (0 float32, 1 float64), then
- *   step:  rule, rows, cols, W, G, A, B, c, neg_lr, hp   (addresses; 0 for NULL)
+ *   step:  rule, rows, cols, W, G, A, B, c, neg_lr, hp, penalty, scale
+ *          (addresses; 0 for NULL)
  *   delta: kind, n, Z, P */
-#define WORDS 12
+#define WORDS 14
 
 static PyObject *run(PyObject *self, PyObject *arg)
 {
     int64_t a[WORDS];
     if (!PyBytes_Check(arg) || PyBytes_GET_SIZE(arg) != (Py_ssize_t)sizeof(a)) {
-        PyErr_SetString(PyExc_TypeError, "run() takes the bytes of 12 int64 words");
+        PyErr_SetString(PyExc_TypeError, "run() takes the bytes of 14 int64 words");
         return NULL;
     }
     memcpy(a, PyBytes_AS_STRING(arg), sizeof(a));
@@ -138,11 +152,12 @@ static PyObject *run(PyObject *self, PyObject *arg)
     Py_BEGIN_ALLOW_THREADS
     if (a[0] == 0 && a[1] == 0)
         xpmlp_step_f32((int)a[2], a[3], a[4], P(float, 5), P(float, 6), P(float, 7),
-                       P(float, 8), P(const float, 9), P(const float, 10), P(const float, 11));
+                       P(float, 8), P(const float, 9), P(const float, 10), P(const float, 11),
+                       P(double, 12), P(const double, 13));
     else if (a[0] == 0)
         xpmlp_step_f64((int)a[2], a[3], a[4], P(double, 5), P(double, 6), P(double, 7),
                        P(double, 8), P(const double, 9), P(const double, 10),
-                       P(const double, 11));
+                       P(const double, 11), P(double, 12), P(const double, 13));
     else if (a[1] == 0)
         xpmlp_delta_f32((int)a[2], a[3], P(float, 4), P(const float, 5));
     else
