@@ -243,6 +243,9 @@ def test_kernels_load_where_compiled_and_stay_off_when_asked(monkeypatch):
         for bad in (b"", bytes(111), bytearray(112), 0):
             with pytest.raises(TypeError, match="14 int64 words"):
                 _kernels.run(bad)
+        for op, dtype in ((2, 0), (-1, 0), (0, 2)):
+            with pytest.raises(ValueError, match="no such kernel"):
+                _kernels.run(np.array([op, dtype] + [0] * 12, np.int64).tobytes())
         monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION + 1)  # a stale build
         assert _fast._load_kernels() is None
     for off in ("0", "off", "False"):

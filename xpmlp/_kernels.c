@@ -148,6 +148,10 @@ static PyObject *run(PyObject *self, PyObject *arg)
         return NULL;
     }
     memcpy(a, PyBytes_AS_STRING(arg), sizeof(a));
+    if (a[0] < 0 || a[0] > 1 || a[1] < 0 || a[1] > 1) {
+        PyErr_SetString(PyExc_ValueError, "run(): no such kernel or type");
+        return NULL;
+    }
 #define P(T, k) ((T *)(intptr_t)a[k])
     Py_BEGIN_ALLOW_THREADS
     if (a[0] == 0 && a[1] == 0)
