@@ -18,7 +18,7 @@ pause that lets the other libraries' worker threads go idle. Fresh-process first
 and the peak memory of a training run are measured in subprocesses.
 
     python bench/run.py            # full run, ~4-5 minutes on 2 cores
-    python bench/run.py --quick    # ~1 minute on 2 idle cores; writes <date>-<machine>-quick.md
+    python bench/run.py --quick    # A, B, C: ~1 minute on 2 idle cores; <date>-<machine>-quick.md
     python bench/run.py --backend cupy --scale-a 4096 --tf32 off   # on a CUDA machine
 
 OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads: this script re-executes
@@ -770,7 +770,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="3 repeats, fewer subprocess probes")
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--workloads", default="A,B,C,D")
+    p.add_argument(
+        "--workloads", default=None, help="default A,B,C,D (A,B,C with --quick: the targets)"
+    )
     p.add_argument("--peers", default="numpy,torch,jax,sklearn")
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     p.add_argument("--scale-a", type=int, default=None, help="A as [s, s, s, 10], batch s")
@@ -796,6 +798,8 @@ def main(argv=None):
         args.repeats = 3 if args.quick else 11
     if args.tag is None:
         args.tag = "-quick" if args.quick else ""
+    if args.workloads is None:
+        args.workloads = "A,B,C" if args.quick else "A,B,C,D"
     if args.probe:
         fn = {"first-epoch": probe_first_epoch, "memory": probe_memory, "blas-env": probe_blas_env}
         try:
