@@ -223,7 +223,8 @@ def test_delta_step_gives_the_ufunc_passes_numbers_bit_for_bit(kernels, activati
     Z, P = Z0.copy(), P0.copy()
     (f, args), *more = plan._delta_ops(Z, P)
     assert f is _fast.KERNELS and not more
-    f(*args)
+    with np.errstate(all="ignore"):  # inf * 0, reported as the ufuncs report it
+        f(*args)
     Z_ref, P_ref = Z0.copy(), P0.copy()
     with np.errstate(all="ignore"):  # inf * 0
         for f, args in _fast.DELTAS[activation](Z_ref, P_ref):
@@ -240,17 +241,21 @@ def test_kernels_load_where_compiled_and_stay_off_when_asked(monkeypatch):
     if compiled:  # the bytes of 14 int64 words, nothing else
         from xpmlp import _kernels
 
-        for bad in (b"", bytes(111), bytearray(112), 0):
+        empty = np.array([1, 0] + [0] * 12, np.int64).tobytes()  # delta on 0 elements: harmless
+        for bad in (b"", bytes(111), bytearray(112), 0, empty + b"\0", empty + bytes(8)):
             with pytest.raises(TypeError, match="14 int64 words"):
                 _kernels.run(bad)
-        for op, dtype in ((2, 0), (-1, 0), (0, 2)):
+        for op, dtype in ((2, 0), (-1, 0), (0, 2), (1, 2), (1, -1)):
             with pytest.raises(ValueError, match="no such kernel"):
                 _kernels.run(np.array([op, dtype] + [0] * 12, np.int64).tobytes())
         monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION + 1)  # a stale build
         assert _fast._load_kernels() is None
-    for off in ("0", "off", "False"):
+        monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION)  # current again
+    for off in ("0", "off", "False", " no "):
         monkeypatch.setenv("XPMLP_KERNELS", off)
         assert _fast._load_kernels() is None
+    monkeypatch.setenv("XPMLP_KERNELS", "1")
+    assert (_fast._load_kernels() is not None) == compiled
 
 
 @pytest.mark.parametrize("layout", ["read-only", "F", "float32"])
@@ -715,3 +720,96 @@ def test_optimizers_off_their_usual_form_train_as_on_the_pure_path(monkeypatch, 
         V = getattr(state.opt_state, "velocities", None) or []
         runs.append((state.history["loss"], [np.asarray(W) for W in (*out, *V)]))
     assert_same(runs)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_adds_the_l2_penalty_of_the_weights_it_starts_from(kernels, optimizer, dtype):
+    """The epoch's L2 part: ``n_b c_b penalty_b`` added to what the epoch has summed, the
+    penalty of the weights before the step (the kernel sums it in 8 lanes and a tail as it
+    passes over W: rows of 8, 20 and 1 weights beside the bias)."""
+    from xpmlp import network
+
+    rng = np.random.default_rng(6)
+    sizes, n, alpha = [8, 20, 1, 3], 5, 0.7  # W: (20, 9), (1, 21), (3, 2)
+    X, T = problem(D=sizes[0], K=sizes[-1])
+    W0 = [rng.normal(size=(m, k + 1)).astype(dtype) for k, m in zip(sizes, sizes[1:])]
+    opt = OPTIMIZERS[optimizer]()
+    net = xpmlp.MLP(sizes, dtype=np.dtype(dtype).name)
+    p = _fast.plan(
+        [np.array(W) for W in W0], X.astype(dtype), T.astype(dtype), sample_weight=None,
+        activation=net.activation, output=net.output, optimizer=opt,
+        opt_state=opt.init(W0, xp=np), config=train.Config(batch_size=n, alpha=alpha),
+        xp=net.xp,
+    )  # fmt: skip
+    p._bind(p.W, _state_groups(opt.init(p.W, xp=np)))
+    p.lr, p.neg_lr[...] = 0.03, -0.03
+    p.penalty[0] = 0.25  # the epoch's sum so far
+    p._begin_step(0, n, None)
+    for G in p.G:
+        G[...] = rng.normal(size=G.shape)
+    for l in range(len(W0)):
+        for f, args in p._update_ops(l, n):
+            f(*args)
+    assert not np.array_equal(p.W[0], W0[0])  # the step moved W; the penalty is W0's
+    W64 = [W.astype(np.float64) for W in W0]
+    expected = 0.25 + n * (alpha / n) * float(network.l2_penalty(W64, xp=np))
+    # the kernel sums float32 squares in double (exact products); the ufunc passes in float32
+    rtol = 1e-6 if dtype == np.float32 and kernels == "ufuncs" else 1e-13
+    np.testing.assert_allclose(p.penalty[0], expected, rtol=rtol)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_an_optimizer_state_of_another_shape_is_refused(monkeypatch, enabled):
+    """A given Adam state shaped unlike the weights is an error on both paths; the kernel,
+    which trusts W's shape for every array it passes over, must never see it."""
+    monkeypatch.setattr(_fast, "ENABLED", enabled)
+    X, T = problem()
+    net = xpmlp.MLP([3, 4, 2], seed=0, dtype="float64")
+    m, v = ([np.zeros(W.shape) for W in net.weights] for _ in range(2))
+    m[1], v[1] = np.zeros((1, 5)), np.zeros((1, 5))  # W[1] is (2, 5)
+    state = train.LoopState()
+    state.opt_state = optim.AdamState(0, m, v)
+    with pytest.raises(ValueError):
+        train.train(
+            [np.array(W) for W in net.weights], X, T, activation=net.activation,
+            output=net.output, optimizer=optim.adam(), state=state,
+            config=train.Config(epochs=1, batch_size=5), rng=np.random.default_rng(0), xp=net.xp,
+        )  # fmt: skip
+
+
+def test_kernel_ops_refuse_arrays_they_cannot_trust(kernels):
+    """The kernels take raw addresses: another shape, dtype or layout stops in Python."""
+    if kernels == "ufuncs":
+        pytest.skip("checks the kernel's guards")
+    X, T = problem()
+    p = _plan(xpmlp.MLP([3, 4, 2], dtype="float64"), X, T, alpha=0.1)  # W[1]: (2, 5)
+    assert p._kernel_step(1)[0] is _fast.KERNELS
+    G = p.G[1]
+    for bad in (np.empty((1, 5)), np.empty((2, 5), np.float32), np.empty((2, 5), order="F")):
+        p.G[1] = bad
+        with pytest.raises(ValueError, match="no kernel step"):
+            p._kernel_step(1)
+    p.G[1] = G
+    Z = np.zeros((5, 6))
+    for P in (np.zeros(29), np.zeros((5, 12))[:, ::2]):
+        with pytest.raises(ValueError, match="no kernel delta"):
+            p._delta_ops(Z.reshape(-1) if P.ndim == 1 else Z, P)
+    with pytest.raises(ValueError, match="no kernel delta"):
+        p._delta_ops(np.zeros((5, 12))[:, ::2], Z)
+
+
+def test_floating_point_errors_of_the_kernels_are_reported_as_numpys(kernels):
+    """Adam's g * g overflows in the step (the kernel's, or the ufunc's): under
+    ``np.errstate(all="raise")`` the fit fails, under "warn" it warns once per step, on
+    either path."""
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(8, 3)) * 1e10).astype(np.float32)
+    T = (rng.normal(size=(8, 1)) * 1e9).astype(np.float32)
+    fit = dict(epochs=3, learning_rate=1e-3, batch_size=None, optimizer="adam", shuffle=False)
+    net = xpmlp.MLP([3, 1], dtype="float32", seed=0)
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError, match="overflow"):
+        net.fit(X, T, **fit)
+    with np.errstate(all="warn"), pytest.warns(RuntimeWarning, match="overflow") as record:
+        net.fit(X, T, **fit)
+    assert len(record) == 3

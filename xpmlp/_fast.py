@@ -90,7 +90,7 @@ DELTAS = {
 DELTA_KINDS = {"identity": 0, "tanh": 1, "logistic": 2, "relu": 3}
 RULES = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
 KERNEL_TYPES = {"f": 0, "d": 1}
-KERNELS_VERSION = 2  # the layout of the words _kernels.run reads
+KERNELS_VERSION = 3  # the layout of the words _kernels.run reads
 
 
 def _h_ops(activation, Z, flat, xp):
@@ -203,7 +203,23 @@ def _load_kernels():
     except ImportError:
         return None
     # a build of an older _kernels.c (an editable install not rebuilt) reads other words
-    return _kernels.run if getattr(_kernels, "VERSION", None) == KERNELS_VERSION else None
+    if getattr(_kernels, "VERSION", None) != KERNELS_VERSION:
+        return None
+    _kernels.set_error_handler(_report_fp_errors)
+    return _kernels.run
+
+
+def _report_fp_errors(flags):
+    """A kernel's floating-point errors (1 divide by zero, 2 overflow, 4 invalid), reported
+    as a ufunc reports them: by the same error in a NumPy operation, under the caller's
+    ``np.errstate`` (a warning by default, ``FloatingPointError`` where it says raise)."""
+    one = np.ones(())
+    if flags & 1:
+        np.divide(one, 0.0)
+    if flags & 2:
+        np.multiply(np.finfo(np.float64).max * one, 2.0)
+    if flags & 4:
+        np.subtract(np.inf * one, np.inf)
 
 
 KERNELS = _load_kernels()

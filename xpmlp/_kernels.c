@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <fenv.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,7 +23,7 @@
 #endif
 
 /* the layout of run()'s words; _fast.py uses a build only of the layout it packs */
-#define KERNELS_VERSION 2
+#define KERNELS_VERSION 3
 
 /* The optimizer's step on one layer, rows x cols, C-contiguous: first the L2 term
  * G[:, 1:] += c W[:, 1:] (when c is not NULL; the bias column is left as it is), then the
@@ -140,6 +141,16 @@ DELTA(xpmlp_delta_f64, double)
  *   delta: kind, n, Z, P */
 #define WORDS 14
 
+/* Called with the floating-point errors a kernel raised (1 divide by zero, 2 overflow,
+ * 4 invalid), so that they are reported as NumPy's ufuncs report theirs (np.errstate). */
+static PyObject *on_error = NULL;
+
+static PyObject *set_error_handler(PyObject *self, PyObject *fn)
+{
+    Py_XSETREF(on_error, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
 static PyObject *run(PyObject *self, PyObject *arg)
 {
     int64_t a[WORDS];
@@ -153,7 +164,9 @@ static PyObject *run(PyObject *self, PyObject *arg)
         return NULL;
     }
 #define P(T, k) ((T *)(intptr_t)a[k])
+    int raised;
     Py_BEGIN_ALLOW_THREADS
+    feclearexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID);
     if (a[0] == 0 && a[1] == 0)
         xpmlp_step_f32((int)a[2], a[3], a[4], P(float, 5), P(float, 6), P(float, 7),
                        P(float, 8), P(const float, 9), P(const float, 10), P(const float, 11),
@@ -166,13 +179,21 @@ static PyObject *run(PyObject *self, PyObject *arg)
         xpmlp_delta_f32((int)a[2], a[3], P(float, 4), P(const float, 5));
     else
         xpmlp_delta_f64((int)a[2], a[3], P(double, 4), P(const double, 5));
+    raised = fetestexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID);
     Py_END_ALLOW_THREADS
 #undef P
+    if (raised && on_error) {
+        int flags = (raised & FE_DIVBYZERO ? 1 : 0) | (raised & FE_OVERFLOW ? 2 : 0) |
+                    (raised & FE_INVALID ? 4 : 0);
+        return PyObject_CallFunction(on_error, "i", flags);
+    }
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"run", run, METH_O, "Run one kernel on the arrays whose addresses args holds."},
+    {"set_error_handler", set_error_handler, METH_O,
+     "fn(flags), called with the floating-point errors a kernel raised."},
     {NULL, NULL, 0, NULL},
 };
 
