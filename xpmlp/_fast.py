@@ -288,15 +288,17 @@ class Plan:
         self.activation = activation
         self.kernels = KERNELS  # compiled, or None: ufunc passes
         self.output = output
-        self.kind, self.hp = _kind(optimizer), optimizer.update.hyperparams
-        self.plain = self.kind == "sgd" and self.hp["momentum"] == 0.0  # W <- W - eta G
-        # the rule's constants for the kernel, rounded to dt as NumPy rounds a Python float
-        hp = self.hp
-        if self.kind == "adam":
-            b1, b2 = hp["beta_1"], hp["beta_2"]
+        # the step's rule (a key of RULES) and its constants for the kernel, rounded to dt
+        # as NumPy rounds a Python float operand
+        self.hp = hp = optimizer.update.hyperparams
+        if _kind(optimizer) == "adam":
+            self.rule, b1, b2 = "adam", hp["beta_1"], hp["beta_2"]
             self.consts = np.array([b1, 1 - b1, b2, 1 - b2, hp["epsilon"]], dtype=dt)
         else:
-            self.consts = np.array([hp["momentum"]], dtype=dt)
+            mu = hp["momentum"]
+            self.rule = "sgd" if mu == 0.0 else "nesterov" if hp["nesterov"] else "momentum"
+            self.consts = np.array([mu], dtype=dt)
+        self.plain = self.rule == "sgd"  # W <- W - eta G
         self.alpha = config.alpha
         sizes = [D] + [W.shape[0] for W in weights]
         L = len(weights)
@@ -337,7 +339,7 @@ class Plan:
         self.loss_scale = config.loss_scale * (0.5 if output.name == "identity" else 1.0)
         # SGD: -eta delta.T @ [1 | Z] added inside the GEMM, no gradient buffer (_fused_target)
         self.fused = [
-            self.kind == "sgd" and not self.hp["nesterov"] and not self.alpha
+            self.rule in ("sgd", "momentum") and not self.alpha
             and self.blas is not None and W.size >= GEMM_UPDATE_SIZE and _GemmCall.usable(W)
             for W in weights
         ]  # fmt: skip
@@ -359,7 +361,7 @@ class Plan:
         # the epoch's sum of n_b c_b penalty_b (train._epoch's L2 part), and this step's
         # n_b c_b / 2 by which the kernel adds the squared weights it passes over
         self.penalty = np.zeros(2)
-        self.per_step = bool(self.alpha) or self.kind == "adam" or weighted  # _begin_step
+        self.per_step = bool(self.alpha) or self.rule == "adam" or weighted  # _begin_step
         self._bind(weights, [])
 
     def _bind(self, weights, state):
@@ -516,10 +518,6 @@ class Plan:
         """:meth:`_update_ops`' step as one call of the compiled kernel: one pass over the
         layer, the same operations in the same order."""
         W, G = self.W[l], self.G[l]
-        if self.kind == "adam":
-            rule = "adam"
-        else:
-            rule = "sgd" if self.plain else "nesterov" if self.hp["nesterov"] else "momentum"
         # the kernel trusts these addresses and the shape: a mismatch must stop here
         for M in (W, G, *(S[l] for S in self.S)):
             if M.shape != W.shape or M.dtype != self.X.dtype or not M.flags.c_contiguous:
@@ -529,7 +527,7 @@ class Plan:
         pointers = (W.ctypes.data, G.ctypes.data, A, B, c, self.neg_lr.ctypes.data)
         consts, penalty = self.consts.ctypes.data, self.penalty.ctypes.data
         words = (*pointers, consts, penalty, penalty + self.penalty.itemsize)
-        return self._kernel(0, RULES[rule], *W.shape, *words)
+        return self._kernel(0, RULES[self.rule], *W.shape, *words)
 
     def _delta_ops(self, Z, P):
         """``delta = h'(a) * P`` over the flat ``Z`` (:data:`DELTAS`), in one pass where the
@@ -552,7 +550,7 @@ class Plan:
         ``V``; Adam's ``m``, ``v``), with its operations in its order (the same numbers),
         written with ``out=``; ``s1``, ``s2`` are scratch; ``neg_lr`` holds the step's -eta."""
         neg_lr, hp = self.neg_lr, self.hp
-        if self.kind == "adam":
+        if self.rule == "adam":
             m, v = state
             b1, b2, eps = hp["beta_1"], hp["beta_2"], hp["epsilon"]
             return [
@@ -569,11 +567,11 @@ class Plan:
                 (np.divide, (s2, s1, s2)),
                 (np.add, (w, s2, w)),
             ]
-        if not state:  # W <- W + (-eta G)
+        if self.rule == "sgd":  # W <- W + (-eta G)
             return [(np.multiply, (g, neg_lr, g)), (np.add, (w, g, w))]
         (V,), mu = state, hp["momentum"]
         ops = [(np.multiply, (V, mu, V)), (np.multiply, (g, neg_lr, s1)), (np.add, (V, s1, V))]
-        if not hp["nesterov"]:  # V <- mu V - eta G; W <- W + V
+        if self.rule == "momentum":  # V <- mu V - eta G; W <- W + V
             return ops + [(np.add, (w, V, w))]
         # W <- W + (mu V - eta G), the subtraction as the addition of -eta G (the same in IEEE)
         return ops + [(np.multiply, (V, mu, s2)), (np.add, (s2, s1, s2)), (np.add, (w, s2, w))]
@@ -601,7 +599,7 @@ class Plan:
             else:
                 penalty = float(network.l2_penalty(self.W, xp=self.xp))
                 self.penalty[0] += float(n_b) * float(c) * penalty
-        if self.kind == "adam":
+        if self.rule == "adam":
             self.t += 1
             eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])
             self.neg_lr[...] = -eta
@@ -611,7 +609,7 @@ class Plan:
     def epoch(self, weights, idx, opt_state, learning_rate):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
         ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
-        if self.kind == "adam":
+        if self.rule == "adam":
             state = [opt_state.m, opt_state.v]
             self.t = opt_state.t
         else:
@@ -653,7 +651,7 @@ class Plan:
             total = self.loss_scale * np.dot(losses, self.lw)
         if self.alpha:
             total = total + self.penalty[0]
-        if self.kind == "adam":
+        if self.rule == "adam":
             opt_state = optim.AdamState(self.t, *self.S)
         else:
             opt_state = optim.SGDState(self.S[0] if self.S else None)
