@@ -1,0 +1,194 @@
+"""The fast path on torch CPU tensors (``_fast.TorchPlan``) gives the pure path's numbers."""
+
+import numpy as np
+import pytest
+
+import xpmlp
+from xpmlp import _fast, optim, train
+
+torch = pytest.importorskip("torch")
+
+RTOL = 1e-12  # float64: the paths differ only in the order of a few additions
+ATOL = 1e-15  # for weights near 0, where those additions cancel (torch's products)
+
+OPTIMIZERS = {
+    "sgd": optim.sgd,
+    "momentum": lambda: optim.sgd(momentum=0.9),
+    "nesterov": lambda: optim.sgd(momentum=0.8, nesterov=True),
+    "adam": lambda: optim.adam(beta_1=0.8, beta_2=0.99, epsilon=1e-6),
+}
+
+
+@pytest.fixture(autouse=True, params=["torch-ops", "numpy-ops"])
+def route(request, monkeypatch):
+    """Every test twice: every product, h and gather on torch, and every one on NumPy (the
+    plan's choice for small arrays)."""
+    size = 0 if request.param == "torch-ops" else 10**12
+    monkeypatch.setattr(_fast, "TORCH_GEMM_SIZE", size)
+    monkeypatch.setattr(_fast, "TORCH_PASS_SIZE", size)
+    return request.param
+
+
+def problem(N=23, D=3, K=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, D))
+    T = np.stack([np.sin(X[:, 0] * (k + 1)) * X[:, -1] for k in range(K)], axis=1)
+    return X, T
+
+
+def spy(monkeypatch):
+    """The plans :func:`_fast.plan` returns, in order."""
+    plans, real = [], _fast.plan
+    monkeypatch.setattr(_fast, "plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    return plans
+
+
+def train_both(monkeypatch, sizes, *, sample_weight=None, epochs=3, state=None, **config):
+    """``train.train`` of the same torch weights on the pure path and on the fast path."""
+    X, T = problem(D=sizes[0], K=sizes[-1])
+    activation = config.pop("activation", "tanh")
+    net = xpmlp.MLP(sizes, activation, backend="torch", dtype="float64", seed=1)
+    X, T = net._array(X), net._array(T)
+    sw = None if sample_weight is None else torch.as_tensor(sample_weight)
+    optimizer = OPTIMIZERS[config.pop("optimizer", "sgd")]()
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        W0 = [W.clone() for W in net.weights]
+        W, st = train.train(
+            W0, X, T, activation=net.activation, output=net.output, optimizer=optimizer,
+            config=train.Config(epochs=epochs, **config), state=train.LoopState(),
+            rng=np.random.default_rng(0), sample_weight=sw, xp=net.xp,
+        )  # fmt: skip
+        runs.append((st.history["loss"], W, W0, st))
+    return runs
+
+
+def assert_same(runs):
+    (loss_pure, W_pure, *_), (loss_fast, W_fast, *_) = runs
+    np.testing.assert_allclose(loss_fast, loss_pure, rtol=RTOL)
+    for W, W_ref in zip(W_fast, W_pure):
+        np.testing.assert_allclose(W.numpy(), W_ref.numpy(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "logistic", "relu", "identity"])
+@pytest.mark.parametrize("batch_size", [1, 5, None])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sgd_on_torch_matches_pure_path(monkeypatch, activation, batch_size, shuffle):
+    plans = spy(monkeypatch)
+    runs = train_both(
+        monkeypatch, [3, 6, 4, 2], activation=activation, batch_size=batch_size,
+        learning_rate=0.05, shuffle=shuffle,
+    )  # fmt: skip
+    assert_same(runs)
+    assert plans[0] is None and type(plans[1]) is _fast.TorchPlan
+    (*_, W_fast, W0, _) = runs[1]
+    # the caller's tensors, trained in place
+    assert all(W is W_in for W, W_in in zip(W_fast, W0))
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("pregather", [True, False])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_every_optimizer_and_l2_on_torch_match_pure_path(monkeypatch, optimizer, pregather, alpha):
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # batch by batch, gathered apart
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # SGD and momentum inside the GEMM
+    runs = train_both(
+        monkeypatch, [3, 6, 4, 2], optimizer=optimizer, batch_size=5, learning_rate=0.05,
+        alpha=alpha,
+    )  # fmt: skip
+    assert_same(runs)
+    (*_, st_pure), (*_, st_fast) = runs
+    pure, fast = _fast._state_arrays(st_pure.opt_state), _fast._state_arrays(st_fast.opt_state)
+    assert len(fast) == len(pure) == {"sgd": 0, "adam": 6}.get(optimizer, 3)
+    for A, A_ref in zip(fast, pure):  # the optimizer's state comes back as torch tensors
+        assert type(A) is torch.Tensor
+        np.testing.assert_allclose(A.numpy(), A_ref.numpy(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("pregather", [True, False])
+def test_sample_weights_on_torch_match_pure_path(monkeypatch, pregather):
+    if not pregather:
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    sw = np.linspace(0.5, 2.0, 23)
+    sw[5:10] = 0.0
+    runs = train_both(
+        monkeypatch, [3, 6, 2], sample_weight=sw, optimizer="adam", batch_size=5,
+        learning_rate=0.05, alpha=0.1,
+    )  # fmt: skip
+    assert_same(runs)
+
+
+def test_fit_after_fit_and_a_callback_on_torch_match_pure_path(monkeypatch):
+    """Training carried on from call to call, and weights a callback replaces with tensors the
+    plan cannot write in place (a transposed copy: not C-contiguous)."""
+
+    def replace(epoch, loss, score, model):
+        model.weights = [torch.clamp(W, -0.3, 0.3).T.contiguous().T for W in model.weights]
+
+    X, T = problem(N=30)
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([3, 5, 2], backend="torch", dtype="float64", seed=3)
+        for _ in range(2):
+            net.fit(X, T, epochs=1, batch_size=7, optimizer="adam", learning_rate=0.05)
+        hist = net.fit(X, T, epochs=3, batch_size=4, learning_rate=0.1, callbacks=[replace])
+        runs.append((hist["loss"], [W.clone() for W in net.weights]))
+    assert_same(runs)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_torch_data_in_any_memory_order(monkeypatch, shuffle):
+    """Column-major X: gathered row by row (NumPy's take or torch's index_select), or, in
+    order, copied a batch at a time."""
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
+    X, T = problem(N=40, D=4)
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([4, 6, 2], backend="torch", dtype="float64", seed=2)
+        Xt = torch.as_tensor(X).T.contiguous().T
+        hist = net.fit(Xt, torch.as_tensor(T), epochs=3, batch_size=8, shuffle=shuffle)
+        runs.append((hist["loss"], [W.clone() for W in net.weights]))
+    assert_same(runs)
+
+
+def test_float32_on_torch_matches_pure_path(monkeypatch):
+    X, T = problem(N=64, D=5)
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_fast, "ENABLED", enabled)
+        net = xpmlp.MLP([5, 16, 2], backend="torch", dtype="float32", seed=4)
+        hist = net.fit(X, T, epochs=5, batch_size=16, learning_rate=0.05)
+        runs.append((hist["loss"], [W.clone() for W in net.weights]))
+    (loss_pure, W_pure), (loss_fast, W_fast) = runs
+    np.testing.assert_allclose(loss_fast, loss_pure, rtol=1e-5)
+    for W, W_ref in zip(W_fast, W_pure):
+        assert W.dtype == torch.float32
+        np.testing.assert_allclose(W.numpy(), W_ref.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_plan_takes_plain_cpu_tensors_only(monkeypatch):
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    X, T = torch.ones((6, 3), dtype=torch.float64), torch.ones((6, 2), dtype=torch.float64)
+    W = [torch.zeros((4, 4), dtype=torch.float64), torch.zeros((2, 5), dtype=torch.float64)]
+    act, out = xpmlp.MLP([3, 4, 2]).activation, xpmlp.MLP([3, 4, 2]).output
+
+    def plan(weights, X=X, T=T, sample_weight=None):
+        return _fast.plan(
+            weights, X, T, sample_weight=sample_weight, activation=act, output=out,
+            optimizer=optim.sgd(), opt_state=optim.SGDState(None),
+            config=train.Config(batch_size=2), xp=None,
+        )  # fmt: skip
+
+    assert type(plan(W)) is _fast.TorchPlan
+    grad = [W[0].clone().requires_grad_(), W[1]]
+    assert plan(grad) is None  # autograd's tensors stay with torch
+    assert plan([torch.nn.Parameter(W[0]), W[1]]) is None
+    assert plan([w.half() for w in W], X.half(), T.half()) is None
+    assert plan(W, X.float()) is None  # mixed dtypes
+    assert plan(W, X.numpy()) is None  # mixed libraries
+    assert plan(W, sample_weight=np.ones(6)) is None
+    assert plan(W, sample_weight=torch.ones(6, dtype=torch.float64)) is not None
