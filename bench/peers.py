@@ -50,6 +50,8 @@ class XpmlpFit(Runner):
 
     def __init__(self, wl, backend="numpy", device=None):
         super().__init__(wl)
+        if backend == "torch" and not available("torch"):
+            raise Skip("torch is not installed")
         import xpmlp
 
         self.xpmlp = xpmlp
@@ -143,10 +145,12 @@ class GemmLimit(Runner):
     def __init__(self, wl, mod=np):
         super().__init__(wl)
         self.mod = mod
+        if mod.__name__ == "torch":  # torch's BLAS (MKL in PyTorch's wheels) on the CPU
+            self.name = "GEMM-only limit (torch)"
         dt = getattr(mod, wl.dtype)
         X = mod.asarray(wl.X, dtype=dt)
         perm = np.arange(wl.N) if wl.perm is None else wl.perm
-        self.Xp = mod.take(X, mod.asarray(perm), axis=0)  # batches gathered before timing
+        self.Xp = X[mod.asarray(perm)]  # batches gathered before timing
         self.W = [mod.asarray(np.ascontiguousarray(W[:, 1:]), dtype=dt) for W in wl.W0]
         B = wl.batch or wl.N
         sizes = wl.sizes

@@ -58,7 +58,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 import peers  # noqa: E402
 
-OWN = ("xpmlp", "xpmlp (loop only)", "xpmlp-pure", "GEMM-only limit")  # not peers
+# not peers; xpmlp-torch: MLP.fit on the torch backend, and the limit of torch's BLAS
+OWN = ("xpmlp", "xpmlp (loop only)", "xpmlp-pure", "GEMM-only limit")
+OWN += ("xpmlp-torch", "GEMM-only limit (torch)")
+LIMITS = {"GEMM-only limit": "xpmlp", "GEMM-only limit (torch)": "xpmlp-torch"}  # pairs
 PAUSE_S = 0.25  # let the other libraries' worker threads go idle before each timed run
 
 
@@ -174,6 +177,10 @@ def make_runners(wl, args):
         out.append(("xpmlp (loop only)", lambda: peers.XpmlpLoop(wl, backend=args.backend)))
         out.append(("GEMM-only limit", lambda: peers.GemmLimit(wl, mod=mod)))
     want = set(args.peers.split(","))
+    if "torch" in want and not gpu:  # xpmlp on the torch backend, and torch's BLAS's limit
+        out.append(("xpmlp-torch", lambda: peers.XpmlpFit(wl, backend="torch")))
+        if wl.key == "A":
+            out.append(("GEMM-only limit (torch)", lambda: peers.GemmLimit(wl, mod=_torch())))
     if "numpy" in want:
         out.append(("hand-written", lambda: peers.HandNumpy(wl, mod=mod)))
     if "torch" in want:
@@ -186,6 +193,14 @@ def make_runners(wl, args):
         for dt in ("float32", "float64"):
             out.append((f"sklearn-{dt}", lambda dt=dt: peers.Sklearn(wl, dt)))
     return out
+
+
+def _torch():
+    if not peers.available("torch"):
+        raise peers.Skip("torch is not installed")
+    import torch
+
+    return torch
 
 
 def time_workload(wl, args, log):
@@ -208,15 +223,16 @@ def time_workload(wl, args, log):
         r.key = key
         runners.append(r)
     times = {r.key: [] for r in runners}
-    # the GEMM-only limit runs right beside xpmlp (after it, then before it, in turn), so
+    # a GEMM-only limit runs right beside its xpmlp (after it, then before it, in turn), so
     # that their paired ratio sees the machine as it was for both
-    limit = next((r for r in runners if r.key == "GEMM-only limit"), None)
-    others = [r for r in runners if r is not limit]
+    keys = {r.key for r in runners}
+    limits = [r for r in runners if r.key in LIMITS and LIMITS[r.key] in keys]
+    others = [r for r in runners if r not in limits]
     for rep in range(args.repeats):
         k = rep % len(others)
         order = others[k:] + others[:k]  # rotate the order each repeat
-        if limit is not None:
-            i = next(i for i, r in enumerate(order) if r.key == "xpmlp")
+        for limit in limits:
+            i = next(i for i, r in enumerate(order) if r.key == LIMITS[limit.key])
             order.insert(i + 1 - rep % 2, limit)
         for r in order:
             r.reset()
@@ -564,7 +580,6 @@ def report(results, meta, args):
         add("")
         if key == "A":
             g = by.get("GEMM-only limit", {}).get("median_s")
-            g_times = by.get("GEMM-only limit", {}).get("times_s")
             add(
                 "| runner | dtype | speed | spread | GFLOP/s | % of GEMM | paired | peer/xpmlp "
                 "| loss | agrees |"
@@ -581,8 +596,9 @@ def report(results, meta, args):
             spread = f"±{spread_pct(r['times_s']):.0f}%"
             if key == "A":
                 gf = wl.flops_per_epoch() / t / 1e9
-                pct = f"{100 * g / t:.1f}%" if g else ""
-                paired = f"{100 * paired_ratio(g_times, r['times_s']):.1f}%" if g else ""
+                lim = by.get(limit_of(r["key"]))  # its own BLAS's limit for the torch rows
+                pct = f"{100 * lim['median_s'] / t:.1f}%" if lim else ""
+                paired = f"{100 * paired_ratio(lim['times_s'], r['times_s']):.1f}%" if lim else ""
                 add(
                     f"| {name} | {r['dtype']} | {fmt_t(wl, t)} | {spread} | {gf:.1f} | {pct} "
                     f"| {paired} | {ratio} | {loss} | {r['agree']} |"
@@ -603,6 +619,12 @@ def report(results, meta, args):
                 f"Spread above 20 % ({', '.join(noisy)}): the machine was busy or the repeats "
                 "too few, so ratios here are uncertain by as much; more --repeats narrow them."
             )
+        if key == "A" and "GEMM-only limit (torch)" in by:
+            add(
+                "The rows of xpmlp (backend torch) and of the GEMM-only limit (torch) give their "
+                "% of the GEMM-only limit (torch), the same products on torch's BLAS; the other "
+                "rows, of the GEMM-only limit on NumPy's."
+            )
         add(f"Loss before training {res['loss0']:.6g}; xpmlp after {res['ref_loss']:.6g}.")
         if "xpmlp-pure" in by:
             add(
@@ -611,48 +633,32 @@ def report(results, meta, args):
             )
         add("")
         peers_ = [r for r in rows if r["key"] not in OWN]
-        slower_than = [r for r in peers_ if r["median_s"] < x]
         goal = 95 if args.backend == "numpy" else 90  # % of the GEMM-only limit: CPU, GPU
         if key == "A" and not g:
             targets.append((f"A >= {goal}% of the GEMM-only limit", False, "not measured"))
         if key == "A" and g:
-            pct = 100 * g / x
             loop = by.get("xpmlp (loop only)")
             extra = f" (loop only: {100 * g / loop['median_s']:.1f}%)" if loop else ""
-            paired = paired_ratio(by["GEMM-only limit"]["times_s"], by["xpmlp"]["times_s"])
-            extra += f"; median of the paired per-repeat ratios {100 * paired:.1f}%"
-            targets.append(
-                (
-                    f"A >= {goal}% of the GEMM-only limit",
-                    pct >= goal,
-                    f"{pct:.1f}%{extra}"
-                    + ("" if pct >= goal else f"; missed by {goal - pct:.1f} points"),
-                )
-            )
+            met, how = of_limit(goal, by["GEMM-only limit"], by["xpmlp"], extra)
+            targets.append((f"A >= {goal}% of the GEMM-only limit", met, how))
         claim = f"{key} faster than every peer"
         if key == "D":
             claim += " (beyond the issue's targets)"
         if key == "A" and args.backend != "numpy":  # the GPU target: no slower than PyTorch
             peers_ = [r for r in peers_ if r["key"] == "torch"]
-            slower_than = [r for r in peers_ if r["median_s"] < x]
             claim = "A no slower than PyTorch eager"
             if not peers_:
                 targets.append((claim, False, "not measured: no PyTorch CUDA run (see above)"))
-        best = min(peers_, key=lambda r: r["median_s"]) if peers_ else None
-        if best is not None:
-            met = not slower_than
-            how = f"fastest peer {best['name']}: {best['median_s'] / x:.2f}x xpmlp's time"
-            if not met:
-                how += "; slower than " + ", ".join(
-                    f"{r['name']} by {x / r['median_s']:.2f}x" for r in slower_than
-                )
-            close = [r for r in peers_ if r["median_s"] < 1.1 * x]
-            if close:  # within the repeats' spread: the paired ratios and their quartiles
-                how += "; paired per repeat (quartiles): " + ", ".join(
-                    f"{r['name']} {paired_quartiles(r['times_s'], by['xpmlp']['times_s'])}"
-                    for r in close
-                )
-            targets.append((claim, met, how))
+        if peers_:
+            targets.append((claim, *beats(peers_, by["xpmlp"])))
+        xt = by.get("xpmlp-torch")  # the same on the torch backend (CPU)
+        if xt and key == "A" and "GEMM-only limit (torch)" in by:
+            met, how = of_limit(goal, by["GEMM-only limit (torch)"], xt)
+            targets.append(
+                (f"A >= {goal}% of the GEMM-only limit (torch), backend torch", met, how)
+            )
+        if xt and peers_:
+            targets.append((f"{claim}, backend torch", *beats(peers_, xt)))
     add("## Targets")
     add("")
     add("| target | met | by how much |")
@@ -751,6 +757,38 @@ def report(results, meta, args):
     add(f"- repeats: {args.repeats}; pause before each timed run: {PAUSE_S} s")
     add("")
     return "\n".join(L)
+
+
+def limit_of(key):
+    """The GEMM-only limit a row of workload A is measured against: its own BLAS's."""
+    torch = key in ("xpmlp-torch", "GEMM-only limit (torch)")
+    return "GEMM-only limit (torch)" if torch else "GEMM-only limit"
+
+
+def of_limit(goal, limit, row, extra=""):
+    """(met, how): ``row``'s % of ``limit`` by medians against ``goal``."""
+    pct = 100 * limit["median_s"] / row["median_s"]
+    paired = paired_ratio(limit["times_s"], row["times_s"])
+    how = f"{pct:.1f}%{extra}; median of the paired per-repeat ratios {100 * paired:.1f}%"
+    return pct >= goal, how + ("" if pct >= goal else f"; missed by {goal - pct:.1f} points")
+
+
+def beats(peers_, row):
+    """(met, how): whether ``row`` is faster than every peer, and by how much."""
+    x = row["median_s"]
+    best = min(peers_, key=lambda r: r["median_s"])
+    slower_than = [r for r in peers_ if r["median_s"] < x]
+    how = f"fastest peer {best['name']}: {best['median_s'] / x:.2f}x xpmlp's time"
+    if slower_than:
+        how += "; slower than " + ", ".join(
+            f"{r['name']} by {x / r['median_s']:.2f}x" for r in slower_than
+        )
+    close = [r for r in peers_ if r["median_s"] < 1.1 * x]
+    if close:  # within the repeats' spread: the paired ratios and their quartiles
+        how += "; paired per repeat (quartiles): " + ", ".join(
+            f"{r['name']} {paired_quartiles(r['times_s'], row['times_s'])}" for r in close
+        )
+    return not slower_than, how
 
 
 def kernels(blas):

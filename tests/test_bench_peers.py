@@ -19,6 +19,7 @@ PEERS = {  # factory, rtol on the final float64 weights
     "torch": (lambda wl: peers.Torch(wl), 1e-3),  # its epsilon: sqrt(v / (1 - beta_2**t)) + eps
     "jax": (lambda wl: peers.Jax(wl), 1e-9),
     "sklearn": (lambda wl: peers.Sklearn(wl, "float64"), 1e-9),
+    "xpmlp-torch": (lambda wl: peers.XpmlpFit(wl, backend="torch"), 1e-10),
 }
 
 
@@ -45,3 +46,17 @@ def test_every_peer_trains_as_xpmlp_with_adam_and_l2(peer, optimizer, shuffle):
         out.append(r.weights())
     for A, B in zip(*out):
         np.testing.assert_allclose(B, A, rtol=rtol, atol=rtol)
+
+
+def test_the_gemm_only_limit_on_torch_does_numpys_products():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    X, T = rng.standard_normal((40, 5)), rng.standard_normal((40, 2))
+    wl = bench.Workload("t", "test", [5, 8, 2], "float64", X, T, 16, 0.05, 1, 7, True)
+    limits = [peers.GemmLimit(wl), peers.GemmLimit(wl, mod=torch)]
+    assert limits[1].name == "GEMM-only limit (torch)"
+    for limit in limits:
+        limit.run()
+    for G, G_torch in zip(limits[0].G, limits[1].G):
+        assert np.abs(G).max() > 0
+        np.testing.assert_allclose(G_torch.numpy(), G, rtol=1e-12)
