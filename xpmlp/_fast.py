@@ -507,7 +507,7 @@ class Plan:
         return fwd, grad
 
     # The products: NumPy's matmul, and NumPy's CBLAS where alpha or beta are needed
-    # (TorchPlan puts them all on torch's BLAS).
+    # (TorchPlan puts the large ones on torch's BLAS).
     def _mm(self, A, B, C):
         """The op ``C <- A @ B`` on these arrays."""
         return np.matmul, (A, B, C)
