@@ -100,7 +100,9 @@ def test_every_optimizer_and_l2_on_torch_match_pure_path(monkeypatch, optimizer,
     )  # fmt: skip
     assert_same(runs)
     (*_, st_pure), (*_, st_fast) = runs
-    pure, fast = _fast._state_arrays(st_pure.opt_state), _fast._state_arrays(st_fast.opt_state)
+    pure, fast = (
+        [A for g in _fast._state_groups(st.opt_state) for A in g] for st in (st_pure, st_fast)
+    )
     assert len(fast) == len(pure) == {"sgd": 0, "adam": 6}.get(optimizer, 3)
     for A, A_ref in zip(fast, pure):  # the optimizer's state comes back as torch tensors
         assert type(A) is torch.Tensor

@@ -233,7 +233,8 @@ def plan(
         return None
     views = None
     if type(X) is not np.ndarray:  # torch CPU tensors: the plan runs on NumPy views of them
-        views = _TorchViews.of([X, T, *weights, sample_weight, *_state_arrays(opt_state)])
+        state = [A for group in _state_groups(opt_state) for A in group]
+        views = _TorchViews.of([X, T, *weights, sample_weight, *state])
         if views is None:
             return None
         X, T, sample_weight = views.view(X), views.view(T), views.view(sample_weight)
@@ -280,23 +281,26 @@ def _kind(optimizer) -> str | None:
     return kind if kind in ("sgd", "adam") else None
 
 
-def _state_arrays(opt_state) -> list:
-    """The arrays of an :mod:`optim` state (none for another kind of state)."""
+def _state_groups(opt_state) -> list:
+    """The lists of arrays of an :mod:`optim` state: Adam's ``[m, v]``, momentum's
+    ``[velocities]``; none for plain SGD or another kind of state."""
     if isinstance(opt_state, optim.AdamState):
-        return [*opt_state.m, *opt_state.v]
+        return [opt_state.m, opt_state.v]
     if isinstance(opt_state, optim.SGDState) and opt_state.velocities is not None:
-        return list(opt_state.velocities)
+        return [opt_state.velocities]
     return []
+
+
+def _state_of(opt_state, groups, t=None):
+    """A state of ``opt_state``'s kind holding ``groups`` (and Adam's step count ``t``)."""
+    if isinstance(opt_state, optim.AdamState):
+        return optim.AdamState(opt_state.t if t is None else t, *groups)
+    return optim.SGDState(groups[0] if groups else None)
 
 
 def _map_state(opt_state, f):
     """The :mod:`optim` state with ``f`` applied to each of its arrays."""
-    if isinstance(opt_state, optim.AdamState):
-        return optim.AdamState(
-            opt_state.t, [f(A) for A in opt_state.m], [f(A) for A in opt_state.v]
-        )
-    velocities = opt_state.velocities
-    return optim.SGDState(None if velocities is None else [f(V) for V in velocities])
+    return _state_of(opt_state, [[f(A) for A in g] for g in _state_groups(opt_state)])
 
 
 class Plan:
@@ -667,11 +671,9 @@ class Plan:
     def epoch(self, weights, idx, opt_state, learning_rate):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
         ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
+        state = _state_groups(opt_state)
         if self.rule == "adam":
-            state = [opt_state.m, opt_state.v]
             self.t = opt_state.t
-        else:
-            state = [] if opt_state.velocities is None else [opt_state.velocities]
         # the same list may come back with arrays replaced (a callback's ``m.weights = [...]``)
         arrays = (*weights, *(A for group in state for A in group))
         bound = (*self.bound, *self.bound_state)
@@ -709,10 +711,7 @@ class Plan:
             total = self.loss_scale * np.dot(losses, self.lw)
         if self.alpha:
             total = total + self.penalty[0]
-        if self.rule == "adam":
-            opt_state = optim.AdamState(self.t, *self.S)
-        else:
-            opt_state = optim.SGDState(self.S[0] if self.S else None)
+        opt_state = _state_of(opt_state, self.S, self.t)
         return self.W, opt_state, total
 
     def _gather(self, s, e, idx):
