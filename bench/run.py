@@ -171,10 +171,13 @@ def make_runners(wl, args):
     if gpu:
         import cupy as mod  # noqa: F811
     out = [("xpmlp", lambda: peers.XpmlpFit(wl, backend=args.backend))]
-    if not gpu:  # before/after: the same fit with the NumPy fast path off
+    # before/after (the same fit with the NumPy fast path off) and the loop alone: in the
+    # full run, not in the quick one's minute
+    if not gpu and not args.quick:
         out.append(("xpmlp-pure", lambda: peers.XpmlpPure(wl, backend=args.backend)))
-    if wl.key == "A":
+    if wl.key == "A" and not args.quick:
         out.append(("xpmlp (loop only)", lambda: peers.XpmlpLoop(wl, backend=args.backend)))
+    if wl.key == "A":
         out.append(("GEMM-only limit", lambda: peers.GemmLimit(wl, mod=mod)))
     want = set(args.peers.split(","))
     if "torch" in want and not gpu:  # xpmlp on the torch backend, and torch's BLAS's limit
@@ -806,7 +809,11 @@ WL: dict = {}
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="3 repeats, fewer subprocess probes")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="A, B and C, 3 repeats, no before/after or loop-only rows, fewer probes",
+    )
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument(
         "--workloads", default=None, help="default A,B,C,D (A,B,C with --quick: the targets)"
