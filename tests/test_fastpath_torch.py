@@ -94,11 +94,14 @@ def test_every_optimizer_and_l2_on_torch_match_pure_path(monkeypatch, optimizer,
     if not pregather:
         monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # batch by batch, gathered apart
     monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # SGD and momentum inside the GEMM
+    plans = spy(monkeypatch)
     runs = train_both(
         monkeypatch, [3, 6, 4, 2], optimizer=optimizer, batch_size=5, learning_rate=0.05,
-        alpha=alpha,
+        alpha=alpha, epochs=6,
     )  # fmt: skip
     assert_same(runs)
+    # a tensor for each array the plan was handed or made, not one per step
+    assert len(plans[1].views._tensors) <= 2 + 3 * 3
     (*_, st_pure), (*_, st_fast) = runs
     pure, fast = (
         [A for g in _fast._state_groups(st.opt_state) for A in g] for st in (st_pure, st_fast)

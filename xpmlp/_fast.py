@@ -717,16 +717,19 @@ class Plan:
     def _gather(self, s, e, idx):
         """Rows ``s:e`` of the epoch's order into the batch buffers (beside the ones, when
         pregathered: take into a strided ``out`` buffers anyway, but once per epoch)."""
-        n = e - s
-        x = self.Xg[:n, 1:] if self.pregather else self.Xg[:n]
-        pairs = [(self.X, x), (self.T, self.Tg[:n])]
-        if self.sw is not None:
-            pairs.append((self.sw, self.Sg[:n]))
-        for src, out in pairs:
+        for src, out in self._gather_pairs(e - s):
             if idx is None:
                 np.copyto(out, src[s:e])
             else:
                 np.take(src, idx[s:e], axis=0, out=out, mode=self.take_mode)
+
+    def _gather_pairs(self, n):
+        """``(source, batch buffer)`` of X, T and the sample weights for a batch of ``n``."""
+        x = self.Xg[:n, 1:] if self.pregather else self.Xg[:n]
+        pairs = [(self.X, x), (self.T, self.Tg[:n])]
+        if self.sw is not None:
+            pairs.append((self.sw, self.Sg[:n]))
+        return pairs
 
     def _step(self, x, t, s, e, sw):
         n, losses = e - s, self.losses[s:e]
@@ -820,8 +823,8 @@ class _TorchGemm:
 
 class TorchPlan(Plan):
     """The plan for torch CPU tensors: it trains NumPy views of their memory in place, as
-    :class:`Plan` (the same buffers, ufunc passes and kernels), and does every product on
-    torch's BLAS (MKL in PyTorch's wheels) with torch's threads."""
+    :class:`Plan` (the same buffers, ufunc passes and kernels), and does the large products
+    on torch's BLAS (MKL in PyTorch's wheels) with torch's threads."""
 
     def __init__(self, views, *args):
         self.views = views
@@ -868,12 +871,9 @@ class TorchPlan(Plan):
     def _gather(self, s, e, idx):
         if self.pregather or idx is None or (e - s) * self.X.shape[1] < TORCH_PASS_SIZE:
             return super()._gather(s, e, idx)
-        torch, t, n, i = self.views.torch, self.views.tensor, e - s, self.idx[s:e]
-        pairs = [(self.X, self.Xg), (self.T, self.Tg)]
-        if self.sw is not None:
-            pairs.append((self.sw, self.Sg))
-        for src, out in pairs:
-            torch.index_select(t(src), 0, i, out=t(out)[:n])
+        torch, t, i = self.views.torch, self.views.tensor, self.idx[s:e]
+        for src, out in self._gather_pairs(e - s):  # src: the caller's tensor
+            torch.index_select(t(src), 0, i, out=torch.from_numpy(out))
 
     def epoch(self, weights, idx, opt_state, learning_rate):
         v, t = self.views.view, self.views.tensor
