@@ -877,11 +877,9 @@ class TorchPlan(Plan):
 
     def epoch(self, weights, idx, opt_state, learning_rate):
         v, t = self.views.view, self.views.tensor
-        self.idx = idx  # the gather's, on torch
-        idx = None if idx is None else idx.numpy()
+        self.idx = None if idx is None else self.views.torch.from_numpy(idx)  # the gather's
         weights = [v(W) for W in weights]
         weights, opt_state, total = super().epoch(
             weights, idx, _map_state(opt_state, v), learning_rate
         )
-        total = self.views.torch.from_numpy(np.asarray(total))
-        return [t(W) for W in weights], _map_state(opt_state, t), total
+        return [t(W) for W in weights], _map_state(opt_state, t), total  # total: NumPy's

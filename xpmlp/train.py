@@ -175,8 +175,9 @@ def train(
     with np.errstate(under="ignore"):
         for _ in range(c.epochs):
             idx = None
-            if c.shuffle:
-                idx = xp.asarray(np.asarray(order(rng, N), dtype=np.int64), device=device)
+            if c.shuffle:  # a fast plan takes the host order as it is
+                idx = np.asarray(order(rng, N), dtype=np.int64)
+                idx = idx if fast is not None else xp.asarray(idx, device=device)
             try:
                 weights, state.opt_state, total = epoch(
                     weights, idx, state.opt_state, state.learning_rate
