@@ -763,9 +763,11 @@ def report(results, meta, args):
 
 
 def limit_of(key):
-    """The GEMM-only limit a row of workload A is measured against: its own BLAS's."""
-    torch = key in ("xpmlp-torch", "GEMM-only limit (torch)")
-    return "GEMM-only limit (torch)" if torch else "GEMM-only limit"
+    """The GEMM-only limit a row of workload A is measured against: its own BLAS's (the
+    limit paired with it in LIMITS), else NumPy's."""
+    if key in LIMITS:
+        return key
+    return next((limit for limit, own in LIMITS.items() if own == key), "GEMM-only limit")
 
 
 def of_limit(goal, limit, row, extra=""):

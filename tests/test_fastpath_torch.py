@@ -2,21 +2,14 @@
 
 import numpy as np
 import pytest
+from test_fastpath import OPTIMIZERS, RTOL, problem  # the NumPy fast path's cases
 
 import xpmlp
 from xpmlp import _fast, optim, train
 
 torch = pytest.importorskip("torch")
 
-RTOL = 1e-12  # float64: the paths differ only in the order of a few additions
-ATOL = 1e-15  # for weights near 0, where those additions cancel (torch's products)
-
-OPTIMIZERS = {
-    "sgd": optim.sgd,
-    "momentum": lambda: optim.sgd(momentum=0.9),
-    "nesterov": lambda: optim.sgd(momentum=0.8, nesterov=True),
-    "adam": lambda: optim.adam(beta_1=0.8, beta_2=0.99, epsilon=1e-6),
-}
+ATOL = 1e-15  # for weights near 0, where the paths' additions cancel (torch's products)
 
 
 @pytest.fixture(autouse=True, params=["torch-ops", "numpy-ops"])
@@ -27,13 +20,6 @@ def route(request, monkeypatch):
     monkeypatch.setattr(_fast, "TORCH_GEMM_SIZE", size)
     monkeypatch.setattr(_fast, "TORCH_PASS_SIZE", size)
     return request.param
-
-
-def problem(N=23, D=3, K=2, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(N, D))
-    T = np.stack([np.sin(X[:, 0] * (k + 1)) * X[:, -1] for k in range(K)], axis=1)
-    return X, T
 
 
 def spy(monkeypatch):

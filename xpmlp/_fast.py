@@ -838,12 +838,12 @@ class TorchPlan(Plan):
     def _mm(self, A, B, C):
         if not self._large(A, B):
             return super()._mm(A, B, C)
-        return _TorchGemm(self.views.torch, A, B, C, 0.0), (1.0,)
+        return self._gemm(A, B, C, 0.0), (1.0,)
 
     def _product(self, A, B, C, batch):
         if not self._large(A, B):
             return super()._product(A, B, C, batch)
-        call = _TorchGemm(self.views.torch, A, B, C, 0.0)
+        call = self._gemm(A, B, C, 0.0)
         if batch == "a":
             return lambda x: call(1.0, a=x)
         return lambda x: call(1.0, b=x)
