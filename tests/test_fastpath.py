@@ -12,14 +12,16 @@ from xpmlp import _fast, optim, train
 RTOL = 1e-12  # float64: the paths differ only in the order of a few additions
 
 
-@pytest.fixture(autouse=True, params=["kernels", "ufuncs"])
+@pytest.fixture(autouse=True, params=["kernels", "pooled", "ufuncs"])
 def kernels(request, monkeypatch):
-    """Every test twice: with the compiled kernels of ``_kernels.c`` and with the ufunc
-    passes that stand in for them where the install could not compile them."""
+    """Every test three times: with the compiled kernels of ``_kernels.c`` on one thread,
+    with them in parts on the BLAS's threads wherever an op has two elements (rows), and
+    with the ufunc passes that stand in for them where the install could not compile them."""
     if request.param == "ufuncs":
         monkeypatch.setattr(_fast, "KERNELS", None)
     elif _fast.KERNELS is None:
         pytest.skip("xpmlp._kernels was not compiled (no C compiler at install)")
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 1 if request.param == "pooled" else 0)
     return request.param
 
 
@@ -233,21 +235,145 @@ def test_delta_step_gives_the_ufunc_passes_numbers_bit_for_bit(kernels, activati
     assert np.array_equal(np.signbit(Z), np.signbit(Z_ref))
 
 
+def _blas_threads(n):
+    """Let NumPy's BLAS use ``n`` threads (threadpoolctl), where the kernels can share them."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not getattr(_fast._openblas(), "gotoblas_pthread", None):
+        pytest.skip("NumPy does not link OpenBLAS here: the kernels keep to one thread")
+    return threadpoolctl.threadpool_limits(n, user_api="blas")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_passes_run_in_parts_one_per_blas_thread(kernels, monkeypatch, dtype):
+    """An op of two least parts or more runs in as many parts as the BLAS may use threads
+    (at most one per least part); a smaller op, or one BLAS thread, runs whole."""
+    if kernels == "ufuncs":
+        pytest.skip("counts the kernels' parts")
+    from xpmlp import _kernels
+
+    p = _plan(xpmlp.MLP([3, 4, 2], dtype=np.dtype(dtype).name), *problem())
+    item = np.dtype(dtype).itemsize
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 100 * item)  # 100 elements
+    for n, want in ((199, 1), (200, 2), (299, 2), (300, 3), (5000, 3)):
+        Z, P = np.zeros(n, dtype), np.zeros(n, dtype)
+        ((f, args),) = p._delta_ops(Z, P)
+        ((_, h_args),) = p._h_ops(Z, Z)
+        for words in (args[0], h_args[0]):
+            for threads, parts in ((1, 1), (3, want)):
+                with _blas_threads(threads):
+                    assert _kernels.parts(words) == parts
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 0)  # none
+    with _blas_threads(3):
+        assert _kernels.parts(p._delta_ops(Z, P)[0][1][0]) == 1
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 4 * item)  # a step's least part: a row
+    with _blas_threads(3):
+        assert [_kernels.parts(p._kernel_step(l)[1][0]) for l in (0, 1)] == [3, 2]  # 4, 2 rows
+    X = np.zeros((50, 7), dtype)  # a gather's least part in rows: 100 elements, 15 rows
+    out, idx = np.empty((30, 7), dtype), np.arange(30, dtype=np.intp)
+    p.X = X
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 100 * item)
+    with _blas_threads(3):
+        assert _kernels.parts(p._gather_kernel(out, idx)[1][0]) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_passes_in_parts_give_the_numbers_of_one_pass(kernels, monkeypatch, dtype):
+    """h (NumPy's own loop), delta and the gather in parts on three threads: the ufuncs'
+    and take's numbers bit for bit, specials included."""
+    if kernels == "ufuncs":
+        pytest.skip("compares the kernels with the ufuncs")
+    from xpmlp import _kernels
+
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 16)
+    rng = np.random.default_rng(4)
+    special = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-40, -3e38, 30.0]
+    Z0 = np.concatenate([rng.normal(scale=3, size=4000), special * 5]).astype(dtype)
+    P0 = rng.permutation(np.concatenate([rng.normal(size=4000), special * 5])).astype(dtype)
+    for activation, h in (("tanh", np.tanh), ("relu", lambda z: np.maximum(z, 0))):
+        p = _plan(xpmlp.MLP([3, 4, 2], activation, dtype=np.dtype(dtype).name), *problem())
+        Z, P = Z0.copy(), P0.copy()
+        with _blas_threads(3), np.errstate(all="ignore"):
+            for f, args in (*p._h_ops(Z, Z), *p._delta_ops(Z, P)):
+                assert f is _fast.KERNELS and _kernels.parts(args[0]) == 3
+                f(*args)
+            Z_ref, P_ref = h(Z0), P0.copy()
+            for f, args in _fast.DELTAS[activation](Z_ref, P_ref):
+                f(*args)
+        assert Z.tobytes() == Z_ref.tobytes()
+    X = rng.normal(size=(300, 9)).astype(dtype)
+    idx = rng.integers(0, 300, 200).astype(np.intp)
+    p.X, out = X, np.empty((200, 9), dtype)
+    f, args = p._gather_kernel(out, idx)
+    with _blas_threads(3):
+        f(*args)
+    np.testing.assert_array_equal(out, X[idx])
+    for bad_out, bad_idx in (
+        (np.empty((200, 8), dtype), idx),
+        (np.empty((9, 200), dtype).T, idx),
+        (out, idx.astype(np.int32)),
+        (out, np.repeat(idx, 2)[::2]),
+        (out.astype(np.float16), idx),
+    ):
+        with pytest.raises(ValueError, match="no kernel gather"):
+            p._gather_kernel(bad_out, bad_idx)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_in_parts_gives_one_threads_numbers_bit_for_bit(kernels, monkeypatch, optimizer):
+    """A whole fit with every pass and optimizer step in parts: the weights and losses (the
+    L2 penalty's sum included) of the one-thread kernels."""
+    if kernels == "ufuncs":
+        pytest.skip("compares the kernels on one thread and in parts")
+    X, T = problem(N=200, D=30, K=3)
+    runs = []
+    for part in (0, 4):
+        monkeypatch.setattr(_fast, "PASS_PART_BYTES", part)
+        net = xpmlp.MLP([30, 40, 20, 3], dtype="float32", seed=3)
+        with _blas_threads(3):
+            hist = net.fit(
+                X.astype(np.float32), T.astype(np.float32), epochs=3, batch_size=64,
+                optimizer=optimizer, alpha=1e-2,
+            )  # fmt: skip
+        runs.append((hist["loss"], [np.asarray(W) for W in net.weights]))
+    (loss, weights), (loss_one, weights_one) = runs
+    assert loss == loss_one
+    for W, W_one in zip(weights, weights_one):
+        assert W.tobytes() == W_one.tobytes()
+
+
+def test_a_ufunc_loop_that_disagrees_with_its_ufunc_is_not_used(kernels, monkeypatch):
+    """The kernels call NumPy's own loop only after it gave the ufunc's numbers."""
+    if kernels == "ufuncs":
+        pytest.skip("checks the kernels' loops")
+    from xpmlp import _kernels
+
+    assert _fast._loop(np.tanh, np.float32) == _kernels.loop(np.tanh, np.dtype("f").num)
+    real = _kernels.loop
+    monkeypatch.setattr(_fast, "_LOOPS", {})
+    monkeypatch.setattr(_kernels, "loop", lambda ufunc, num: real(np.sin, num))
+    assert _fast._loop(np.tanh, np.float64) is None
+    p = _plan(xpmlp.MLP([3, 4, 2], dtype="float64"), *problem())
+    Z = np.zeros(10)
+    assert p._h_ops(Z, Z) == [(np.tanh, (Z, Z))]
+    with pytest.raises(TypeError, match="NumPy ufunc"):
+        real(np.sum, 12)
+
+
 def test_kernels_load_where_compiled_and_stay_off_when_asked(monkeypatch):
     import importlib.util
 
     compiled = importlib.util.find_spec("xpmlp._kernels") is not None
     assert (_fast._load_kernels() is not None) == compiled
-    if compiled:  # the bytes of 14 int64 words, nothing else
+    if compiled:  # the bytes of 16 int64 words, nothing else
         from xpmlp import _kernels
 
-        empty = np.array([1, 0] + [0] * 12, np.int64).tobytes()  # delta on 0 elements: harmless
-        for bad in (b"", bytes(111), bytearray(112), 0, empty + b"\0", empty + bytes(8)):
-            with pytest.raises(TypeError, match="14 int64 words"):
+        empty = np.array([1, 0] + [0] * 14, np.int64).tobytes()  # delta on 0 elements: harmless
+        for bad in (b"", bytes(127), bytearray(128), 0, empty + b"\0", empty + bytes(8)):
+            with pytest.raises(TypeError, match="16 int64 words"):
                 _kernels.run(bad)
-        for op, dtype in ((2, 0), (-1, 0), (0, 2), (1, 2), (1, -1)):
+        for op, dtype in ((4, 0), (-1, 0), (0, 2), (1, 2), (3, -1)):
             with pytest.raises(ValueError, match="no such kernel"):
-                _kernels.run(np.array([op, dtype] + [0] * 12, np.int64).tobytes())
+                _kernels.run(np.array([op, dtype] + [0] * 14, np.int64).tobytes())
         monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION + 1)  # a stale build
         assert _fast._load_kernels() is None
         monkeypatch.setattr(_fast, "KERNELS_VERSION", _kernels.VERSION)  # current again

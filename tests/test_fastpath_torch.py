@@ -183,3 +183,29 @@ def test_plan_takes_plain_cpu_tensors_only(monkeypatch):
     assert plan(W, X.numpy()) is None  # mixed libraries
     assert plan(W, sample_weight=np.ones(6)) is None
     assert plan(W, sample_weight=torch.ones(6, dtype=torch.float64)) is not None
+
+
+def test_torch_plan_kernels_keep_to_one_thread(monkeypatch):
+    """Beside torch's spinning threads the BLAS's threads cost far more than they give:
+    a TorchPlan's kernels never run in parts, where a NumPy plan's would."""
+    if _fast.KERNELS is None:
+        pytest.skip("xpmlp._kernels was not compiled (no C compiler at install)")
+    from test_fastpath import _blas_threads
+
+    from xpmlp import _kernels
+
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", 1)  # any op of two elements or more
+    X, T = problem(N=40, D=3, K=2)
+    parts = {}
+    for backend in ("torch", "numpy"):
+        net = xpmlp.MLP([3, 40, 2], backend=backend, dtype="float64", seed=1)
+        p = _fast.plan(
+            net.weights, net._array(X), net._array(T), sample_weight=None,
+            activation=net.activation, output=net.output, optimizer=optim.sgd(),
+            opt_state=optim.SGDState(None), config=train.Config(batch_size=40), xp=net.xp,
+        )  # fmt: skip
+        Z = p.Z1[0].reshape(-1)
+        ((_, args),) = p._delta_ops(Z, p.P[40].reshape(-1))
+        with _blas_threads(2):
+            parts[backend] = _kernels.parts(args[0])
+    assert parts == {"torch": 1, "numpy": 2}
