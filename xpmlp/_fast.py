@@ -58,7 +58,7 @@ import glob
 import math
 import os
 import sys
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import array_api_compat
@@ -112,18 +112,16 @@ KERNELS_VERSION = 4  # the layout of the words _kernels.run reads
 # ---------------------------------------------------------------- NumPy's own BLAS
 
 
+@cache
 def _openblas():
     """The OpenBLAS that NumPy's wheels link (``numpy.libs``), or None elsewhere."""
-    if not hasattr(_openblas, "lib"):
-        _openblas.lib = None
-        libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        for path in sorted(glob.glob(os.path.join(libdir, "libscipy_openblas64_*"))):
-            try:
-                _openblas.lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle
-                break
-            except OSError:
-                continue
-    return _openblas.lib
+    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "libscipy_openblas64_*"))):
+        try:
+            return ctypes.CDLL(path)  # already loaded by NumPy: the same handle
+        except OSError:
+            continue
+    return None
 
 
 class _Gemm:
@@ -241,10 +239,9 @@ def _loop(ufunc, dtype):
             s = np.zeros((), dt)
             want = ufunc(x) if ufunc.nin == 1 else ufunc(x, s)
             got = x.copy()
-            words = (2, KERNEL_TYPES[dt.char], got.size, got.ctypes.data, *found)
-            words += (s.ctypes.data if ufunc.nin == 2 else 0,)
+            scalar = s.ctypes.data if ufunc.nin == 2 else 0
             with np.errstate(all="ignore"):
-                _kernels.run(np.array(words + (0,) * (16 - len(words)), np.int64).tobytes())
+                _kernels.run(_words(2, dt, got.size, got.ctypes.data, *found, scalar))
             if got.tobytes() != want.tobytes():
                 found = None
         _LOOPS[key] = found
@@ -252,6 +249,13 @@ def _loop(ufunc, dtype):
 
 
 _LOOPS: dict = {}
+
+
+def _words(op, dtype, *words, part=0):
+    """``_kernels.run``'s argument: its 16 int64 words for kernel ``op`` (0 the step, 1
+    delta, 2 a ufunc's loop, 3 the gather) on ``dtype``; ``part``: :meth:`Plan._part`."""
+    words = (op, KERNEL_TYPES[np.dtype(dtype).char], *words)
+    return np.array(words + (0,) * (15 - len(words)) + (part,), np.int64).tobytes()
 
 
 def _report_fp_errors(flags):
@@ -671,12 +675,9 @@ class Plan:
         return -(-PASS_PART_BYTES // size) if self.pooled and PASS_PART_BYTES else 0
 
     def _kernel(self, op, *words, part=0):
-        """The op ``(run, (args,))`` for kernel ``op`` (0 the step, 1 delta, 2 a ufunc's
-        loop, 3 the gather) on this plan's type: ``_kernels.c``'s 16 int64 words, packed
-        once; ``part``: :meth:`_part`."""
-        words = (op, KERNEL_TYPES[self.X.dtype.char], *words)
-        words += (0,) * (15 - len(words)) + (part,)
-        return self.kernels, (np.array(words, np.int64).tobytes(),)
+        """The op ``(run, (args,))`` for kernel ``op`` on this plan's type (:func:`_words`,
+        packed once)."""
+        return self.kernels, (_words(op, self.X.dtype, *words, part=part),)
 
     def _rule(self, w, g, s1, s2, *state):
         """:mod:`optim`'s update of ``w`` from ``g`` and the ``state`` blocks (momentum's

@@ -199,35 +199,27 @@ static void run_part(void *arg)
 {
     part_t *part = arg;
     const int64_t *a = part->a;
+    const int f64 = a[1] == 1;
     ptrdiff_t lo = part->lo, n = part->hi - part->lo;
     feclearexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID);
-    switch (a[0] * 2 + a[1]) {
-    case 0:
+    if (a[0] == 0 && !f64)
         xpmlp_step_f32((int)a[3], lo, part->hi, a[4], P(float, 5), P(float, 6), P(float, 7),
                        P(float, 8), P(const float, 9), P(const float, 10), P(const float, 11),
                        P(double, 14));
-        break;
-    case 1:
+    else if (a[0] == 0)
         xpmlp_step_f64((int)a[3], lo, part->hi, a[4], P(double, 5), P(double, 6),
                        P(double, 7), P(double, 8), P(const double, 9), P(const double, 10),
                        P(const double, 11), P(double, 14));
-        break;
-    case 2:
+    else if (a[0] == 1 && !f64)
         xpmlp_delta_f32((int)a[3], n, P(float, 4) + lo, P(const float, 5) + lo);
-        break;
-    case 3:
+    else if (a[0] == 1)
         xpmlp_delta_f64((int)a[3], n, P(double, 4) + lo, P(const double, 5) + lo);
-        break;
-    case 4:
-    case 5: {
-        npy_intp size = a[1] ? sizeof(double) : sizeof(float);
+    else if (a[0] == 2) {
+        npy_intp size = f64 ? sizeof(double) : sizeof(float);
         xpmlp_loop(P(void, 4), P(void, 5), n, P(char, 3) + lo * size, P(char, 6), size);
-        break;
-    }
-    default:
-        xpmlp_gather(part->lo, part->hi, P(char, 3), a[4], P(const char, 5), a[6], a[7],
+    } else
+        xpmlp_gather(lo, part->hi, P(char, 3), a[4], P(const char, 5), a[6], a[7],
                      P(const npy_intp, 8));
-    }
     part->raised = fetestexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID);
 }
 
@@ -243,8 +235,8 @@ static int count_parts(const int64_t *a)
     return k < 1 ? 1 : k > MAX_PARTS ? MAX_PARTS : k;
 }
 
-/* Runs the op, in parts on the BLAS's threads where it is large enough (parts of whole
- * 64-byte lines, so that no two threads write one line); gives its floating-point errors. */
+/* Runs the op, in parts on the BLAS's threads where it is large enough (element-wise parts
+ * a multiple of 64 bytes long, whole vectors); gives its floating-point errors. */
 static int run_op(const int64_t *a)
 {
     part_t parts[MAX_PARTS];
