@@ -10,10 +10,11 @@
  * training call by _fast.py (the arrays' addresses, their sizes; per-step scalars are read
  * through pointers), so that a call costs about as little as a call can.
  *
- * The passes between a step's matrix products (h, delta, the batch gather) can run in parts
- * on the threads of the BLAS that NumPy links (OpenBLAS), which wait between the products:
- * set_pool() gives its gotoblas_pthread() and openblas_get_num_threads(). Each element is
- * computed as on one thread; only the work is shared.
+ * The passes between a step's matrix products (h, delta, the batch gather, the optimizer's
+ * step) can run in parts on the threads of the BLAS that NumPy links (OpenBLAS), which wait
+ * between the products: set_pool() gives its gotoblas_pthread() and
+ * openblas_get_num_threads(). Each element is computed as on one thread; only the work is
+ * shared.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
