@@ -1,5 +1,7 @@
 """Bad input gets a clear error naming the argument; the model and the inputs stay as they were."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -147,6 +149,35 @@ def test_divergence_under_strict_float_errors_is_the_same_error(net, data, mode)
     with pytest.raises(FloatingPointError, match="at epoch .*lower learning_rate"), strict:
         net.fit(X * 1e3, T * 1e6, epochs=50, learning_rate=1e3, batch_size=None)
     assert_unchanged(net, snap)
+
+
+def test_an_overflow_in_the_validation_score_is_the_loops_error(net, data):
+    """Scoring the validation data each epoch is the training's arithmetic too."""
+    X, T = data
+    net = xpmlp.MLP([2, 3, 1], "identity", seed=0, dtype="float64")
+    snap = snapshot(net)
+    with pytest.raises(FloatingPointError, match="failed at epoch 1 .*overflow"):
+        with np.errstate(all="raise"):
+            net.fit(X, T, epochs=2, validation_data=(X * 1e200, T))
+    assert_unchanged(net, snap)
+
+
+def test_invscaling_with_a_large_power_falls_to_zero():
+    """eta / (t + 1)**power_t: a power too large for a float is a rate of 0, not an
+    OverflowError; the model saves and loads with it."""
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    net = xpmlp.MLP([3, 4, 1], seed=0, dtype="float64")
+    kw = dict(schedule="invscaling", power_t=400.0, batch_size=5)
+    net.fit(X, X[:, :1], epochs=1, **kw)
+    W = [w.copy() for w in net.weights]
+    net.fit(X, X[:, :1], epochs=1, **kw)
+    assert net.state.learning_rate == 0.0
+    for A, B in zip(W, net.weights):
+        np.testing.assert_array_equal(A, B)
+    buf = io.BytesIO()
+    net.save(buf)
+    buf.seek(0)
+    assert xpmlp.load(buf).state.learning_rate == 0.0
 
 
 @pytest.mark.parametrize("activation", ["logistic", "softplus"])

@@ -970,6 +970,51 @@ def test_an_interrupt_keeps_the_epochs_done_and_goes_on_up():
         np.testing.assert_array_equal(A, B)
 
 
+@pytest.mark.parametrize("path", ["fast", "pure"])
+@pytest.mark.parametrize("epoch", [1, 3])
+def test_an_interrupt_mid_epoch_keeps_the_steps_done(backend, monkeypatch, path, epoch):
+    """Ctrl-C in the middle of an epoch: the model holds the weights and the optimizer state
+    (Adam's step count included) of the steps done, and training goes on from there as after
+    those steps; the history counts the epochs completed."""
+    from xpmlp import _fast
+
+    if path == "pure":
+        monkeypatch.setattr(_fast, "ENABLED", False)
+    X, T = problem(N=12)
+    steps = {"n": 0, "stop": 3 * (epoch - 1) + 2}  # 3 batches an epoch: 2 of this one done
+
+    def count(f):
+        def wrapped(*args, **kw):
+            steps["n"] += 1
+            if steps["n"] > steps["stop"]:
+                raise KeyboardInterrupt
+            return f(*args, **kw)
+
+        return wrapped
+
+    monkeypatch.setattr(_fast.Plan, "_step", count(_fast.Plan._step))
+    monkeypatch.setattr(train, "loss_and_gradients", count(train.loss_and_gradients))
+    kw = dict(batch_size=4, optimizer="adam", shuffle=False, learning_rate=0.05)
+    net = net64(backend)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, T, epochs=5, **kw)
+    monkeypatch.undo()
+    if path == "pure":
+        monkeypatch.setattr(_fast, "ENABLED", False)
+    ref = net64(backend)
+    if epoch > 1:
+        ref.fit(X, T, epochs=epoch - 1, **kw)
+    ref.fit(X[:8], T[:8], epochs=1, **kw)  # the two steps; the same optimizer goes on
+    assert len(net.history["loss"]) == epoch - 1 == net.state.epochs
+    assert net.state.opt_state.t == ref.state.opt_state.t == 3 * (epoch - 1) + 2
+    assert_weights_equal(net.weights, ref.weights)
+    for A, B in zip(opt_state_np(net), opt_state_np(ref)):
+        np.testing.assert_allclose(A, B, **EXACT)
+    for m in (net, ref):
+        m.fit(X, T, epochs=1, **kw)
+    assert_weights_equal(net.weights, ref.weights)
+
+
 # ---------------------------------------------------------------- boundaries
 
 

@@ -740,9 +740,10 @@ class Plan:
 
     # ------------------------------------------------------------ one epoch
 
-    def epoch(self, weights, idx, opt_state, learning_rate):
+    def epoch(self, weights, idx, opt_state, learning_rate, progress=None):
         """Train one epoch over ``idx`` (host order, or None for 0..N-1); returns
-        ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array."""
+        ``(weights, opt_state, total)`` with ``total = sum_n L_n`` as a 0-d array. An
+        interrupt leaves the weights and optimizer state trained so far in ``progress``."""
         state = _state_groups(opt_state)
         if self.rule == "adam":
             self.t = opt_state.t
@@ -772,14 +773,19 @@ class Plan:
         flags = self.X.flags
         direct = idx is None and not pregather and flags.c_contiguous and flags.aligned
         step = self._step
-        for s, e in self.bounds:
-            if pregather:
-                step(Xg[s:e], Tg[s:e], s, e, None if sw is None else Sg[s:e])
-            elif direct:
-                step(self.X[s:e], self.T[s:e], s, e, None if sw is None else sw[s:e])
-            else:
-                self._gather(s, e, idx)
-                step(Xg[: e - s], Tg[: e - s], s, e, None if sw is None else Sg[: e - s])
+        try:
+            for s, e in self.bounds:
+                if pregather:
+                    step(Xg[s:e], Tg[s:e], s, e, None if sw is None else Sg[s:e])
+                elif direct:
+                    step(self.X[s:e], self.T[s:e], s, e, None if sw is None else sw[s:e])
+                else:
+                    self._gather(s, e, idx)
+                    step(Xg[: e - s], Tg[: e - s], s, e, None if sw is None else Sg[: e - s])
+        except KeyboardInterrupt:
+            if progress is not None:  # trained in place; Adam's step count is the plan's
+                progress.update(weights=self.W, opt_state=_state_of(opt_state, self.S, self.t))
+            raise
         # train._epoch's sum over batches of n_b (loss_scale sum_n w_n L_n + c_b penalty_b)
         losses = self.losses.reshape(-1)
         if sw is None:  # n_b w_n = 1
@@ -980,11 +986,20 @@ class TorchPlan(Plan):
         for src, out in self._gather_pairs(e - s):  # src: the caller's tensor
             torch.index_select(t(src), 0, i, out=torch.from_numpy(out))
 
-    def epoch(self, weights, idx, opt_state, learning_rate):
+    def epoch(self, weights, idx, opt_state, learning_rate, progress=None):
         v, t = self.views.view, self.views.tensor
         self.idx = None if idx is None else self.views.torch.from_numpy(idx)  # the gather's
         weights = [v(W) for W in weights]
-        weights, opt_state, total = super().epoch(
-            weights, idx, _map_state(opt_state, v), learning_rate
-        )
+        views = {}
+        try:
+            weights, opt_state, total = super().epoch(
+                weights, idx, _map_state(opt_state, v), learning_rate, views
+            )
+        except KeyboardInterrupt:
+            if progress is not None and views:
+                progress.update(
+                    weights=[t(W) for W in views["weights"]],
+                    opt_state=_map_state(views["opt_state"], t),
+                )
+            raise
         return [t(W) for W in weights], _map_state(opt_state, t), total  # total: NumPy's

@@ -367,7 +367,7 @@ def _loop_state(meta: dict, opt_state: Any, best_weights: list | None) -> train.
         else:
             scalars[f.name] = None if v is None else _number(v, f.name, nan=False)
     if scalars["learning_rate"] is not None:
-        check_positive(scalars["learning_rate"], "learning_rate")
+        check_nonneg(scalars["learning_rate"], "learning_rate")  # invscaling falls to 0
     saved, history = _section(meta, "history"), {}
     for k in train.LoopState().history:  # the lists fit appends to, and no others
         if not isinstance(saved.get(k), list):

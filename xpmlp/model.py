@@ -537,7 +537,8 @@ class MLP:
                     order=order,
                     xp=xp,
                 )
-        except KeyboardInterrupt:  # the model keeps the epochs done (see fit)
+        except KeyboardInterrupt:  # the model keeps the training done so far (see fit)
+            self._weights, self.state, self._optimizer_key = weights, state, key
             _trim(state.history, done)
             raise
         finally:

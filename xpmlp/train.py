@@ -7,6 +7,7 @@ device; one loss value per epoch reaches the host.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ def train(
     on_epoch : ``on_epoch(epoch, loss, val_score, weights)``; returning True stops training.
         Arrays it puts into the list ``weights`` are the ones the next epoch trains.
 
+    A ``KeyboardInterrupt`` goes on up, with the list given as ``weights`` holding the weights
+    trained so far and ``state.opt_state`` their optimizer state, part-way through the
+    interrupted epoch (the epoch count, ``t`` and the history count the epochs completed).
+
     Returns
     -------
     weights, state : the trained weights and the updated :class:`LoopState`.
@@ -171,42 +176,46 @@ def train(
         )  # fmt: skip
     by_size = sample_weight is None or c.loss_by_batch_size
     S = N if by_size else xp.sum(sample_weight)  # the epoch loss is total / S
+    trained, progress = weights, {}  # the caller's list; an interrupted epoch's progress
     # exp(-|a|) of a saturated unit underflows to 0, rightly, also under np.seterr(all="raise")
     with np.errstate(under="ignore"):
-        for _ in range(c.epochs):
-            idx = None
-            if c.shuffle:  # a fast plan takes the host order as it is
-                idx = np.asarray(order(rng, N), dtype=np.int64)
-                idx = idx if fast is not None else xp.asarray(idx, device=device)
-            try:
-                weights, state.opt_state, total = epoch(
-                    weights, idx, state.opt_state, state.learning_rate
-                )
-            except (RuntimeWarning, FloatingPointError) as exc:  # -W error, np.seterr(all="raise")
-                raise FloatingPointError(
-                    f"the training arithmetic failed at epoch {state.epochs + 1} ({exc}); "
-                    "lower learning_rate or scale the inputs"
-                ) from exc
-            weights = list(weights)  # on_epoch may replace its entries for the next epoch
-            epoch_loss = float(total / S)  # the one host synchronisation of the epoch
-            state.t += N
-            state.epochs += 1
-            state.history["loss"].append(epoch_loss)
-            if not math.isfinite(epoch_loss):
-                raise FloatingPointError(
-                    f"the training loss became {epoch_loss} at epoch {state.epochs}; "
-                    "lower learning_rate or scale the inputs"
-                )
-            score = None if validate is None else float(validate(weights))
-            if score is not None:
-                state.history["val_score"].append(score)
-            stop = _plateau(weights, epoch_loss, score, c, state, xp=xp)
-            if c.schedule == "invscaling":
-                state.learning_rate = c.learning_rate / (state.t + 1) ** c.power_t
-            if on_epoch is not None and on_epoch(state.epochs, epoch_loss, score, weights):
-                stop = True
-            if stop:
-                break
+        try:
+            for _ in range(c.epochs):
+                idx = None
+                if c.shuffle:  # a fast plan takes the host order as it is
+                    idx = np.asarray(order(rng, N), dtype=np.int64)
+                    idx = idx if fast is not None else xp.asarray(idx, device=device)
+                progress.clear()
+                with _arithmetic(state.epochs + 1):
+                    weights, state.opt_state, total = epoch(
+                        weights, idx, state.opt_state, state.learning_rate, progress
+                    )
+                weights = list(weights)  # on_epoch may replace its entries for the next epoch
+                epoch_loss = float(total / S)  # the one host synchronisation of the epoch
+                state.t += N
+                state.epochs += 1
+                state.history["loss"].append(epoch_loss)
+                if not math.isfinite(epoch_loss):
+                    raise FloatingPointError(
+                        f"the training loss became {epoch_loss} at epoch {state.epochs}; "
+                        "lower learning_rate or scale the inputs"
+                    )
+                with _arithmetic(state.epochs):
+                    score = None if validate is None else float(validate(weights))
+                if score is not None:
+                    state.history["val_score"].append(score)
+                stop = _plateau(weights, epoch_loss, score, c, state, xp=xp)
+                if c.schedule == "invscaling":
+                    state.learning_rate = _invscaling(c.learning_rate, state.t, c.power_t)
+                if on_epoch is not None and on_epoch(state.epochs, epoch_loss, score, weights):
+                    stop = True
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            if progress:  # the weights and optimizer state part-way through the epoch
+                weights, state.opt_state = progress["weights"], progress["opt_state"]
+            trained[:] = weights
+            raise
     if c.early_stopping and state.best_weights is not None:
         weights = [_copy(W, xp=xp) for W in state.best_weights]
     # the epoch loss precedes each update, so the last update's overflow shows only here
@@ -219,32 +228,58 @@ def train(
     return weights, state
 
 
+@contextlib.contextmanager
+def _arithmetic(epoch: int):
+    """A floating-point error of NumPy's under ``-W error`` or ``np.seterr(all="raise")`` as
+    the training's own, naming the epoch."""
+    try:
+        yield
+    except (RuntimeWarning, FloatingPointError) as exc:
+        raise FloatingPointError(
+            f"the training arithmetic failed at epoch {epoch} ({exc}); "
+            "lower learning_rate or scale the inputs"
+        ) from exc
+
+
+def _invscaling(learning_rate: float, t: int, power_t: float) -> float:
+    """scikit-learn's ``eta / (t + 1)**power_t``; 0 where the power overflows."""
+    try:
+        return learning_rate / (t + 1) ** power_t
+    except OverflowError:
+        return 0.0
+
+
 def _epoch(
-    weights, idx, opt_state, learning_rate, *, X, T, sample_weight, bounds, activation, output,
-    optimizer, config, xp,
+    weights, idx, opt_state, learning_rate, progress, *, X, T, sample_weight, bounds, activation,
+    output, optimizer, config, xp,
 ):  # fmt: skip
     """One pass over the batches ``bounds`` in the order ``idx`` (None: as stored); returns
-    ``(weights, opt_state, total)``, ``total`` the epoch's loss sum as a 0-d array."""
+    ``(weights, opt_state, total)``, ``total`` the epoch's loss sum as a 0-d array. An
+    interrupt leaves the weights and optimizer state trained so far in ``progress``."""
     c, total = config, None
-    for s, e in bounds:
-        if idx is not None:
-            i = idx[s:e]
-            Xb, Tb = xp.take(X, i, axis=0), xp.take(T, i, axis=0)
-            sw = None if sample_weight is None else xp.take(sample_weight, i, axis=0)
-        else:
-            Xb, Tb = X[s:e, ...], T[s:e, ...]
-            sw = None if sample_weight is None else sample_weight[s:e]
-        loss, grads = loss_and_gradients(
-            weights, Xb, Tb, activation=activation, output=output, sample_weight=sw,
-            alpha=c.alpha, loss_scale=c.loss_scale, xp=xp,
-        )  # fmt: skip
-        if c.clip_norm is not None:
-            grads = clip_by_global_norm(grads, c.clip_norm, xp=xp)
-        weights, opt_state = optimizer.update(
-            grads, opt_state, weights, learning_rate=learning_rate, xp=xp
-        )
-        n_b = (e - s) if sw is None or c.loss_by_batch_size else xp.sum(sw)
-        total = loss * n_b if total is None else total + loss * n_b
+    try:
+        for s, e in bounds:
+            if idx is not None:
+                i = idx[s:e]
+                Xb, Tb = xp.take(X, i, axis=0), xp.take(T, i, axis=0)
+                sw = None if sample_weight is None else xp.take(sample_weight, i, axis=0)
+            else:
+                Xb, Tb = X[s:e, ...], T[s:e, ...]
+                sw = None if sample_weight is None else sample_weight[s:e]
+            loss, grads = loss_and_gradients(
+                weights, Xb, Tb, activation=activation, output=output, sample_weight=sw,
+                alpha=c.alpha, loss_scale=c.loss_scale, xp=xp,
+            )  # fmt: skip
+            if c.clip_norm is not None:
+                grads = clip_by_global_norm(grads, c.clip_norm, xp=xp)
+            weights, opt_state = optimizer.update(
+                grads, opt_state, weights, learning_rate=learning_rate, xp=xp
+            )
+            n_b = (e - s) if sw is None or c.loss_by_batch_size else xp.sum(sw)
+            total = loss * n_b if total is None else total + loss * n_b
+    except KeyboardInterrupt:
+        progress.update(weights=weights, opt_state=opt_state)
+        raise
     return weights, opt_state, total
 
 
