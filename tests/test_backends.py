@@ -176,6 +176,23 @@ def test_a_device_that_cannot_be_used_raises_backend_error_at_construction():
         xpmlp.MLP([2, 1], backend="torch", device="cuda:99")
     with pytest.raises(xpmlp.BackendError, match="device='nowhere' cannot be used"):
         xpmlp.MLP([2, 1], backend="array_api_strict", device="nowhere")
+    # torch's "meta" device holds no values: no model can live there
+    with pytest.raises(xpmlp.BackendError, match="device='meta' cannot be used with .*torch"):
+        xpmlp.MLP([2, 1], backend="torch", device="meta")
+
+
+def test_a_jax_device_needs_a_platform():
+    pytest.importorskip("jax")
+    for device in ("", ":0"):
+        with pytest.raises(xpmlp.BackendError, match=f"device={device!r} cannot be used"):
+            xpmlp.MLP([2, 1], backend="jax", device=device)
+
+
+def test_a_list_of_tensors_that_require_grad_is_refused_naming_x():
+    torch = pytest.importorskip("torch")
+    X = list(torch.rand(4, 2, requires_grad=True))
+    with pytest.raises(ValueError, match="X must be a rectangular array .*requires grad"):
+        xpmlp.MLP([2, 3, 1]).predict(X)
 
 
 def test_cpu_is_a_device_of_every_cpu_backend(backend):
@@ -231,6 +248,14 @@ def test_the_jax_package_is_taken_as_jax_numpy():
     assert xpmlp.MLP([2, 1], backend=jax).backend == "jax"
 
 
+def _field(X):
+    """``X`` as the field of a record array whose rows also hold an int32 (np.genfromtxt's):
+    strides of no whole number of elements."""
+    rec = np.zeros(X.shape[0], dtype=[("x", "f8", X.shape[1:]), ("label", "i4")])
+    rec["x"] = X
+    return rec["x"]
+
+
 @pytest.mark.parametrize(
     "layout",
     [
@@ -239,8 +264,16 @@ def test_the_jax_package_is_taken_as_jax_numpy():
         lambda X: X.astype(">f8"),
         lambda X: X.astype(np.longdouble),
         lambda X: X.astype(">i4"),
+        _field,
     ],
-    ids=["reversed-rows", "flipped-columns", "big-endian", "longdouble", "big-endian-int"],
+    ids=[
+        "reversed-rows",
+        "flipped-columns",
+        "big-endian",
+        "longdouble",
+        "big-endian-int",
+        "record-field",
+    ],
 )
 def test_numpy_layouts_torch_cannot_share_are_copied(layout):
     pytest.importorskip("torch")

@@ -28,11 +28,21 @@ def data():
         ([2, 2.5, 1], ValueError, "got 2.5"),
         ("2,3,1", TypeError, "layer_sizes must be a list of ints"),
         (3, TypeError, "layer_sizes must be a list of ints"),
+        ({10, 3, 1}, TypeError, "layer_sizes must be a list of ints"),  # no order
+        ({2: 0, 1: 0}, TypeError, "layer_sizes must be a list of ints"),
+        ([3, 2**63, 1], ValueError, r"asks for 4.61e\+19 weights; accepted: at most"),
     ],
 )
 def test_bad_layer_sizes(sizes, error, match):
     with pytest.raises(error, match=match):
         xpmlp.MLP(sizes)
+
+
+def test_softmax_needs_two_outputs():
+    """A softmax over one unit is 1 whatever the input: nothing to learn."""
+    with pytest.raises(ValueError, match="softmax' over 1 output unit; accepted: K >= 2"):
+        xpmlp.MLP([3, 4, 1], output="softmax")
+    assert xpmlp.MLP([3, 2], output="softmax").layer_sizes == [3, 2]
 
 
 @pytest.mark.parametrize(
@@ -118,8 +128,15 @@ def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype):
         ({"schedule": "cosine"}, "schedule='cosine' is unknown"),
         ({"alpha": -1.0}, "alpha=-1.0"),
         ({"validation_fraction": 1.5}, "validation_fraction=1.5"),
-        ({"sample_weight": -np.ones(10)}, "sample_weight has minimum -1 and sum -10; accepted"),
-        ({"sample_weight": np.zeros(10)}, "minimum 0 and sum 0; accepted: weights >= 0 with"),
+        (
+            {"sample_weight": -np.ones(10)},
+            "sample_weight has minimum -1 and sum -10 in the model's dtype float64; accepted",
+        ),
+        ({"sample_weight": np.zeros(10)}, "minimum 0 and sum 0 in .*; accepted: weights >= 0"),
+        (  # each weight finite, their sum not: no batch could be weighed
+            {"sample_weight": np.full(10, 1e308)},
+            "sum inf in the model's dtype float64; accepted: weights >= 0 with a positive, fin",
+        ),
         ({"sample_weight": np.ones(3)}, "sample_weight has 3 entries for 10 samples"),
     ],
 )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from numbers import Integral, Real
 
 import numpy as np
@@ -31,7 +31,8 @@ def check_callbacks(callbacks) -> list:
 
 
 def check_layer_sizes(layer_sizes) -> list[int]:
-    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+    unordered = isinstance(layer_sizes, (Set, Mapping))  # a set's order is no layer order
+    if unordered or isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
         raise TypeError(
             f"layer_sizes must be a list of ints [D, n_1, ..., K], got {layer_sizes!r}"
         )
@@ -41,7 +42,13 @@ def check_layer_sizes(layer_sizes) -> list[int]:
     for n in sizes:
         if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
             raise ValueError(f"layer_sizes={sizes!r}: every size must be an int >= 1, got {n!r}")
-    return [int(n) for n in sizes]
+    sizes = [int(n) for n in sizes]
+    count, most = sum((n + 1) * m for n, m in zip(sizes, sizes[1:])), np.iinfo(np.intp).max // 8
+    if count > most:  # the weights' bytes must be addressable
+        raise ValueError(
+            f"layer_sizes={sizes!r} asks for {count:.3g} weights; accepted: at most {most:.3g}"
+        )
+    return sizes
 
 
 def check_shape(shape, name, width):

@@ -109,6 +109,8 @@ def _resolve_device(name: str, xp: ModuleType, device: Any) -> Any:
 
         if isinstance(device, str):
             platform, _, tail = device.partition(":")
+            if not platform:
+                raise ValueError("no platform named")
             devices = jax.devices({"cuda": "gpu"}.get(platform, platform))
             if not 0 <= int(tail or 0) < len(devices):
                 raise ValueError(f"JAX has {len(devices)} {platform} device(s) here")
@@ -175,8 +177,9 @@ def resolve(backend: str | ModuleType | None = None, device: Any = None) -> tupl
         resolved = _resolve_device(name, xp, device)
         if resolved is not None and name != "numpy":
             # a CUDA device on a CPU-only build, or one past the last, fails here, when the
-            # backend is chosen, rather than inside the first fit
-            xp.asarray([0.0], device=resolved)
+            # backend is chosen, rather than inside the first fit; so does one that holds no
+            # values (torch's "meta")
+            float(xp.asarray([0.0], device=resolved)[0])
     except Exception as exc:  # each backend raises its own (AssertionError, RuntimeError, ...)
         reason = (str(exc).splitlines() or [""])[0]
         present = _present_devices(name)
@@ -282,9 +285,15 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
 
 
 def _torch_takes(x: np.ndarray) -> bool:
-    """Whether torch can take ``x`` as it is: native byte order, no negative stride and a
-    dtype torch has (not longdouble, ml_dtypes' bfloat16, ...)."""
-    return x.dtype.isnative and min(x.strides, default=0) >= 0 and x.dtype.name in _TORCH_NUMPY
+    """Whether torch can take ``x`` as it is: native byte order, strides of whole elements
+    and none negative (not a field of a record array, not reversed), and a dtype torch has
+    (not longdouble, ml_dtypes' bfloat16, ...)."""
+    strides = x.strides
+    return (
+        x.dtype.isnative
+        and all(s >= 0 and s % x.itemsize == 0 for s in strides)
+        and x.dtype.name in _TORCH_NUMPY
+    )
 
 
 _TORCH_NUMPY = "bool uint8 int8 int16 int32 int64 float16 float32 float64".split()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -133,6 +134,11 @@ class MLP:
         self.layer_sizes = check_layer_sizes(layer_sizes)
         self.activation = get_activation(activation)
         self.output = get_output(output)
+        if self.output.name == "softmax" and self.layer_sizes[-1] < 2:  # always 1: no loss
+            raise ValueError(
+                f"output='softmax' over {self.layer_sizes[-1]} output unit; accepted: K >= 2 "
+                "outputs (two classes as one unit: output='logistic')"
+            )
         self.init = init  # checked by network.init_weights below
         self.xp, self.device = resolve(backend, device)
         self.dtype = get_dtype(dtype, xp=self.xp)
@@ -201,10 +207,10 @@ class MLP:
         if src is None or backend_name(src) == "numpy":
             try:
                 A = np.asarray(X)
-            except (ValueError, TypeError) as exc:  # ragged nesting, ...
+            except (ValueError, TypeError, RuntimeError) as exc:  # ragged; tensors with grad
                 raise ValueError(
                     f"{name} must be a rectangular array of numbers; NumPy cannot convert it "
-                    f"({exc})"
+                    f"({type(exc).__name__}: {exc})"
                 ) from None
             if A.dtype == object and hasattr(X, "to_numpy") and _numeric_columns(X):
                 try:  # pandas' nullable Float64, Int64, boolean: NA becomes NaN
@@ -330,11 +336,12 @@ class MLP:
         sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
         if sw.shape[0] != N:
             raise ValueError(f"sample_weight has {sw.shape[0]} entries for {N} samples")
-        low, total = float(self.xp.min(sw)), float(self.xp.sum(sw))
-        if not (low >= 0 and total > 0):
+        with np.errstate(over="ignore"):  # an infinite sum is reported below
+            low, total = float(self.xp.min(sw)), float(self.xp.sum(sw))
+        if not (low >= 0 and 0 < total < math.inf):
             raise ValueError(
-                f"sample_weight has minimum {low:g} and sum {total:g}; accepted: weights "
-                ">= 0 with a positive sum"
+                f"sample_weight has minimum {low:g} and sum {total:g} in the model's dtype "
+                f"{dtype_name(self.dtype)}; accepted: weights >= 0 with a positive, finite sum"
             )
         return sw
 
