@@ -587,6 +587,60 @@ def test_coefs_can_be_set_and_predictions_follow():
 
 
 @IGNORE_CONVERGENCE
+def test_item_assignment_into_coefs_and_intercepts_takes_effect_as_in_sklearn():
+    """Each access built a new list from the weights: ``coefs_[1] = A`` changed nothing."""
+    import copy
+    import pickle
+
+    X, y = problem("regression")
+    reg = MLPRegressor((3,), max_iter=5, random_state=0).fit(X, y)
+    coefs = reg.coefs_
+    coefs[1] = np.zeros((3, 1))
+    coefs[0][:] = 0  # the list assigned into views the new weights
+    np.testing.assert_array_equal(reg.coefs_[0], 0.0)
+    reg.intercepts_[1] = np.array([7.0])
+    np.testing.assert_array_equal(reg.predict(X[:4]), np.full(4, 7.0))
+    reg.coefs_[1][:] = 1.0  # in-place edits still take effect
+    hidden = np.maximum(reg.intercepts_[0], 0.0).sum()
+    np.testing.assert_allclose(reg.predict(X[:4]), np.full(4, 7.0 + hidden), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"weights\[1\] has shape"):
+        reg.coefs_[1] = np.zeros((2, 1))
+    np.testing.assert_array_equal(reg.coefs_[1], 1.0)
+    for copied in (copy.copy(coefs), copy.deepcopy(coefs), pickle.loads(pickle.dumps(coefs))):
+        assert type(copied) is list
+    back = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(back.predict(X[:4]), reg.predict(X[:4]))
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_sparse_y_is_refused_naming_y_and_toarray(Est, method):
+    """A sparse multilabel y failed with "Unknown label type: unknown"."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X, _ = problem("regression")
+    Y = sparse.csr_matrix((X[:, :3] > 0).astype(np.int64))
+    kwargs = {"classes": [0, 1]} if method == "partial_fit" and Est is MLPClassifier else {}
+    with pytest.raises(TypeError, match=r"^y is a sparse csr_matrix; .*dense.*y\.toarray\(\)"):
+        getattr(Est((3,), max_iter=2), method)(X, Y, **kwargs)
+    with pytest.raises(TypeError, match="^Sparse data was passed for X"):
+        Est((3,), max_iter=2).fit(sparse.csr_matrix(X), X[:, 0] > 0)
+
+
+@IGNORE_CONVERGENCE
+def test_multilabel_predict_on_array_api_strict_input():
+    """``out[:1]`` of the 2-D indicators is outside the Array API: predict raised IndexError."""
+    xp = pytest.importorskip("array_api_strict")
+    X, _ = small_problem()
+    Y = (X[:, :2] > 0).astype(np.int64)
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
+    clf = MLPClassifier(**params).fit(xp.asarray(X), xp.asarray(Y))
+    pred = clf.predict(xp.asarray(X))
+    assert array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(pred))
+    assert pred.shape == Y.shape
+    np.testing.assert_array_equal(np.asarray(pred), MLPClassifier(**params).fit(X, Y).predict(X))
+
+
+@IGNORE_CONVERGENCE
 def test_a_failed_warm_start_fit_keeps_the_optimizer_state():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 3)), rng.normal(size=40)

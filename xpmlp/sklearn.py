@@ -41,6 +41,7 @@ except ImportError as exc:
         "xpmlp.sklearn needs scikit-learn, which is not installed here: "
         'pip install "xpmlp[sklearn]"'
     ) from exc
+import scipy.sparse  # scikit-learn's own dependency
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -91,6 +92,24 @@ def _array_api_sample_weight(sample_weight: Any, N: int) -> Any:
     if shape != (N,):
         raise ValueError(f"sample_weight.shape == {shape}, expected {(N,)}!")
     return sample_weight
+
+
+class _Layers(list):
+    """``coefs_`` or ``intercepts_``: item assignment sets the estimator's attribute to the
+    list with that item replaced (checked as assigning a whole list); copies are plain lists."""
+
+    def __init__(self, items, est, name: str):
+        super().__init__(items)
+        self._est, self._name = est, name
+
+    def __setitem__(self, index, value) -> None:
+        new = list(self)
+        new[index] = value
+        setattr(self._est, self._name, new)
+        super().__setitem__(slice(None), getattr(self._est, self._name))
+
+    def __reduce_ex__(self, protocol):
+        return list, (list(self),)
 
 
 def _host(x: Any) -> Any:
@@ -254,7 +273,7 @@ class _BaseMLP(BaseEstimator):
     @property
     def coefs_(self) -> list:
         """``coefs_[l]`` of shape (n_l, n_{l+1}): ``W[l][:, 1:].T``, in the model's backend."""
-        return [W[:, 1:].T for W in self._fitted_net().weights]
+        return _Layers([W[:, 1:].T for W in self._fitted_net().weights], self, "coefs_")
 
     @coefs_.setter
     def coefs_(self, coefs: list) -> None:
@@ -263,7 +282,7 @@ class _BaseMLP(BaseEstimator):
     @property
     def intercepts_(self) -> list:
         """``intercepts_[l]`` of shape (n_{l+1},): the bias column ``W[l][:, 0]``."""
-        return [W[:, 0] for W in self._fitted_net().weights]
+        return _Layers([W[:, 0] for W in self._fitted_net().weights], self, "intercepts_")
 
     @intercepts_.setter
     def intercepts_(self, intercepts: list) -> None:
@@ -338,6 +357,11 @@ class _BaseMLP(BaseEstimator):
             )
 
     def _fit_inputs(self, X, y, sample_weight, *, reset: bool):
+        if scipy.sparse.issparse(y):
+            raise TypeError(
+                f"y is a sparse {type(y).__name__}; {type(self).__name__} accepts dense arrays "
+                "only: pass y.toarray()"
+            )
         xp_in = _array_api_namespace(X)
         if xp_in is None:
             X, y = validate_data(
@@ -923,7 +947,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return labels
         # where the namespace would change the labels' dtype (JAX without 64-bit ints cut
         # int64 labels to their low 32 bits), they stay NumPy
-        return out if to_numpy(out[:1]).dtype == labels.dtype else labels
+        return out if to_numpy(out[:1, ...]).dtype == labels.dtype else labels
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy of the predicted labels (scikit-learn's ``accuracy_score``)."""
