@@ -364,6 +364,43 @@ def test_save_takes_bytes_paths_and_writes_devices_in_place(tmp_path):
     np.testing.assert_array_equal(xpmlp.load(io.BytesIO(got[0])).weights[0], net.weights[0])
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_save_writes_devices_and_pipes_in_place_and_load_reads_a_pipe():
+    """/dev/null: the zip writer seeked in it; a pipe: a temporary file beside 'pipe:[...]'."""
+    net = xpmlp.MLP([2, 3, 1], seed=4)
+    net.save("/dev/null")
+    read, write = os.pipe()
+    writer = threading.Thread(target=lambda: (net.save(f"/dev/fd/{write}"), os.close(write)))
+    writer.start()
+    try:
+        got = xpmlp.load(f"/dev/fd/{read}")  # read once, to the end: a pipe cannot seek
+    finally:
+        writer.join(timeout=30)
+        os.close(read)
+    np.testing.assert_array_equal(got.weights[0], net.weights[0])
+
+
+def test_save_takes_a_name_near_the_length_limit(tmp_path):
+    path = tmp_path / ("m" * 251 + ".npz")  # 255 characters: no room for a longer one beside
+    net = xpmlp.MLP([2, 3, 1], seed=5)
+    net.save(path)
+    net.save(path)  # and replaces it
+    assert os.listdir(tmp_path) == [path.name]
+    np.testing.assert_array_equal(xpmlp.load(path).weights[0], net.weights[0])
+
+
+def test_save_errors_name_the_path_given(tmp_path):
+    net = xpmlp.MLP([2, 3, 1])
+    missing = str(tmp_path / "nodir" / "m.npz")
+    with pytest.raises(FileNotFoundError) as e:
+        net.save(missing)
+    assert e.value.filename == missing and ".tmp" not in str(e.value)
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(IsADirectoryError) as e:
+        net.save(tmp_path / "dir.npz")
+    assert e.value.filename == str(tmp_path / "dir.npz")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write read-only files")
 def test_save_refuses_a_read_only_file_as_open_does(tmp_path):
     path = tmp_path / "ro.npz"

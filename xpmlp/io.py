@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
@@ -29,6 +31,7 @@ import stat
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from numbers import Integral
 from typing import IO, Any
@@ -76,7 +79,7 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
     it, which then replaces it, so a failure (a full disk, Ctrl-C) leaves the old file as it
     was (a hard link to the old file keeps the old model). A read-only file is refused as
     ``open`` refuses it; a device or pipe (``/dev/stdout``), or a folder where no temporary
-    file can be made, is written in place.
+    file can be made, is written in place, in one write from memory.
     """
     arrays, meta = _to_arrays(net)
     arrays[METADATA] = np.frombuffer(
@@ -85,48 +88,86 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
     if hasattr(path, "write"):
         np.savez(path, **arrays)
         return
-    target = os.path.realpath(os.fsdecode(os.fspath(path)))  # through a link, as open() goes
-    tmp = _temporary_beside(target)
+    with replacing(path, lambda f: np.savez(f, **arrays)):
+        pass
+
+
+def check_writable(path: str | os.PathLike) -> os.stat_result | None:
+    """The ``os.stat`` of ``path`` (None if it does not exist yet) after checking that it can
+    be written: a folder in its place, a missing folder above it or a file that may not be
+    written raises the ``OSError`` that writing would, naming ``path``."""
+    given = os.fsdecode(os.fspath(path))
+    try:
+        st = os.stat(given)
+    except FileNotFoundError:
+        if not os.path.isdir(os.path.dirname(given) or "."):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", given) from None
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", given)
+    if not os.access(given, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", given)
+    return st
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Iterator[None]:
+    """Write the new content of ``path`` aside with ``write(file)``, and put it in place when
+    the ``with`` block ends without an error (else drop it): a regular file is replaced in one
+    step by a temporary file beside it; a device, a pipe, or a file in a folder that takes no
+    new file is written in place, in one write from memory. Errors name ``path``."""
+    given = os.fsdecode(os.fspath(path))
+    st = check_writable(given)
+    regular = st is None or stat.S_ISREG(st.st_mode)
+    tmp = _temporary_beside(given, st) if regular else None
     if tmp is None:
-        with open(target, "wb") as f:
-            np.savez(f, **arrays)
+        buffer = io.BytesIO()
+        write(buffer)
+        yield
+        with open(given, "wb") as f:
+            f.write(buffer.getbuffer())
         return
-    fd, tmp = tmp
+    fd, tmp, target = tmp
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())  # on disk before it replaces the old file
+        yield
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and tmp in (exc.filename, exc.filename2):
+            raise OSError(exc.errno, exc.strerror, given) from exc
         raise
 
 
-def _temporary_beside(target: str) -> tuple[int, str] | None:
-    """A new file next to ``target`` (open for writing, with the old file's permissions, else
-    those the umask leaves), or None where the model must be written in place: ``target`` is
-    not a regular file, or its folder takes no new file. A read-only ``target`` raises the
-    ``PermissionError`` that ``open`` would."""
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        return None
-    if st is not None and not os.access(target, os.W_OK):
-        raise PermissionError(13, "Permission denied", target)
+def _temporary_beside(given: str, st: os.stat_result | None) -> tuple[int, str, str] | None:
+    """A new file next to the file ``given`` names, through links (open for writing, with the
+    old file's permissions, else those the umask leaves), its name and the file's own path;
+    None where the folder takes no new file."""
+    target = os.path.realpath(given)  # through a link, as open() goes
     folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
     mode = 0o666 if st is None else stat.S_IMODE(st.st_mode)  # the kernel applies the umask
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    token = secrets.token_hex(6)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            tmp = os.path.join(folder, f".{name}.{token}.tmp")
+            fd = os.open(tmp, flags, mode)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            tmp = os.path.join(folder, f".{token}.tmp")  # a name near the limit
+            fd = os.open(tmp, flags, mode)
     except PermissionError:
         return None  # a read-only folder: the file itself may still be writable
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, given) from exc
     if st is not None:
         os.fchmod(fd, mode)  # the old file's own bits, whatever the umask
-    return fd, tmp
+    return fd, tmp, target
 
 
 def _to_arrays(net: MLP) -> tuple[dict, dict]:
@@ -390,6 +431,8 @@ DAMAGED = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedErro
 def _read(path, where: str) -> dict[str, np.ndarray]:
     """Every member of the ``.npz``, read into memory; nothing is ever unpickled."""
     with nullcontext(path) if hasattr(path, "read") else open(os.fspath(path), "rb") as fh:
+        if hasattr(fh, "seekable") and not fh.seekable():  # a pipe: read once, into memory
+            fh = io.BytesIO(fh.read())
         start = fh.tell()
         if fh.read(4) not in ZIP_MAGIC:
             raise ValueError(f"{where} is not an xpmlp model file: not an .npz (zip) archive")
