@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def xpmlp(command: str, cwd: Path, hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """Run ``python -m xpmlp <command>`` in ``cwd``; ``hide`` names packages made unimportable."""
+def xpmlp(
+    command: str, cwd: Path, hide: tuple[str, ...] = (), stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m xpmlp <command>`` in ``cwd``; ``hide`` names packages made unimportable,
+    ``stdin`` is piped in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XPMLP_")}
     path = [str(ROOT)]
     if hide:
@@ -39,6 +42,7 @@ def xpmlp(command: str, cwd: Path, hide: tuple[str, ...] = ()) -> subprocess.Com
         capture_output=True,
         text=True,
         timeout=120,
+        input=stdin,
     )
 
 
@@ -381,10 +385,16 @@ def test_a_numeric_target_with_a_missing_cell_is_an_error_not_classes(tmp_path, 
     assert f"target column 'y' of gap.csv holds {cell!r} on line 6" in line
 
 
-def test_a_label_column_may_hold_na_as_a_class(tmp_path):
+@pytest.mark.parametrize("cell", ["NA", "n/a", "None", "?"])
+def test_a_label_column_with_a_missing_value_is_an_error_not_a_class(tmp_path, cell):
     x = np.linspace(-1, 1, 40)
-    write_csv(tmp_path / "d.csv", ["x", "t"], [x, np.where(x > 0, "yes", "NA")])
-    assert "2 classes" in ok("train d.csv --target t --epochs 1", cwd=tmp_path)
+    write_csv(tmp_path / "d.csv", ["x", "t"], [x, np.where(x > 0, "yes", "no")])
+    rows = (tmp_path / "d.csv").read_text().splitlines()
+    rows[3] = rows[3].rsplit(",", 1)[0] + f",{cell}"  # line 4 of the file
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    for command in ("train d.csv --target t", "train d.csv --target t --task classification"):
+        line = assert_one_line_error(xpmlp(command, cwd=tmp_path))
+        assert f"target column 't' of d.csv holds {cell!r} on line 4, a missing value" in line
 
 
 def test_a_non_finite_target_array_names_the_file_and_the_array(tmp_path):
@@ -692,3 +702,113 @@ def test_predicted_codes_read_exactly_one_half_as_the_first_class():
 
     got = tables.predicted_codes(np.array([[0.5], [0.5 + 1e-12]]), [["no", "yes"]])
     np.testing.assert_array_equal(got[0], [0, 1])
+
+
+# ------------------------------------------------------------------ saving, odd tables
+
+
+def test_a_folder_in_the_sidecars_place_is_refused_before_training(tmp_path, data):
+    """The model was written, the sidecar not: predict used the old sidecar's statistics."""
+    (tmp_path / "m.npz.cli.json").mkdir()
+    r = xpmlp("train data.csv --target y --features a,b --epochs 1 --save m.npz", tmp_path)
+    line = assert_one_line_error(r)
+    assert line.endswith("--save m.npz: cannot write m.npz.cli.json: Is a directory")
+    assert r.stdout == "" and not (tmp_path / "m.npz").exists()
+
+
+def test_save_model_changes_neither_file_when_one_cannot_be_written(tmp_path, monkeypatch):
+    import xpmlp
+    from xpmlp import tables
+
+    path, side = tmp_path / "m.npz", tmp_path / "m.npz.cli.json"
+    tables.save_model(xpmlp.MLP([2, 3, 1], seed=0), str(path), {"old": 1})
+    before = {p.name: p.read_bytes() for p in (path, side)}
+    side.unlink()
+    side.mkdir()  # the sidecar cannot be written: the model is left as it was
+    with pytest.raises(IsADirectoryError):
+        tables.save_model(xpmlp.MLP([2, 3, 1], seed=1), str(path), {"new": 2})
+    assert path.read_bytes() == before["m.npz"]
+    side.rmdir()
+    side.write_bytes(before["m.npz.cli.json"])
+
+    def full_disk(self, file):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xpmlp.MLP, "save", full_disk)  # the model fails: the sidecar is kept
+    with pytest.raises(OSError, match="No space left"):
+        tables.save_model(xpmlp.MLP([2, 3, 1], seed=1), str(path), {"new": 2})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file
+
+
+def test_a_regression_sidecar_on_a_classifier_is_refused(tmp_path, data):
+    ok("train data.csv --target kind --features a,b --epochs 1 --save c.npz", cwd=tmp_path)
+    side = tmp_path / "c.npz.cli.json"
+    meta = json.loads(side.read_text())
+    meta.update(task="regression", y_mean=[0.0] * 3, y_std=[1.0] * 3, target_names=list("abc"))
+    side.write_text(json.dumps(meta))
+    for command in ("predict", "evaluate"):
+        line = assert_one_line_error(xpmlp(f"{command} c.npz data.csv", cwd=tmp_path))
+        assert line == (
+            "xpmlp: error: c.npz.cli.json: task is 'regression'; accepted: 'classification' "
+            "(the model's output is softmax)"
+        )
+
+
+@pytest.mark.parametrize("name", ["z.npz", "z.npy"])
+def test_a_table_without_rows_is_one_line(tmp_path, model, name):
+    np.savez(tmp_path / "z.npz", X=np.zeros((0, 2)), y=np.zeros(0))
+    np.save(tmp_path / "z.npy", np.zeros((0, 3)))
+    for command in (f"train {name}", f"evaluate m.npz {name}", f"predict m.npz {name}"):
+        line = assert_one_line_error(xpmlp(command, cwd=tmp_path))
+        assert line == f"xpmlp: error: {name} has no rows"
+
+
+def test_evaluate_matches_labels_that_look_like_numbers_by_their_text(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=60)
+    code = np.where(x < -0.5, "01", np.where(x < 0.5, "02", "other"))
+    write_csv(tmp_path / "train.csv", ["x", "code"], [x, code])
+    ok("train train.csv --target code --epochs 1 --save m.npz", cwd=tmp_path)
+    assert json.loads((tmp_path / "m.npz.cli.json").read_text())["classes"] == [
+        ["01", "02", "other"]
+    ]
+    write_csv(tmp_path / "held.csv", ["x", "code"], [[-1.0, 0.0], ["01", "02"]])
+    assert "accuracy" in ok("evaluate m.npz held.csv", cwd=tmp_path)
+    write_csv(tmp_path / "new.csv", ["x", "code"], [[-1.0, 0.0], ["01", "03"]])
+    line = assert_one_line_error(xpmlp("evaluate m.npz new.csv", cwd=tmp_path))
+    assert "holds '03', a class the model never saw" in line
+
+
+def test_evaluate_on_an_npz_without_a_target_says_so(tmp_path, model):
+    np.savez(tmp_path / "x.npz", X=np.zeros((4, 2)))
+    line = assert_one_line_error(xpmlp("evaluate m.npz x.npz", cwd=tmp_path))
+    assert line == "xpmlp: error: x.npz has no target (an array 'y' or 'T' beside 'X')"
+
+
+def test_a_folder_given_as_a_file_is_called_a_folder(tmp_path, model):
+    (tmp_path / "d.csv").mkdir()
+    line = assert_one_line_error(xpmlp("train d.csv --target y", cwd=tmp_path))
+    assert line == "xpmlp: error: d.csv is a folder; accepted: a CSV, .npz or .npy file"
+    line = assert_one_line_error(xpmlp("predict d.csv data.csv", cwd=tmp_path))
+    assert line.startswith("xpmlp: error: d.csv is a folder; accepted: a model file")
+
+
+def test_data_piped_into_dev_stdin_is_read(tmp_path, data):
+    command = "train /dev/stdin --target y --features a,b --epochs 1 --quiet"
+    assert "held-out R^2" in ok(command, cwd=tmp_path, stdin=data.read_text())
+
+
+def test_one_held_out_row_gives_no_score_per_epoch(tmp_path):
+    write_csv(tmp_path / "two.csv", ["a", "y"], [[1, 3], [2, 4]])
+    out = ok("train two.csv --target y --task regression --epochs 3", cwd=tmp_path)
+    epochs = [line for line in out.splitlines() if line.startswith("epoch")]
+    assert epochs and not any("val" in line for line in epochs)
+    assert "held-out R^2 undefined for one row" in out
+
+
+def test_a_truncated_model_is_named_once(tmp_path, model):
+    raw = model.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    line = assert_one_line_error(xpmlp("predict cut.npz data.csv", cwd=tmp_path))
+    assert line.count("cut.npz") == 1
+    assert line.startswith("xpmlp: error: cut.npz is not a readable .npz archive (truncated?)")

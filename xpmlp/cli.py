@@ -33,6 +33,7 @@ from .activations import ACTIVATIONS
 from .activations import ALIASES as ACTIVATION_ALIASES
 from .backend import BACKENDS, DTYPES, resolve, to_numpy
 from .info import print_info
+from .io import check_writable
 from .objectives import OUTPUTS
 from .optim import OPTIMIZERS
 from .progress import on_terminal, write
@@ -91,12 +92,9 @@ def _training_table(args: argparse.Namespace) -> Table:
         return digits_or_synthetic()
     if Path(args.data).suffix.lower() not in (".npz", ".npy") and not args.target:
         raise CLIError("--target is required for a CSV file: name the column(s) to learn")
-    table = read_table(
+    return read_table(
         args.data, target=args.target, features=args.features, need_target=True, task=args.task
     )
-    if not table.targets:
-        raise CLIError(f"{table.name} holds no target (an array 'y' or 'T' in an .npz file)")
-    return table
 
 
 def _distinct_files(*named: tuple[str, Any]) -> None:
@@ -126,6 +124,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _distinct_files(
         ("DATA", args.data), ("--save", args.save), ("its sidecar", side), ("--plot", args.plot)
     )
+    for path in (args.save, side) if args.save else ():
+        try:
+            check_writable(path)  # before any training
+        except OSError as exc:
+            raise CLIError(f"--save {args.save}: cannot write {path}: {exc.strerror}") from exc
     table = _training_table(args)
     X, T, tr, va, output, meta = prepare(
         table,
@@ -178,7 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         val = "" if score is None else f"   val {score_name} {score:.4f}"
         write(f"epoch {epoch:>{len(str(args.epochs))}}/{args.epochs}   loss {loss:.5f}{val}")
 
-    val_data = (Xva, T[va]) if n_val and not classify else None
+    # R^2 of one held-out row is undefined (the held-out line says so): no score per epoch
+    val_data = (Xva, T[va]) if n_val > 1 and not classify else None
     t0 = time.perf_counter()
     history = net.fit(
         X[tr],
@@ -274,6 +278,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         n_features=net.layer_sizes[0],
         need_target=True,
         task=meta["task"],
+        classes=meta["classes"] if meta["task"] == "classification" else None,
     )
     if len(table.targets) != len(meta["target_names"]):
         raise CLIError(

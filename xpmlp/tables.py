@@ -14,6 +14,7 @@ Bad input raises :class:`CLIError`, whose message the command line prints as one
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import zipfile
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import __version__
 from .backend import resolve
-from .io import finite_json_number, load
+from .io import finite_json_number, load, replacing
 from .model import r2_score
 
 MAX_CLASSES = 20  # integer targets with at most this many values are class labels
@@ -79,6 +80,7 @@ def read_table(
     n_features: int | None = None,
     need_target: bool = False,
     task: str | None = None,
+    classes: Sequence[Sequence[str]] | None = None,
 ) -> Table:
     """Read a CSV, ``.npz`` or ``.npy`` file.
 
@@ -90,10 +92,11 @@ def read_table(
     n_features : D for ``.npy`` files, whose last column is the target when they hold D + 1
     need_target : a ``.npy`` file's last column is the target whatever its width
     task : the task the targets are for, if known; a regression target must be numbers
+    classes : the labels of each target column as a model learnt them, if known: a CSV
+        column's values match them by their text first ("01" stays "01")
     """
     p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"no such file: {path}")
+    _check_readable(p, "a CSV, .npz or .npy file")
     suffix = p.suffix.lower()
     if suffix in NOT_TABLES:
         raise CLIError(
@@ -101,12 +104,24 @@ def read_table(
             ".txt, ...) with a header row, .npz (X, y) or .npy"
         )
     if suffix not in (".npz", ".npy"):
-        return _read_csv(p, list(target or ()), features, task)
+        return _read_csv(p, list(target or ()), features, task, classes)
     table = _read_npz(p) if suffix == ".npz" else _read_npy(p, need_target, n_features)
+    if not len(table.X):
+        raise CLIError(f"{path} has no rows")
+    if need_target and not table.targets:
+        raise CLIError(f"{path} has no target (an array 'y' or 'T' beside 'X')")
     for t, name in zip(table.targets, table.target_names):
         if task == "regression" and t.dtype.kind != "f":
             raise CLIError(f"{path}: target {name!r} is not numeric; regression needs numbers")
     return table
+
+
+def _check_readable(p: Path, accepted: str) -> None:
+    """Refuse a path that is missing or a folder; a pipe (``/dev/stdin``) is read."""
+    if p.is_dir():
+        raise CLIError(f"{p} is a folder; accepted: {accepted}")
+    if not p.exists():
+        raise CLIError(f"no such file: {p}")
 
 
 # formats that are not a CSV table, refused by name instead of read as one
@@ -130,7 +145,11 @@ def _header_hint(header: list[str]) -> str:
 
 
 def _read_csv(
-    path: Path, target: list[str], features: Sequence[str] | None, task: str | None
+    path: Path,
+    target: list[str],
+    features: Sequence[str] | None,
+    task: str | None,
+    classes: Sequence[Sequence[str]] | None,
 ) -> Table:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     rows, start = [], 1  # (physical line a record starts on, its fields)
@@ -190,7 +209,11 @@ def _read_csv(
     lines = [n for n, _ in rows[1:]]
     column = {h: [r[i].strip() for _, r in rows[1:]] for i, h in enumerate(header)}
     X = np.stack([_numbers(column[h], h, path, lines) for h in features], axis=1)
-    targets = [_target_column(column[h], h, path, lines, task) for h in target]
+    known = list(classes or ())
+    targets = [
+        _target_column(column[h], h, path, lines, task, known[j] if j < len(known) else None)
+        for j, h in enumerate(target)
+    ]
     return Table(X, targets, list(features), target, path.name)
 
 
@@ -223,19 +246,33 @@ def _is_number(v: str) -> bool:
 
 
 def _target_column(
-    values: list[str], name: str, path: Path, lines: list[int], task: str | None
+    values: list[str],
+    name: str,
+    path: Path,
+    lines: list[int],
+    task: str | None,
+    classes: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """A target column as float64 when every value is a finite number, else as labels; a
-    missing value, a column of numbers with a NaN, inf or NA in it, a regression target that
-    is not all numbers, or (without a task) a column whose numbers would be a regression
+    """A target column as float64 when every value is a finite number, else as labels (as
+    a model's ``classes``, if given: see :func:`_as_classes`); a missing value (empty, or
+    one of :data:`MISSING`), a column of numbers with a NaN or inf in it, a regression target
+    that is not all numbers, or (without a task) a column whose numbers would be a regression
     target and whose other values would turn it into labels, is an error."""
     bad = [i for i, v in enumerate(values) if not (_is_number(v) and math.isfinite(float(v)))]
-    if not bad:
+    if not bad and classes is None:
         return np.asarray(values, dtype=np.float64)
     if "" in values:
         i = values.index("")
         raise CLIError(f"target column {name!r} of {path} misses a value on line {lines[i]}")
-    text = [i for i in bad if not (_is_number(values[i]) or values[i].lower() in MISSING)]
+    gap = next((i for i in bad if values[i].lower() in MISSING), None)
+    if gap is not None:
+        raise CLIError(
+            f"target column {name!r} of {path} holds {values[gap]!r} on line {lines[gap]}, "
+            "a missing value; every row needs a target"
+        )
+    if classes is not None:
+        return _as_classes(values, classes)
+    text = [i for i in bad if not _is_number(values[i])]
     if task == "regression" or not text:
         raise CLIError(
             f"target column {name!r} of {path} holds {values[bad[0]]!r} on line "
@@ -252,6 +289,21 @@ def _target_column(
     return np.asarray(values, dtype=str)
 
 
+def _as_classes(values: list[str], classes: Sequence[str]) -> np.ndarray:
+    """A target column's values as a model's class labels: each one by its text, else by its
+    number ("1.0" is class "1", "01" class "01"); a value that is neither stays as it is."""
+    known = set(classes)
+
+    def label(v: str) -> str:
+        if v in known or not (_is_number(v) and math.isfinite(float(v))):
+            return v
+        number = _labels(np.asarray([float(v)]))[0]
+        return number if number in known else v
+
+    lookup = {v: label(v) for v in set(values)}
+    return np.asarray([lookup[v] for v in values], dtype=str)
+
+
 def _unreadable(path: Path, exc: BaseException) -> CLIError:
     """The error for a ``.npy``/``.npz`` file that NumPy could not read."""
     if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
@@ -262,9 +314,14 @@ def _unreadable(path: Path, exc: BaseException) -> CLIError:
     return CLIError(f"{path} is not a readable {path.suffix} file (damaged or truncated?): {exc}")
 
 
+def _seekable(path: Path) -> Path | io.BytesIO:
+    """``path``, or the bytes of a pipe read once, which NumPy can seek in."""
+    return path if path.is_file() else io.BytesIO(path.read_bytes())
+
+
 def _read_npz(path: Path) -> Table:
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        with np.load(_seekable(path), allow_pickle=False) as arrays:
             data = {k: arrays[k] for k in arrays.files}
     except UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
@@ -292,7 +349,7 @@ def _one_hot(Y: np.ndarray) -> bool:
 
 def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
     try:
-        A = np.load(path, allow_pickle=False)
+        A = np.load(_seekable(path), allow_pickle=False)
     except UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
     if A.ndim != 2:
@@ -613,11 +670,14 @@ def sidecar_path(model: str | Path) -> Path:
 
 
 def save_model(net: Any, path: str, meta: dict) -> Path:
-    """Write the network with ``net.save`` and the command line's metadata next to it."""
-    net.save(path)
+    """Write the network with ``net.save`` and the command line's metadata next to it: the
+    sidecar is written aside first and put in place once the network is saved, so that a
+    failure leaves neither file changed (each is replaced in one step)."""
     side = sidecar_path(path)
     items = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items())
-    side.write_text("{\n" + items + "\n}\n", encoding="utf-8")
+    text = ("{\n" + items + "\n}\n").encode("utf-8")
+    with replacing(side, lambda f: f.write(text)):
+        net.save(path)
     return side
 
 
@@ -628,14 +688,15 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
     ``BackendError``) before the file is read; any error of the file names the file.
     """
     resolve(backend, device)
-    if not Path(path).is_file():
-        raise CLIError(f"no such file: {path}")
+    _check_readable(Path(path), "a model file saved by xpmlp (.npz)")
     try:
         net = load(path, backend=backend, device=device)
     except (KeyError, ValueError, OSError) as exc:
-        why = one_line(exc)
-        for named in (f"{str(path)!r} is not an xpmlp model file: ", f"{str(path)!r}: "):
+        why, quoted = one_line(exc), repr(str(path))
+        for named in (f"{quoted} is not an xpmlp model file: ", f"{quoted}: "):
             why = why.replace(named, "")  # the file is named once, in front
+        if why.startswith(f"{quoted} "):  # "'m.npz' is damaged: ..."
+            raise CLIError(f"{path}{why[len(quoted) :]}") from exc
         raise CLIError(f"{path} is not a model saved by xpmlp: {why}") from exc
     side = sidecar_path(path)
     return net, read_sidecar(side, net) if side.is_file() else {}
@@ -659,7 +720,10 @@ def read_sidecar(side: Path, net: Any) -> dict:
     D, K = net.layer_sizes[0], net.layer_sizes[-1]
     need("format", lambda v: v == SIDECAR_FORMAT, repr(SIDECAR_FORMAT))
     need("version", lambda v: type(v) is int and v == SIDECAR_VERSION, str(SIDECAR_VERSION))
-    need("task", lambda v: v in TASKS, " or ".join(TASKS))
+    output = net.output.name  # a regression model's is identity; classes take any
+    tasks = TASKS if output == "identity" else [t for t in TASKS if t != "regression"]
+    why = "" if output == "identity" else f" (the model's output is {output})"
+    need("task", lambda v: v in tasks, " or ".join(map(repr, tasks)) + why)
     need("feature_names", lambda v: _list_of(v, D, str), f"a list of {D} column names")
     need("x_mean", lambda v: _list_of(v, D, float), f"a list of {D} finite numbers")
     need("x_std", lambda v: _list_of(v, D, float, low=0), f"a list of {D} numbers > 0")
