@@ -335,3 +335,17 @@ def test_evaluate_with_more_target_columns_than_the_model_predicts_is_an_error(
     assert _main("evaluate", model, data, "--target", "y,c") == 2
     err = capsys.readouterr().err
     assert "the model predicts 1 target column(s), --target names 2" in err
+
+
+def test_plot_history_returns_the_file_it_wrote(tmp_path):
+    """A name without a suffix gets .png from matplotlib: the path returned is that file."""
+    pytest.importorskip("matplotlib")
+    from xpmlp import plots
+
+    written = plots.plot_history({"loss": [1.0, 0.5], "val_score": [0.2, 0.4]}, tmp_path / "c")
+    assert written == tmp_path / "c.png" and written.is_file()
+    assert plots.plot_history({"loss": [1.0]}, tmp_path / "d.pdf") == tmp_path / "d.pdf"
+    with pytest.raises(TypeError, match="history is a list; accepted: a dict with lists"):
+        plots.plot_history([1.0, 0.5], tmp_path / "e.png")
+    with pytest.raises(ValueError, match=r"\.xyz is not a picture format"):
+        plots.plot_history({"loss": [1.0]}, tmp_path / "e.xyz")

@@ -38,6 +38,70 @@ def test_bad_layer_sizes(sizes, error, match):
         xpmlp.MLP(sizes)
 
 
+@pytest.mark.parametrize(
+    ("pair", "error", "match"),
+    [
+        ((np.tanh, lambda a, z: 1 - z * z), TypeError, r"dh\(a, z\) does not take one arg"),
+        ((lambda a, b: a, np.cosh), TypeError, r"activation's h\(a, b\) does not take one"),
+    ],
+)
+def test_a_custom_pair_must_take_the_one_array(pair, error, match):
+    """dh(A, Z, xp=xp) is the built-ins' form; a user's pair takes a alone."""
+    with pytest.raises(error, match=match):
+        xpmlp.MLP([1, 3, 1], activation=pair)
+
+
+@pytest.mark.parametrize(
+    ("pair", "match"),
+    [
+        ((np.tanh, lambda a: (1 - np.tanh(a) ** 2)[:1]), r"dh\(a\) gave shape \(1, 3\) for a"),
+        ((np.tanh, lambda a: 1.0), r"dh\(a\) gave float for a of shape \(8, 3\)"),
+        ((lambda a: np.tanh(a)[:, :1], np.cosh), r"h\(a\) gave shape \(8, 1\) for a of shape"),
+    ],
+)
+def test_a_custom_function_of_another_shape_is_refused_not_broadcast(pair, match):
+    """A dh of the wrong shape broadcast into delta: training went on, on wrong gradients."""
+    X = np.linspace(-1, 1, 8)[:, None]
+    net = xpmlp.MLP([1, 3, 1], activation=pair, dtype="float64")
+    snap = snapshot(net)
+    with pytest.raises(ValueError, match=match):
+        net.fit(X, np.sin(3 * X), epochs=1, batch_size=None)
+    assert_unchanged(net, snap)
+
+
+def test_the_pure_functions_refuse_targets_and_weights_of_another_shape():
+    """A 1-D T or an (N, 1) sample_weight broadcast to (N, N): a wrong loss, silently."""
+    from xpmlp import network
+
+    W = network.init_weights([2, 3, 1], rng=0)
+    cache = network.forward(W, np.ones((4, 2)), activation="tanh", output="identity", xp=np)
+    T = np.arange(4.0)[:, None]
+    kw = dict(output="identity", xp=np)
+    assert np.isfinite(network.batch_loss(cache, T, **kw))
+    with pytest.raises(ValueError, match=r"T has shape \(4,\); accepted: the outputs' \(4, 1\)"):
+        network.batch_loss(cache, T[:, 0], **kw)
+    with pytest.raises(ValueError, match=r"sample_weight has shape \(4, 1\); accepted: \(4,\)"):
+        network.batch_loss(cache, T, sample_weight=np.ones((4, 1)), **kw)
+    with pytest.raises(ValueError, match=r"T has shape \(1, 1\)"):
+        network.backward(W, cache, T[:1], activation="tanh", xp=np)
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "match"),
+    [
+        ([[2]], {}, r"layer_sizes=\[2\] needs at least"),
+        ([[0, 2]], {"init": "he"}, "every size must be an int >= 1, got 0"),
+        ([[2, 3]], {"activation": "bogus"}, "activation='bogus' is unknown"),
+        ([[2, 3]], {"rng": -1}, "rng=-1 .*; accepted: a NumPy Generator or RandomState, a seed"),
+    ],
+)
+def test_init_weights_checks_its_arguments(args, kw, match):
+    from xpmlp import network
+
+    with pytest.raises(ValueError, match=match):
+        network.init_weights(*args, **kw)
+
+
 def test_softmax_needs_two_outputs():
     """A softmax over one unit is 1 whatever the input: nothing to learn."""
     with pytest.raises(ValueError, match="softmax' over 1 output unit; accepted: K >= 2"):

@@ -41,6 +41,27 @@ def test_custom_activation_pair_is_differentiated_through_its_dh():
     assert xpmlp.check_gradients(wrong, X, T) > 1e-2  # the check does catch a wrong h'
 
 
+def test_a_custom_pair_is_checked_on_the_models_backend(backend, xp):
+    """The user's h and dh are written for the model's backend: the check runs them there
+    (it ran them on NumPy copies, and torch's tanh refused those)."""
+    h = lambda a: xp.tanh(a) * 2  # noqa: E731
+    dh = lambda a: 2 * (1 - xp.tanh(a) ** 2)  # noqa: E731
+    X, T = data("identity")
+    for dtype in ("float32", "float64"):
+        net = xpmlp.MLP([3, 4, 2], (h, dh), backend=backend, dtype=dtype, seed=2)
+        assert xpmlp.check_gradients(net, X, T) < 1e-6
+    wrong = xpmlp.MLP([3, 4, 2], (h, lambda a: xp.tanh(a) * 0), backend=backend, seed=2)
+    assert xpmlp.check_gradients(wrong, X, T) > 1e-2
+
+
+def test_check_gradients_ignores_underflow_as_the_model_does():
+    """exp(-800) underflows to 0, rightly: no FloatingPointError under np.seterr."""
+    net = xpmlp.MLP([1, 2], output="softmax", dtype="float64")
+    net.weights = [np.array([[0.0, 0.0], [0.0, 800.0]])]
+    with np.errstate(all="raise"):
+        assert xpmlp.check_gradients(net, [[1.0]], [[0.0, 1.0]]) < 1e-6
+
+
 def test_l2_penalty_gradient_matches_finite_differences():
     X, T = data("identity")
     net = xpmlp.MLP([3, 4, 2], "tanh", dtype="float64", seed=3)

@@ -8,6 +8,7 @@ backward never recomputes the forward pass.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -114,10 +115,37 @@ def get_activation(activation: Any) -> Activation:
         and len(activation) == 2
         and all(callable(f) for f in activation)
     ):
-        h, dh = activation
-        name = f"custom:{getattr(h, '__name__', 'h')}"
+        h, dh = (_user_function(f, what) for f, what in zip(activation, ("h", "dh")))
+        name = f"custom:{getattr(activation[0], '__name__', 'h')}"
         return Activation(name, lambda A, *, xp: h(A), lambda A, Z, *, xp: dh(A))
     raise TypeError(
         f"activation must be a name ({', '.join(ACTIVATIONS)}) or a pair (h, dh) of "
         f"callables, got {activation!r}"
     )
+
+
+def _user_function(f: Callable, what: str) -> Callable:
+    """A user's ``h`` or ``dh``: it must take the one array ``a`` (checked now where Python
+    can tell) and give an array of its shape (checked at each call: a broadcast would train
+    on wrong gradients, silently)."""
+    try:
+        inspect.signature(f).bind(None)
+    except TypeError:
+        raise TypeError(
+            f"activation's {what}{inspect.signature(f)} does not take one argument; accepted: "
+            "a pair (h, dh) of callables h(a), dh(a) of the pre-activation array a"
+        ) from None
+    except ValueError:  # no signature to read (NumPy's ufuncs, torch's builtins)
+        pass
+
+    def checked(A):
+        out = f(A)
+        if getattr(out, "shape", None) != A.shape:
+            got = f"shape {tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
+            raise ValueError(
+                f"activation's {what}(a) gave {got} for a of shape {tuple(A.shape)}; "
+                "accepted: an array of a's shape"
+            )
+        return out
+
+    return checked

@@ -145,7 +145,7 @@ class MLP:
         self.seed = seed
         self.rng = _host_rng(seed, init)
         W0 = network.init_weights(
-            self.layer_sizes, rng=self.rng, init=init, activation=self.activation.name
+            self.layer_sizes, rng=self.rng, init=init, activation=self.activation
         )
         try:  # checked as assigned weights are
             self.weights = W0
@@ -829,23 +829,41 @@ def _set_rng_state(rng, state) -> None:
 def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     """Largest relative error between backprop and central finite differences, float64.
 
-    The weights are copied to NumPy float64; each entry ``w`` is perturbed by ``+-eps``
-    (1e-5 balances the O(eps^2) truncation and O(1e-16/eps) rounding errors) and
+    The weights are copied to float64: NumPy's, or for a user's ``(h, dh)`` pair, which is
+    written for the model's backend, that backend's (on JAX this turns on its 64-bit floats,
+    as a float64 model does). Each entry ``w`` is perturbed by ``+-eps`` (1e-5 balances the
+    O(eps^2) truncation and O(1e-16/eps) rounding errors) and
     ``(L(w + eps) - L(w - eps)) / (2 eps)`` is compared with the backprop gradient as
     ``|g - g_fd| / max(|g| + |g_fd|, 1e-8)``. NaN if a gradient or a loss is NaN: a failure.
     """
+    eps = check_positive(eps, "eps")
+    with computing(net):
+        X, T = (np.asarray(to_numpy(A), dtype=np.float64) for A in net._pair(X, T))
+        weights = [np.array(to_numpy(W), dtype=np.float64) for W in net.weights]
+        return _largest_error(net, X, T, weights, eps)
+
+
+def _largest_error(net: MLP, X, T, weights: list, eps: float) -> float:
+    """:func:`check_gradients` on float64 NumPy copies, computed in NumPy or, for a user's
+    activation, in the model's backend."""
     import array_api_compat.numpy as xp
 
-    eps = check_positive(eps, "eps")
-    X, T = (np.asarray(to_numpy(A), dtype=np.float64) for A in net._pair(X, T))
-    weights = [np.array(to_numpy(W), dtype=np.float64) for W in net.weights]
+    f64, device = np.float64, None
+    if net.activation.name not in ACTIVATIONS:
+        xp, f64, device = net.xp, get_dtype("float64", xp=net.xp), net.device
+    put = lambda A: xp.asarray(A, dtype=f64, device=device)  # noqa: E731
+    X, T = put(X), put(T)
     kw = dict(activation=net.activation, output=net.output, xp=xp)
 
     def loss(ws):
-        return float(network.batch_loss(network.forward(ws, X, **kw), T, output=net.output, xp=xp))
+        cache = network.forward([put(W) for W in ws], X, **kw)
+        return float(network.batch_loss(cache, T, output=net.output, xp=xp))
 
-    cache = network.forward(weights, X, **kw)
-    _, grads = network.backward(weights, cache, T, activation=net.activation, xp=xp)
+    cache = network.forward([put(W) for W in weights], X, **kw)
+    _, grads = network.backward(
+        [put(W) for W in weights], cache, T, activation=net.activation, xp=xp
+    )
+    grads = [np.asarray(to_numpy(G)) for G in grads]
     errors = []
     for W, G in zip(weights, grads):
         for idx in np.ndindex(W.shape):

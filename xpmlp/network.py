@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import ALIASES, Activation, get_activation
+from ._checks import check_layer_sizes
+from .activations import Activation, get_activation
 from .objectives import Output, get_output
 
 
@@ -114,11 +115,16 @@ def init_weights(
             "callable init(fan_in, fan_out, *, rng, activation)"
         )
     fn = INITS[init] if isinstance(init, str) else init
+    layer_sizes = check_layer_sizes(layer_sizes)
     if not isinstance(rng, (np.random.Generator, np.random.RandomState)):
-        rng = np.random.RandomState(rng) if init == "sklearn" else np.random.default_rng(rng)
-    if isinstance(activation, Activation):
-        activation = activation.name
-    activation = ALIASES.get(activation, activation)  # "sigmoid" draws as "logistic"
+        try:
+            rng = np.random.RandomState(rng) if init == "sklearn" else np.random.default_rng(rng)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"rng={rng!r} ({exc}); accepted: a NumPy Generator or RandomState, a seed (an "
+                "int >= 0) or None"
+            ) from None
+    activation = get_activation(activation).name  # "sigmoid" draws as "logistic"
     weights = []
     for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
         W = np.asarray(fn(fan_in, fan_out, rng=rng, activation=activation), dtype=np.float64)
@@ -170,9 +176,21 @@ def output_error(Y: Any, T: Any, sample_weight: Any = None, *, xp: Any) -> Any:
     With ``sample_weight=None`` the weights are ``w_n = 1/N``: the batch loss is the mean of
     the per-sample losses and this is the single place where the 1/N of the mean enters.
     """
+    _check_targets(Y, T, sample_weight)
     if sample_weight is None:
         return (Y - T) * (1.0 / Y.shape[0])
     return (Y - T) * sample_weight[:, None]
+
+
+def _check_targets(Y: Any, T: Any, sample_weight: Any) -> None:
+    """``T`` shaped as the outputs ``Y`` (N, K) and ``sample_weight`` as (N,): a broadcast
+    of either would be a wrong loss, silently."""
+    if tuple(T.shape) != tuple(Y.shape):
+        raise ValueError(f"T has shape {tuple(T.shape)}; accepted: the outputs' {tuple(Y.shape)}")
+    if sample_weight is not None and tuple(sample_weight.shape) != (Y.shape[0],):
+        raise ValueError(
+            f"sample_weight has shape {tuple(sample_weight.shape)}; accepted: ({Y.shape[0]},)"
+        )
 
 
 def backward(
@@ -219,6 +237,7 @@ def backward(
 
 def batch_loss(cache: Cache, T: Any, *, output: Output | str, sample_weight: Any = None, xp: Any):
     """The batch loss ``sum_n w_n L_n`` (``w_n = 1/N`` by default) as a 0-d array."""
+    _check_targets(cache.Z[-1], T, sample_weight)
     L_n = get_output(output).loss(cache.A[-1], cache.Z[-1], T, xp=xp)
     if sample_weight is None:
         return xp.mean(L_n)

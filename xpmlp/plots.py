@@ -6,7 +6,7 @@ canvas directly, so no window opens and pyplot's global state is never touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,7 +68,15 @@ def plot_history(
     history : dict with lists ``"loss"`` and ``"val_score"`` (as returned by ``MLP.fit``)
     path : where to write the picture; the format follows the suffix (``.png``, ``.pdf``)
     score_name : y-axis label of the validation panel ("accuracy", "R^2", ...)
+
+    Returns the path written: ``path``, with ``.png`` added where it has no suffix.
     """
+    if not isinstance(history, Mapping):
+        raise TypeError(
+            f"history is a {type(history).__name__}; accepted: a dict with lists 'loss' and "
+            "'val_score' (what MLP.fit returns)"
+        )
+    path = Path(picture_path(str(path)))
     loss = np.asarray(history.get("loss", []), dtype=float)
     score = np.asarray(history.get("val_score", []), dtype=float)
     score_name = {"R^2": "$R^2$"}.get(score_name, score_name)
@@ -85,7 +93,6 @@ def plot_history(
         axes[1].set(xlabel="epoch", ylabel=score_name, title=f"Validation {score_name}")
     for ax in axes:
         ax.grid(alpha=0.3)
-    path = Path(path)
     fig.savefig(path, dpi=dpi)
     return path
 
@@ -110,7 +117,9 @@ class DemoPanel(NamedTuple):
 
 
 def plot_demo(panels: Sequence[DemoPanel], path: str | Path, *, dpi: int = 100) -> Path:
-    """Bishop's PRML Fig. 5.3: data (dots), network fit (line), hidden units (dashed)."""
+    """Bishop's PRML Fig. 5.3: data (dots), network fit (line), hidden units (dashed);
+    returns the path written (``.png`` added where ``path`` has no suffix)."""
+    path = Path(picture_path(str(path)))
     n = len(panels)
     cols = 2 if n > 1 else 1
     rows = (n + cols - 1) // cols
@@ -137,6 +146,5 @@ def plot_demo(panels: Sequence[DemoPanel], path: str | Path, *, dpi: int = 100) 
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.suptitle("1-3-1 tanh network fitted by backpropagation", fontsize=11)
-    path = Path(path)
     fig.savefig(path, dpi=dpi)
     return path
