@@ -1015,6 +1015,55 @@ def test_an_interrupt_mid_epoch_keeps_the_steps_done(backend, monkeypatch, path,
     assert_weights_equal(net.weights, ref.weights)
 
 
+def test_an_interrupt_while_scoring_keeps_the_counts_and_history_in_step():
+    """Ctrl-C in an epoch's validation scoring: that epoch's training is kept, uncounted,
+    as an interrupt within it (the counts had gone on while its loss was cut)."""
+    X, T = problem(N=40)
+    calls = {"n": 0}
+    net = net64()
+    score = net._score
+
+    def interrupting(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return score(*args)
+
+    net._score = interrupting
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, T, epochs=5, batch_size=8, validation_fraction=0.25)
+    assert net.state.epochs == 2 and net.state.t == 2 * 30
+    assert len(net.history["loss"]) == len(net.history["val_score"]) == 2
+
+
+def test_a_fit_from_a_callback_is_refused_and_the_outer_fit_rolled_back():
+    X, T = problem(N=12)
+    net = net64()
+    snap = snapshot(net)
+
+    def nested(epoch, loss, score, model):
+        if epoch == 2:
+            model.fit(X, T, epochs=2)
+
+    with pytest.raises(RuntimeError, match="fit cannot train a model while its fit runs"):
+        net.fit(X, T, epochs=4, callbacks=[nested])
+    assert_unchanged(net, snap)
+    net.fit(X, T, epochs=1)  # and the model trains as before
+    assert net.state.epochs == 1
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_a_validation_split_of_one_sample_is_refused(early_stopping):
+    """R^2 of one sample is 0 whatever the fit: early stopping kept the first epoch's
+    weights for good."""
+    X, T = problem(N=14)
+    net = net64()
+    kw = dict(early_stopping=True) if early_stopping else dict(validation_fraction=0.1)
+    with pytest.raises(ValueError, match="of 14 samples holds out 1; accepted: .*at least 2"):
+        net.fit(X, T, epochs=2, **kw)
+    assert net.state.epochs == 0
+
+
 # ---------------------------------------------------------------- boundaries
 
 

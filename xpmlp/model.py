@@ -465,10 +465,15 @@ class MLP:
         if not (isinstance(fraction, Real) and 0 < fraction < 1):
             raise ValueError(f"validation_fraction={fraction!r}; accepted: a number in (0, 1)")
         N = X.shape[0]
-        n_val = max(1, int(round(fraction * N)))
+        n_val = int(round(fraction * N))
         if n_val >= N:
             raise ValueError(
                 f"validation_fraction={fraction} leaves no training samples out of {N}"
+            )
+        if n_val < 2:  # one sample's R^2 is 0 whatever the fit: early stopping kept epoch 1
+            raise ValueError(
+                f"validation_fraction={fraction} of {N} samples holds out {n_val}; accepted: "
+                "a fraction that holds out at least 2 samples"
             )
         return self._hold_out(X, T, sw, n_val)
 
@@ -510,7 +515,6 @@ class MLP:
             state.no_improvement, state.best_score, state.best_weights = 0, -np.inf, None
             state.best_loss = np.inf
         before = {k: len(v) for k, v in state.history.items()}
-        done = dict(before)  # the history of the last epoch the model holds
         validate = None if val is None else (lambda W: self._score(W, *val))
         bar = _progress(config.epochs, verbose)
 
@@ -519,12 +523,16 @@ class MLP:
                 bar.update(loss, score)
             # callbacks see this epoch's model, and this fit's optimizer (a saved checkpoint)
             self._weights, self.state, self._optimizer_key = W, state, key
-            done.update((k, len(v)) for k, v in state.history.items())
             stop = any([bool(cb(epoch, loss, score, self)) for cb in callbacks])  # all called
             if self._weights is not W:  # a callback set model.weights: train those on
                 W[:], self._weights = self._weights, W
             return stop
 
+        if self in _TRAINING:  # a callback's fit would train beside the one that calls it
+            raise RuntimeError(
+                "fit cannot train a model while its fit runs (a callback); fit it after, or "
+                "return True from the callback to stop the running fit"
+            )
         _TRAINING.add(self)
         try:
             with self._unchanged_on_error():
@@ -546,7 +554,6 @@ class MLP:
                 )
         except KeyboardInterrupt:  # the model keeps the training done so far (see fit)
             self._weights, self.state, self._optimizer_key = weights, state, key
-            _trim(state.history, done)
             raise
         finally:
             _TRAINING.discard(self)

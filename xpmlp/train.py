@@ -148,7 +148,8 @@ def train(
 
     A ``KeyboardInterrupt`` goes on up, with the list given as ``weights`` holding the weights
     trained so far and ``state.opt_state`` their optimizer state, part-way through the
-    interrupted epoch (the epoch count, ``t`` and the history count the epochs completed).
+    interrupted epoch; the epoch count, ``t`` and the history agree, counting the epochs
+    completed.
 
     Returns
     -------
@@ -192,16 +193,18 @@ def train(
                     )
                 weights = list(weights)  # on_epoch may replace its entries for the next epoch
                 epoch_loss = float(total / S)  # the one host synchronisation of the epoch
+                if not math.isfinite(epoch_loss):
+                    raise FloatingPointError(
+                        f"the training loss became {epoch_loss} at epoch {state.epochs + 1}; "
+                        "lower learning_rate or scale the inputs"
+                    )
+                with _arithmetic(state.epochs + 1):
+                    score = None if validate is None else float(validate(weights))
+                # the epoch is complete: its counts and history, together (an interrupt
+                # before here leaves the epoch's training uncounted, as one within it)
                 state.t += N
                 state.epochs += 1
                 state.history["loss"].append(epoch_loss)
-                if not math.isfinite(epoch_loss):
-                    raise FloatingPointError(
-                        f"the training loss became {epoch_loss} at epoch {state.epochs}; "
-                        "lower learning_rate or scale the inputs"
-                    )
-                with _arithmetic(state.epochs):
-                    score = None if validate is None else float(validate(weights))
                 if score is not None:
                     state.history["val_score"].append(score)
                 stop = _plateau(weights, epoch_loss, score, c, state, xp=xp)
