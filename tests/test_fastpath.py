@@ -235,6 +235,24 @@ def test_delta_step_gives_the_ufunc_passes_numbers_bit_for_bit(kernels, activati
     assert np.array_equal(np.signbit(Z), np.signbit(Z_ref))
 
 
+@pytest.mark.parametrize("activation", list(_fast.DELTAS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_delta_step_on_nan_raises_what_the_ufunc_passes_raise(kernels, activation, dtype):
+    """A NaN in Z with a finite P: NumPy's passes raise nothing (NaN propagates quietly);
+    nor does the kernel (relu's z > 0 compared NaN in vector code and raised "invalid")."""
+    Z0 = np.array([np.nan, -np.nan, 1.0, 0.0, -0.0, 0.25, -2.0, np.inf] * 20, dtype)
+    P0 = np.linspace(-2, 2, Z0.size).astype(dtype)
+    plan = _plan(xpmlp.MLP([3, 4, 2], activation, dtype=np.dtype(dtype).name), *problem())
+    Z, P = Z0.copy(), P0.copy()
+    Z_ref, P_ref = Z0.copy(), P0.copy()
+    with np.errstate(all="raise"):
+        for f, args in plan._delta_ops(Z, P):
+            f(*args)
+        for f, args in _fast.DELTAS[activation](Z_ref, P_ref):
+            f(*args)
+    assert Z.tobytes() == Z_ref.tobytes()
+
+
 def _blas_threads(n):
     """Let NumPy's BLAS use ``n`` threads (threadpoolctl), where the kernels can share them."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -880,9 +898,25 @@ def test_step_adds_the_l2_penalty_of_the_weights_it_starts_from(kernels, optimiz
     assert not np.array_equal(p.W[0], W0[0])  # the step moved W; the penalty is W0's
     W64 = [W.astype(np.float64) for W in W0]
     expected = 0.25 + n * (alpha / n) * float(network.l2_penalty(W64, xp=np))
-    # the kernel sums float32 squares in double (exact products); the ufunc passes in float32
-    rtol = 1e-6 if dtype == np.float32 and kernels == "ufuncs" else 1e-13
-    np.testing.assert_allclose(p.penalty[0], expected, rtol=rtol)
+    # float32 squares summed in double (exact products), by the kernel or as the kernel does
+    np.testing.assert_allclose(p.penalty[0], expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_loss_with_l2_is_the_kernels_bit_for_bit(kernels, monkeypatch, optimizer, dtype):
+    """The ufunc passes sum the L2 penalty of the loss as the kernel does: the history is
+    the same, bit for bit (vecdot in the array's type had differed in the last bits)."""
+    if kernels == "ufuncs":
+        pytest.skip("compares the kernels with the ufunc passes")
+    X, T = problem(N=40, D=30, K=3)
+    kw = dict(epochs=3, batch_size=8, alpha=0.5, optimizer=optimizer, learning_rate=0.01)
+    runs = []
+    for k in (_fast.KERNELS, None):
+        monkeypatch.setattr(_fast, "KERNELS", k)
+        net = xpmlp.MLP([30, 21, 3], dtype=dtype, seed=0)
+        runs.append((net.fit(X, T, **kw)["loss"], [W.tobytes() for W in net.weights]))
+    assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize("enabled", [False, True])

@@ -64,7 +64,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import network, optim
+from . import optim
 from .activations import ACTIVATIONS
 from .objectives import CLIPPED, OUTPUTS
 
@@ -256,6 +256,23 @@ def _words(op, dtype, *words, part=0):
     delta, 2 a ufunc's loop, 3 the gather) on ``dtype``; ``part``: :meth:`Plan._part`."""
     words = (op, KERNEL_TYPES[np.dtype(dtype).char], *words)
     return np.array(words + (0,) * (15 - len(words)) + (part,), np.int64).tobytes()
+
+
+def _squares(W) -> float:
+    """``sum_j>0 W[r, j]**2`` summed in double as the step's kernel sums it (8 lanes over
+    each row, its tail in lane 0, the lanes in turn, then the rows in order), in NumPy."""
+    w = W[:, 1:].astype(np.float64)
+    sq = w * w
+    rows, n = sq.shape
+    m = n - n % 8
+    lanes = np.zeros((rows, 8))
+    np.add.reduce(sq[:, :m].reshape(rows, m // 8, 8), axis=1, out=lanes)  # in turn
+    for j in range(m, n):
+        lanes[:, 0] += sq[:, j]
+    rows_sum = lanes[:, 0].copy()
+    for k in range(1, 8):
+        rows_sum += lanes[:, k]
+    return float(np.cumsum(rows_sum)[-1]) if rows else 0.0  # a sum in order
 
 
 def _report_fp_errors(flags):
@@ -728,11 +745,13 @@ class Plan:
         if self.alpha:
             c = self.alpha / S
             self.l2c[...] = c
-            if self.kernels:  # the step's kernel sums the squares as it passes over W
-                self.penalty[1] = 0.5 * float(n_b) * float(c)
-            else:
-                penalty = float(network.l2_penalty(self.W, xp=self.xp))
-                self.penalty[0] += float(n_b) * float(c) * penalty
+            # the step's kernel adds n_b c / 2 times the squares it passes over in W; the
+            # ufunc passes add them here, summed as the kernel sums them (the same numbers),
+            # in the order of the steps (the last layer's first)
+            self.penalty[1] = 0.5 * float(n_b) * float(c)
+            if not self.kernels:
+                for W in reversed(self.W):
+                    self.penalty[0] += self.penalty[1] * _squares(W)
         if self.rule == "adam":
             self.t += 1
             eta = optim.adam_step_size(self.lr, self.t, self.hp["beta_1"], self.hp["beta_2"])

@@ -119,7 +119,7 @@ STEP(xpmlp_step_f64, double, sqrt)
  *   1 tanh      Z <- (1 - Z Z) P
  *   2 logistic  Z <- (1 - Z) (P Z)
  *   3 relu      Z <- [Z > 0] P */
-#define DELTA(NAME, T)                                                                       \
+#define DELTA(NAME, T, U, INF)                                                               \
     static void NAME(int kind, ptrdiff_t n, T *restrict z, const T *restrict p)              \
     {                                                                                        \
         if (kind == 0) {                                                                     \
@@ -137,12 +137,18 @@ STEP(xpmlp_step_f64, double, sqrt)
                 z[i] = s * q;                                                                \
             }                                                                                \
         } else {                                                                             \
-            for (ptrdiff_t i = 0; i < n; i++) z[i] = (z[i] > 0 ? (T)1 : (T)0) * p[i];        \
+            /* [z > 0] from z's bits, 1 to +inf: a comparison raises "invalid" on NaN in   \
+             * vector code, where NumPy's greater raises nothing */                          \
+            for (ptrdiff_t i = 0; i < n; i++) {                                              \
+                U u;                                                                         \
+                memcpy(&u, z + i, sizeof u);                                                 \
+                z[i] = ((U)(u - 1) < INF ? (T)1 : (T)0) * p[i];                              \
+            }                                                                                \
         }                                                                                    \
     }
 
-DELTA(xpmlp_delta_f32, float)
-DELTA(xpmlp_delta_f64, double)
+DELTA(xpmlp_delta_f32, float, uint32_t, 0x7f800000u)
+DELTA(xpmlp_delta_f64, double, uint64_t, 0x7ff0000000000000u)
 
 /* NumPy's own inner loop of a ufunc (ufunc->functions[i]), called on a part: in place,
  * z <- f(z), or z <- f(z, s) with the scalar *s (steps 0) */
