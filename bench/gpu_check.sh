@@ -5,8 +5,11 @@
 #   3. the benchmark on CuPy against PyTorch-CUDA and JAX-GPU, workload A scaled up to
 #      [4096, 4096, 4096, 10] with batch 4096, with CUPY_TF32 off (A, then B and C) and on
 #      (A), each part under its own time limit so that a slow one does not cost the rest.
-# Everything it prints also goes to OUTDIR/gpu_check.log; results land in OUTDIR.
-# Without a CUDA device it says so and exits 0 having run nothing on a GPU.
+# Everything it prints (nvidia-smi and pytest included) also goes to OUTDIR/gpu_check.log;
+# the benchmark's results land in OUTDIR: 7 files in all. Without a CUDA device it says so
+# and exits 0 having run nothing on a GPU. A machine without array-api-compat and without
+# network needs its wheel in .whl/ (see bench/README.md), which git ignores: bring that
+# folder along with the checkout.
 #
 #   bash bench/gpu_check.sh OUTDIR
 set -u -o pipefail
@@ -15,10 +18,11 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+LOG_PID=$!
 T0=$(date +%s)
 elapsed() { echo $(($(date +%s) - T0)); }
 step() { echo; echo "== $* (t=$(elapsed) s)"; }
-PY=${PYTHON:-$(command -v python || command -v python3)}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX takes GPU memory as it needs it, not 75 %
 
 # Wheels for packages the machine lacks (array-api-compat, array-api-strict), if provided.
@@ -40,7 +44,7 @@ step "nvidia-smi"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     skip "nvidia-smi is not available: this is not a CUDA machine, so no GPU test or benchmark ran."
 fi
-nvidia-smi 2>&1 | tee "$OUT/nvidia-smi.txt" || skip "nvidia-smi failed: no usable CUDA driver."
+nvidia-smi 2>&1 || skip "nvidia-smi failed: no usable CUDA driver."
 
 step "CuPy and its device"
 if ! $PY - <<'EOF'
@@ -65,30 +69,33 @@ if ! $PY -c "import array_api_compat" 2>/dev/null; then
 fi
 
 step "pytest -m gpu (modules needing packages missing here, e.g. scikit-learn, are skipped at collection)"
-CUPY_TF32=0 timeout -k 5 70 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
-    --continue-on-collection-errors 2>&1 | tee "$OUT/pytest-gpu.txt"
+# SIGINT at the limit: pytest then names the test it was in and prints its summary
+CUPY_TF32=0 timeout -s INT -k 10 65 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
+    --continue-on-collection-errors 2>&1 | tee /tmp/xpmlp-pytest-gpu.txt
 echo "pytest exit status: ${PIPESTATUS[0]}"
-if grep -q "no CUDA device (CuPy)" "$OUT/pytest-gpu.txt"; then
+if grep -q "no CUDA device (CuPy)" /tmp/xpmlp-pytest-gpu.txt; then
     echo "WARNING: the tests found no CUDA device though CuPy did above: see the skip reasons"
 fi
 
 # The benchmark: B and C with TF32 off only (no large products there), A with both.
 # bench/run.py sets CUPY_TF32 from --tf32 itself, so CuPy and the peers match.
 bench() {
-    local limit=$1
-    shift
-    timeout -k 5 "$limit" $PY bench/run.py --backend cupy --repeats 3 --no-probes \
+    local limit=$1 repeats=$2
+    shift 2
+    timeout -k 5 "$limit" $PY bench/run.py --backend cupy --repeats "$repeats" --no-probes \
         --peers numpy,torch,jax --out "$OUT" "$@"
     echo "exit status: $?"
 }
 step "benchmark, TF32 off: A scaled up"
-bench 75 --workloads A --scale-a 4096 --tf32 off --tag=-a-tf32-off
+bench 75 3 --workloads A --scale-a 4096 --tf32 off --tag=-a-tf32-off
 
-step "benchmark, TF32 off: B and C"
-bench 55 --workloads B,C --tf32 off --tag=-bc
+step "benchmark, TF32 off: B and C (6000 small steps a runner: two repeats)"
+bench 70 2 --workloads B,C --tf32 off --tag=-bc
 
 step "benchmark, TF32 on: A scaled up"
-bench 55 --workloads A --scale-a 4096 --tf32 on --tag=-a-tf32-on
+bench 55 3 --workloads A --scale-a 4096 --tf32 on --tag=-a-tf32-on
 
 step "done"
 ls -l "$OUT"
+exec >&- 2>&-  # the log's tee sees the end of its input, and is waited for
+wait "$LOG_PID" 2>/dev/null || true

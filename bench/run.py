@@ -272,8 +272,8 @@ def time_workload(wl, args, log):
         tol = 1e-7 if row["dtype"] == "float64" and wl.dtype == "float64" else 1e-5
         if args.backend != "numpy":
             tol = 1e-4  # GPU products sum in another order
-        if args.tf32 == "on":
-            tol = 2e-2  # TF32 products carry 10-bit mantissas
+        if args.tf32 == "on":  # TF32 products carry 10-bit mantissas; one of the scaled-up
+            tol = 5e-3  # A's 8 batches moves its loss by about 1.4e-2
         rel = abs(row["loss"] - ref_loss) / abs(ref_loss)
         row["rel_loss_diff"] = rel
         row["agree"] = "yes" if rel <= tol else f"NO (tol {tol:g})"
