@@ -1,4 +1,4 @@
-"""Optimizers as pure ``(init, update)`` pairs with small NamedTuple states (after optax).
+"""Optimizers as ``(init, update)`` pairs with small NamedTuple states (after optax).
 
 ``init(weights, *, xp) -> state`` and
 ``update(grads, state, weights, *, learning_rate, xp) -> (weights, state)``.
