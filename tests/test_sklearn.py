@@ -882,3 +882,20 @@ def test_early_stopping_holds_out_ceil_of_validation_fraction_like_sklearn():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref, ours = sk.MLPRegressor(**kw).fit(X, y), MLPRegressor(**kw).fit(X, y)
     assert ours.t_ == ref.t_ == 2 * (95 - 10)  # ceil(9.5) = 10 held out
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+@IGNORE_CONVERGENCE
+def test_new_hidden_layer_sizes_with_warm_start_or_partial_fit_are_refused(Est):
+    """They were ignored: the old layers trained on while get_params named new ones."""
+    X, y = problem("regression" if Est is MLPRegressor else "binary")
+    est = Est(hidden_layer_sizes=(5,), max_iter=3, random_state=0, warm_start=True).fit(X, y)
+    before = [np.array(W) for W in est.coefs_]
+    est.set_params(hidden_layer_sizes=(7, 4))
+    for method in ("fit", "partial_fit"):
+        with pytest.raises(ValueError, match=r"hidden_layer_sizes=\(7, 4\) differs from .*\(5,\)"):
+            getattr(est, method)(X, y)
+    for A, B in zip(est.coefs_, before):
+        np.testing.assert_array_equal(A, B)
+    est.set_params(warm_start=False).fit(X, y)  # a new fit makes the new layers
+    assert [W.shape[1] for W in est.coefs_][:2] == [7, 4]

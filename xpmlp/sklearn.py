@@ -490,6 +490,13 @@ class _BaseMLP(BaseEstimator):
                 seed=self._seed(),
                 init=self.init,
             )
+        held, hidden = self._net.layer_sizes[1:-1], list(sizes[:-1])
+        if held != hidden:  # the fitted layers go on training: not another network
+            raise ValueError(
+                f"hidden_layer_sizes={tuple(hidden)} differs from the fitted network's "
+                f"{tuple(held)}, which warm_start and partial_fit go on training; accepted: "
+                "the fitted sizes, or a fit with warm_start=False for new layers"
+            )
         net = copy.copy(self._net)
         net.state = copy.copy(net.state)
         net.state.history = {k: list(v) for k, v in net.state.history.items()}
