@@ -205,6 +205,17 @@ def test_info_lists_versions_backends_devices_and_blas(tmp_path):
     for word in ("numpy", "cupy", "torch", "jax", "array_api_strict", "array_api_compat"):
         assert f"  {word} " in out
     assert "CUDA devices:" in out and "BLAS:" in out
+    from xpmlp import _fast
+
+    kernels = "with the compiled kernels" if _fast.KERNELS else "NumPy's ufuncs in place"
+    assert f"NumPy fast path: on, {kernels}" in out  # what changes the last bits
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return
+    for lib in threadpool_info():  # the kernel the BLAS chose for this CPU
+        if lib.get("user_api") == "blas" and lib.get("architecture"):
+            assert f"kernel {lib['architecture']}, " in out
 
 
 # ------------------------------------------------------------------ bad input
@@ -812,3 +823,24 @@ def test_a_truncated_model_is_named_once(tmp_path, model):
     line = assert_one_line_error(xpmlp("predict cut.npz data.csv", cwd=tmp_path))
     assert line.count("cut.npz") == 1
     assert line.startswith("xpmlp: error: cut.npz is not a readable .npz archive (truncated?)")
+
+
+def test_predictions_keep_every_digit(tmp_path):
+    """Targets near 1.7e9 that differ by tens came out as '1.7e+09' in every row."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    y = 1.7e9 + 10 * X[:, 0] + 3 * X[:, 1]
+    write_csv(
+        tmp_path / "big.csv", ["a", "b", "y"], [X[:, 0], X[:, 1], [repr(float(v)) for v in y]]
+    )
+    ok("train big.csv --target y --epochs 5 --dtype float64 --save m.npz --quiet", cwd=tmp_path)
+    ok("predict m.npz big.csv --out p.csv", cwd=tmp_path)
+    got = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    assert len(set(got.tolist())) == 60  # one value per row, as the model gives them
+    from xpmlp import tables
+
+    net, meta = tables.load_model(str(tmp_path / "m.npz"), None, None)
+    expected = tables.decode_outputs(
+        np.asarray(net.predict(tables.model_input(net, X, meta, "big.csv"))), meta
+    )[0]
+    np.testing.assert_array_equal(got, expected)

@@ -253,7 +253,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(names)
         for row in zip(*columns):
-            w.writerow([v if isinstance(v, str) else f"{v:.8g}" for v in row])
+            # every digit that tells the numbers apart: 1.7e9 + 0.1 is not 1.7e+09
+            w.writerow([v if isinstance(v, str) else repr(float(v)) for v in row])
     finally:
         if args.out:
             out.close()

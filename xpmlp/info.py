@@ -7,6 +7,7 @@ unknown BLAS each becomes a line of the report.
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,21 @@ def print_info() -> None:
     print("BLAS:")
     for line in blas():
         print(f"  {line}")
+    print(f"NumPy fast path: {fast_path()}")
+
+
+def fast_path() -> str:
+    """Whether NumPy training takes the fast path and its compiled kernels, and why not."""
+    try:
+        from . import _fast
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        return f"unavailable ({one_line(exc)})"
+    if not _fast.ENABLED:
+        return "off (XPMLP_FAST)"
+    if _fast.KERNELS is not None:
+        return "on, with the compiled kernels"
+    why = "XPMLP_KERNELS" if os.environ.get("XPMLP_KERNELS") else "not compiled at install"
+    return f"on, NumPy's ufuncs in place of the kernels ({why})"
 
 
 def _default_backend() -> str:
@@ -108,9 +124,10 @@ def blas() -> list[str]:
     for lib in threadpool_info():
         if lib.get("user_api") != "blas":
             continue
-        layer = lib.get("threading_layer")
+        layer, kernel = lib.get("threading_layer"), lib.get("architecture")
         lines.append(
             f"{lib.get('internal_api')} {lib.get('version') or ''}".rstrip()
+            + (f", kernel {kernel}" if kernel else "")
             + f", {lib.get('num_threads')} threads"
             + (f" ({layer})" if layer and layer != "unknown" else "")
             + f", {Path(lib.get('filepath', '')).name}"
