@@ -504,6 +504,11 @@ class MLP:
         ``keep_plateau`` goes on counting epochs without improvement, and keeps the best
         score and weights, from the calls before (scikit-learn's warm start and partial_fit).
         """
+        if self in _TRAINING:  # a callback's fit would train beside the one that calls it
+            raise RuntimeError(
+                "fit cannot train a model while its fit runs (a callback); fit it after, or "
+                "return True from the callback to stop the running fit"
+            )
         xp = self.xp
         weights = [xp.asarray(W, copy=True) for W in self._weights]
         # arrays updated in place need copies; the history is only appended to
@@ -528,11 +533,6 @@ class MLP:
                 W[:], self._weights = self._weights, W
             return stop
 
-        if self in _TRAINING:  # a callback's fit would train beside the one that calls it
-            raise RuntimeError(
-                "fit cannot train a model while its fit runs (a callback); fit it after, or "
-                "return True from the callback to stop the running fit"
-            )
         _TRAINING.add(self)
         try:
             with self._unchanged_on_error():
@@ -866,9 +866,9 @@ def _largest_error(net: MLP, X, T, weights: list, eps: float) -> float:
         cache = network.forward([put(W) for W in ws], X, **kw)
         return float(network.batch_loss(cache, T, output=net.output, xp=xp))
 
-    cache = network.forward([put(W) for W in weights], X, **kw)
+    ws = [put(W) for W in weights]
     _, grads = network.backward(
-        [put(W) for W in weights], cache, T, activation=net.activation, xp=xp
+        ws, network.forward(ws, X, **kw), T, activation=net.activation, xp=xp
     )
     grads = [np.asarray(to_numpy(G)) for G in grads]
     errors = []
