@@ -844,3 +844,21 @@ def test_predictions_keep_every_digit(tmp_path):
         np.asarray(net.predict(tables.model_input(net, X, meta, "big.csv"))), meta
     )[0]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_side_file_of_another_save_of_the_model_is_refused(tmp_path, data):
+    """Two saves to one name (two trainings at once, a copied side file) could pair one's
+    model with the other's side file: predict went on with the wrong statistics."""
+    train = "train data.csv --target y --features a,b --epochs 1 --quiet --save"
+    ok(f"{train} m.npz", cwd=tmp_path)
+    ok(f"{train} other.npz --seed 1 --hidden 4", cwd=tmp_path)
+    side = tmp_path / "m.npz.cli.json"
+    (tmp_path / "other.npz").replace(tmp_path / "m.npz")  # m.npz beside m's side file
+    for command in ("predict", "evaluate"):
+        line = assert_one_line_error(xpmlp(f"{command} m.npz data.csv", cwd=tmp_path))
+        assert line.startswith("xpmlp: error: m.npz.cli.json: model_sha256 is '")
+        assert "that of m.npz (this side file is of another save of it)" in line
+    meta = json.loads(side.read_text())  # a side file of version 1 has no digest to check
+    del meta["model_sha256"]
+    side.write_text(json.dumps({**meta, "version": 1}))
+    assert ok("predict m.npz data.csv", cwd=tmp_path).startswith("y\n")

@@ -14,6 +14,7 @@ Bad input raises :class:`CLIError`, whose message the command line prints as one
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -35,7 +36,7 @@ from .model import r2_score
 MAX_CLASSES = 20  # integer targets with at most this many values are class labels
 MISSING = ("na", "n/a", "null", "none", "?")  # what tables write for a missing value
 SIDECAR_SUFFIX = ".cli.json"
-SIDECAR_FORMAT, SIDECAR_VERSION = "xpmlp-cli", 1
+SIDECAR_FORMAT, SIDECAR_VERSION = "xpmlp-cli", 2  # 2: with the model file's SHA-256
 TASKS = ("classification", "regression")
 # what NumPy raises for a damaged or truncated .npy/.npz file
 UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -670,14 +671,19 @@ def sidecar_path(model: str | Path) -> Path:
 
 
 def save_model(net: Any, path: str, meta: dict) -> Path:
-    """Write the network with ``net.save`` and the command line's metadata next to it: the
-    sidecar is written aside first and put in place once the network is saved, so that a
+    """Write the network with ``net.save`` and the command line's metadata next to it, with
+    the SHA-256 of the model file (a side file of another save of it is refused when read):
+    the sidecar is written aside first and put in place once the network is saved, so that a
     failure leaves neither file changed (each is replaced in one step)."""
     side = sidecar_path(path)
+    model = io.BytesIO()
+    net.save(model)
+    data = model.getvalue()
+    meta = {**meta, "model_sha256": hashlib.sha256(data).hexdigest()}
     items = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items())
     text = ("{\n" + items + "\n}\n").encode("utf-8")
-    with replacing(side, lambda f: f.write(text)):
-        net.save(path)
+    with replacing(side, lambda f: f.write(text)), replacing(path, lambda f: f.write(data)):
+        pass
     return side
 
 
@@ -699,12 +705,13 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
             raise CLIError(f"{path}{why[len(quoted) :]}") from exc
         raise CLIError(f"{path} is not a model saved by xpmlp: {why}") from exc
     side = sidecar_path(path)
-    return net, read_sidecar(side, net) if side.is_file() else {}
+    return net, read_sidecar(side, net, Path(path)) if side.is_file() else {}
 
 
-def read_sidecar(side: Path, net: Any) -> dict:
-    """The command line's metadata in ``side``, checked against the network it goes with;
-    a :class:`CLIError` names the file and the first field that is wrong."""
+def read_sidecar(side: Path, net: Any, model: Path | None = None) -> dict:
+    """The command line's metadata in ``side``, checked against the network it goes with
+    (and, from version 2, against the bytes of its file ``model``, where that is a regular
+    file); a :class:`CLIError` names the file and the first field that is wrong."""
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except ValueError as exc:  # not UTF-8, not JSON
@@ -719,7 +726,14 @@ def read_sidecar(side: Path, net: Any) -> dict:
 
     D, K = net.layer_sizes[0], net.layer_sizes[-1]
     need("format", lambda v: v == SIDECAR_FORMAT, repr(SIDECAR_FORMAT))
-    need("version", lambda v: type(v) is int and v == SIDECAR_VERSION, str(SIDECAR_VERSION))
+    need("version", lambda v: type(v) is int and 1 <= v <= SIDECAR_VERSION, "1 or 2")
+    if meta["version"] >= 2 and model is not None and model.is_file():
+        digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        need(
+            "model_sha256",
+            lambda v: v == digest,
+            f"{digest[:12]}..., that of {model.name} (this side file is of another save of it)",
+        )
     output = net.output.name  # a regression model's is identity; classes take any
     tasks = TASKS if output == "identity" else [t for t in TASKS if t != "regression"]
     why = "" if output == "identity" else f" (the model's output is {output})"
