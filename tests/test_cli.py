@@ -862,3 +862,12 @@ def test_a_side_file_of_another_save_of_the_model_is_refused(tmp_path, data):
     del meta["model_sha256"]
     side.write_text(json.dumps({**meta, "version": 1}))
     assert ok("predict m.npz data.csv", cwd=tmp_path).startswith("y\n")
+
+
+def test_decimal_commas_in_a_semicolon_file_get_the_separator_hint(tmp_path):
+    (tmp_path / "semi.csv").write_text("a;b;y\n1,5;2,25;1\n3;4;2\n")
+    line = assert_one_line_error(xpmlp("train semi.csv --target y", cwd=tmp_path))
+    assert line.endswith(
+        "line 2: 3 fields, the header has 1; the columns are separated by ',' here "
+        "(a tab in .tsv files)"
+    )

@@ -176,7 +176,10 @@ def _read_csv(
         raise CLIError(f"{path}: the header repeats a column name: {', '.join(header)}")
     for n, r in rows[1:]:
         if len(r) != len(header):
-            raise CLIError(f"{path}, line {n}: {len(r)} fields, the header has {len(header)}")
+            raise CLIError(
+                f"{path}, line {n}: {len(r)} fields, the header has {len(header)}"
+                + _header_hint(header)  # "a;b;y" then "1,5;2,25;1": another separator
+            )
     for kind, names in (("target", target), ("feature", features or ())):
         twice = next((c for i, c in enumerate(names) if c in names[:i]), None)
         if twice is not None:
