@@ -261,8 +261,7 @@ def _words(op, dtype, *words, part=0):
 def _squares(W) -> float:
     """``sum_j>0 W[r, j]**2`` summed in double as the step's kernel sums it (8 lanes over
     each row, its tail in lane 0, the lanes in turn, then the rows in order), in NumPy."""
-    w = W[:, 1:].astype(np.float64)
-    sq = w * w
+    sq = np.square(W[:, 1:], dtype=np.float64)  # (double) w * w, as the kernel's
     rows, n = sq.shape
     m = n - n % 8
     lanes = np.zeros((rows, 8))
@@ -1008,17 +1007,16 @@ class TorchPlan(Plan):
     def epoch(self, weights, idx, opt_state, learning_rate, progress=None):
         v, t = self.views.view, self.views.tensor
         self.idx = None if idx is None else self.views.torch.from_numpy(idx)  # the gather's
-        weights = [v(W) for W in weights]
-        views = {}
+        back = lambda W, S: ([t(A) for A in W], _map_state(S, t))  # noqa: E731 (the tensors)
+        views = {}  # an interrupted epoch's progress, in NumPy views
         try:
             weights, opt_state, total = super().epoch(
-                weights, idx, _map_state(opt_state, v), learning_rate, views
+                [v(W) for W in weights], idx, _map_state(opt_state, v), learning_rate, views
             )
         except KeyboardInterrupt:
             if progress is not None and views:
-                progress.update(
-                    weights=[t(W) for W in views["weights"]],
-                    opt_state=_map_state(views["opt_state"], t),
+                progress["weights"], progress["opt_state"] = back(
+                    views["weights"], views["opt_state"]
                 )
             raise
-        return [t(W) for W in weights], _map_state(opt_state, t), total  # total: NumPy's
+        return (*back(weights, opt_state), total)  # total: NumPy's
