@@ -144,6 +144,14 @@ def test_few_valued_integer_target_is_classification_unless_told(tmp_path):
     assert json.loads((tmp_path / "r.npz.cli.json").read_text())["task"] == "regression"
 
 
+def test_a_constant_integer_target_is_refused_with_the_regression_hint(tmp_path):
+    x = np.random.default_rng(1).normal(size=40)
+    write_csv(tmp_path / "d.csv", ["x", "t"], [x, np.full(40, 3)])
+    err = assert_one_line_error(xpmlp("train d.csv --target t --epochs 2", cwd=tmp_path))
+    assert "single class ('3')" in err and "--task regression" in err
+    ok("train d.csv --target t --task regression --epochs 2", cwd=tmp_path)
+
+
 def test_npz_and_npy_tables(tmp_path):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(60, 3))

@@ -489,7 +489,10 @@ def choose_output(table: Table, task: str, output: str, classes: list[list[str]]
         return "identity"
     for c, name in zip(classes, names):
         if len(c) < 2:
-            raise CLIError(f"target column {name!r} has a single class ({c[0]!r})")
+            raise CLIError(
+                f"target column {name!r} has a single class ({c[0]!r}); classification needs "
+                "two or more (--task regression fits a numeric target)"
+            )
     if len(classes) == 1:
         if output == "auto":
             output = "logistic" if len(classes[0]) == 2 else "softmax"
