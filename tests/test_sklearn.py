@@ -899,3 +899,14 @@ def test_new_hidden_layer_sizes_with_warm_start_or_partial_fit_are_refused(Est):
         np.testing.assert_array_equal(A, B)
     est.set_params(warm_start=False).fit(X, y)  # a new fit makes the new layers
     assert [W.shape[1] for W in est.coefs_][:2] == [7, 4]
+
+
+@pytest.mark.parametrize(
+    "sizes, error",
+    [((True,), TypeError), ((5.0,), TypeError), ((5, "3"), TypeError), ((0,), ValueError)],
+)
+def test_hidden_layer_sizes_that_are_not_sizes_are_refused_by_type(sizes, error):
+    """``True`` had made a layer of one unit; a float gets scikit-learn's TypeError."""
+    X, y = problem("regression")
+    with pytest.raises(error, match=r"hidden_layer_sizes=.*accepted: an int >= 1"):
+        MLPRegressor(hidden_layer_sizes=sizes, max_iter=2).fit(X, y)

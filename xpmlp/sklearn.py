@@ -388,10 +388,12 @@ class _BaseMLP(BaseEstimator):
     def _hidden_sizes(self) -> list[int]:
         h = self.hidden_layer_sizes
         sizes = list(h) if hasattr(h, "__iter__") else [h]
-        if not all(isinstance(n, Integral) and n > 0 for n in sizes):
-            raise ValueError(
-                f"hidden_layer_sizes={h!r}; accepted: an int >= 1 or a sequence of them"
-            )
+        accepted = "accepted: an int >= 1 or a sequence of them"
+        # a bool is an Integral, not a size; a float is refused as scikit-learn refuses it
+        if not all(isinstance(n, Integral) and not isinstance(n, bool) for n in sizes):
+            raise TypeError(f"hidden_layer_sizes={h!r}; {accepted}")
+        if not all(n > 0 for n in sizes):
+            raise ValueError(f"hidden_layer_sizes={h!r}; {accepted}")
         return [int(n) for n in sizes]
 
     def _seed(self):
