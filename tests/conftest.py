@@ -7,11 +7,16 @@ the ``gpu`` marker and is skipped, with the reason, where no CUDA device exists.
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 import pytest
 
 import xpmlp
+
+# JAX users often make implicit rank promotion (an (N, M) array plus an (M,) one) an error;
+# the library must not rely on it, so every test runs JAX that way (read when JAX loads)
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 
 
 def _cuda_devices() -> int:

@@ -734,11 +734,11 @@ def r2_score(T, Y, sw=None, *, xp):
     target scores 1 if fitted exactly, else 0."""
     if sw is None:
         ss_res = xp.sum((T - Y) ** 2, axis=0)
-        ss_tot = xp.sum((T - xp.mean(T, axis=0)) ** 2, axis=0)
+        ss_tot = xp.sum((T - xp.mean(T, axis=0, keepdims=True)) ** 2, axis=0)
     else:
         w = xp.reshape(sw, (-1, 1))
         ss_res = xp.sum(w * (T - Y) ** 2, axis=0)
-        ss_tot = xp.sum(w * (T - xp.sum(w * T, axis=0) / xp.sum(w)) ** 2, axis=0)
+        ss_tot = xp.sum(w * (T - xp.sum(w * T, axis=0, keepdims=True) / xp.sum(w)) ** 2, axis=0)
     safe = xp.where(ss_tot > 0, ss_tot, xp.ones_like(ss_tot))
     r2 = xp.where(ss_tot > 0, 1 - ss_res / safe, xp.astype(ss_res == 0, Y.dtype))
     return xp.mean(r2)

@@ -164,7 +164,7 @@ def forward(
     A, Z = [], [X]
     last = len(weights) - 1
     for l, W in enumerate(weights):
-        A_l = Z[l] @ W[:, 1:].T + W[:, 0]  # bias from column 0, no [1 | Z] copy
+        A_l = Z[l] @ W[:, 1:].T + W[:, :1].T  # bias: column 0 as a row, no [1 | Z] copy
         A.append(A_l)
         Z.append(output.f(A_l, xp=xp) if l == last else activation.h(A_l, xp=xp))
     return Cache(A, Z)
