@@ -191,8 +191,43 @@ def test_a_jax_device_needs_a_platform():
 def test_a_list_of_tensors_that_require_grad_is_refused_naming_x():
     torch = pytest.importorskip("torch")
     X = list(torch.rand(4, 2, requires_grad=True))
-    with pytest.raises(ValueError, match="X must be a rectangular array .*requires grad"):
+    with pytest.raises(ValueError, match="X must be an array, or lists .*requires grad"):
         xpmlp.MLP([2, 3, 1]).predict(X)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "array_api_strict"])
+def test_torch_tensors_without_dense_values_are_refused_naming_the_argument(backend):
+    """Sparse and meta tensors had failed inside torch (NotImplementedError, or no X named);
+    a sparse COO X had trained on the torch backend, a CSR one had not."""
+    torch = pytest.importorskip("torch")
+    net = xpmlp.MLP([3, 2, 1], backend=backend, seed=0)
+    X, T = torch.rand(4, 3, dtype=torch.float64), torch.rand(4, 1, dtype=torch.float64)
+    before = [to_np(W) for W in net.weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Sparse CSR tensor support is in beta"
+        csr = X.to_sparse_csr()
+    for sparse in (X.to_sparse(), csr):
+        with pytest.raises(TypeError, match=r"X is a sparse torch tensor .*\.to_dense\(\)"):
+            net.fit(sparse, T, epochs=1)
+    with pytest.raises(ValueError, match="sample_weight is on torch's 'meta' device"):
+        net.fit(X, T, sample_weight=torch.ones(4, device="meta"), epochs=1)
+    with pytest.raises(ValueError, match=r"weights\[0\] is on torch's 'meta' device"):
+        net.weights = [torch.empty(2, 4, device="meta"), torch.empty(1, 3, device="meta")]
+    for A, B in zip(net.weights, before):
+        np.testing.assert_array_equal(to_np(A), B)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "array_api_strict", "torch"])
+def test_torch_views_with_the_negative_or_conjugate_bit_are_read_by_value(backend):
+    """``c.imag`` of a conjugated complex tensor carries torch's negative bit, which NumPy
+    refused to view ("Can't call numpy() on Tensor that has negative bit set")."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip(backend)
+    c = torch.complex(torch.rand(5, 3, dtype=torch.float64), torch.rand(5, 3, dtype=torch.float64))
+    X = c.conj().imag
+    assert X.is_neg()
+    net = xpmlp.MLP([3, 2, 1], backend=backend, dtype="float64", seed=0)
+    np.testing.assert_array_equal(to_np(net.predict(X)), to_np(net.predict(-c.imag.numpy())))
 
 
 def test_cpu_is_a_device_of_every_cpu_backend(backend):

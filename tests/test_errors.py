@@ -202,6 +202,10 @@ def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype):
             "sum inf in the model's dtype float64; accepted: weights >= 0 with a positive, fin",
         ),
         ({"sample_weight": np.ones(3)}, "sample_weight has 3 entries for 10 samples"),
+        (  # it had said "the network needs (N, 1)"
+            {"sample_weight": np.ones((10, 2))},
+            r"sample_weight has shape \(10, 2\); accepted: \(N,\), one weight per sample",
+        ),
     ],
 )
 def test_bad_hyper_parameters_leave_the_model_unchanged(net, data, kwargs, match):
@@ -339,7 +343,7 @@ def test_values_that_overflow_the_model_dtype_are_rejected_after_the_cast():
         (np.full((3, 3), 1 + 5j), TypeError, r"weights\[0\] must hold numbers .* complex128"),
         (np.full((3, 3), 1, dtype=object), TypeError, r"weights\[0\] must hold numbers"),
         ([["1"] * 3] * 3, TypeError, r"weights\[0\] must hold numbers"),
-        ([[1, 2, 3], [1, 2]], ValueError, r"weights\[0\] must be a rectangular array"),
+        ([[1, 2, 3], [1, 2]], ValueError, r"weights\[0\] must be an array, or lists of"),
     ],
     ids=["strings", "complex", "object", "nested-strings", "ragged"],
 )

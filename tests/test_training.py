@@ -136,6 +136,25 @@ def test_in_place_and_functional_updates_give_the_same_numbers(monkeypatch, kind
 
 
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_torch_parameters_are_stepped_in_place_as_torch_optim_steps_them(kind):
+    """An ``nn.Parameter`` (a leaf that requires grad) had refused the in-place step."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xp
+
+    W0, Gs = random_steps(seed=2)
+    params = [torch.nn.Parameter(torch.tensor(W)) for W in W0]
+    opt = OPTIMIZERS[kind]()
+    weights, state = params, opt.init(params, xp=xp)
+    for G in Gs:
+        grads = [torch.tensor(g) for g in G]
+        weights, state = opt.update(grads, state, weights, learning_rate=0.05, xp=xp)
+    assert all(a is b for a, b in zip(weights, params))
+    assert all(p.requires_grad and p.grad_fn is None for p in params)  # leaves still
+    for W, W_ref in zip(params, hand_steps(kind, W0, Gs, 0.05)[-1]):
+        assert_weights_equal([W.detach().numpy()], [W_ref])
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
 def test_jax_functional_updates_match_numpy_in_place(kind):
     pytest.importorskip("jax")
     jxp = xpmlp.resolve("jax")[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -219,6 +220,24 @@ def namespace_of(x: Any) -> Any | None:
     return array_api_compat.array_namespace(x)
 
 
+def check_readable(x: Any, name: str) -> None:
+    """Refuse an array whose values cannot be read as a dense array: a torch sparse tensor
+    (``TypeError``) or one on torch's ``meta`` device, which holds no values
+    (``ValueError``); ``name`` is the argument's."""
+    if not array_api_compat.is_torch_array(x):
+        return
+    if x.layout is not sys.modules["torch"].strided:
+        raise TypeError(
+            f"{name} is a sparse torch tensor ({x.layout}); accepted: dense arrays "
+            "(pass .to_dense())"
+        )
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{name} is on torch's 'meta' device, which holds no values; accepted: arrays "
+            "that hold their values (CPU, CUDA, ...)"
+        )
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A NumPy copy-or-view of an array from any backend (GPU arrays are copied to host).
 
@@ -237,8 +256,8 @@ def to_numpy(x: Any) -> np.ndarray:
             x = xp.astype(x, xp.float32)
     if array_api_compat.is_cupy_array(x):
         return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+    if array_api_compat.is_torch_array(x):  # conjugate and negative views made real first
+        return x.detach().cpu().resolve_conj().resolve_neg().numpy()
     if array_api_compat.is_array_api_obj(x) and not array_api_compat.is_jax_array(x):
         try:
             return np.from_dlpack(x)
@@ -340,6 +359,14 @@ def device_of(x: Any) -> Any:
 
 def is_writeable(x: Any) -> bool:
     return array_api_compat.is_writeable_array(x)
+
+
+def updating(x: Any) -> Any:
+    """The context of an optimizer's in-place step on ``x``: ``torch.no_grad()`` for a torch
+    tensor that requires grad (an ``nn.Parameter``, as ``torch.optim`` steps it), else none."""
+    if array_api_compat.is_torch_array(x) and x.requires_grad:
+        return sys.modules["torch"].no_grad()
+    return contextlib.nullcontext()
 
 
 def device_scope(xp: Any, device: Any) -> Any:

@@ -30,6 +30,7 @@ from .backend import (
     BackendError,
     asarray,
     backend_name,
+    check_readable,
     device_of,
     device_scope,
     dtype_name,
@@ -203,14 +204,15 @@ class MLP:
         a cast to a narrower float, which may overflow, is still checked)."""
         if isinstance(X, (str, bytes)) or X is None:
             raise TypeError(f"{name} must be an array of numbers, got {type(X).__name__}")
+        check_readable(X, name)
         src = namespace_of(X)
         if src is None or backend_name(src) == "numpy":
             try:
                 A = np.asarray(X)
             except (ValueError, TypeError, RuntimeError) as exc:  # ragged; tensors with grad
                 raise ValueError(
-                    f"{name} must be a rectangular array of numbers; NumPy cannot convert it "
-                    f"({type(exc).__name__}: {exc})"
+                    f"{name} must be an array, or lists of numbers with rows of equal length; "
+                    f"NumPy cannot convert it ({type(exc).__name__}: {exc})"
                 ) from None
             if A.dtype == object and hasattr(X, "to_numpy") and _numeric_columns(X):
                 try:  # pandas' nullable Float64, Int64, boolean: NA becomes NaN
@@ -333,7 +335,13 @@ class MLP:
         return xp.mean(hit) if sw is None else xp.sum(sw * hit) / xp.sum(sw)
 
     def _sample_weight(self, sample_weight, N):
-        sw = self._input(sample_weight, "sample_weight", 1)[:, 0]
+        sw = self._convert(sample_weight, "sample_weight")
+        if sw.ndim == 2 and sw.shape[1] == 1:  # a column, as T may be
+            sw = sw[:, 0]
+        if sw.ndim != 1:
+            raise ValueError(
+                f"sample_weight has shape {tuple(sw.shape)}; accepted: (N,), one weight per sample"
+            )
         if sw.shape[0] != N:
             raise ValueError(f"sample_weight has {sw.shape[0]} entries for {N} samples")
         with np.errstate(over="ignore"):  # an infinite sum is reported below

@@ -4,7 +4,8 @@
 ``update(grads, state, weights, *, learning_rate, xp) -> (weights, state)``.
 
 ``update`` returns the new weights. Where the backend's arrays are writeable
-(``array_api_compat.is_writeable_array``) it updates ``weights`` and the state in place and
+(``array_api_compat.is_writeable_array``) it updates ``weights`` and the state in place (a
+torch tensor that requires grad, such as an ``nn.Parameter``, under ``torch.no_grad()``) and
 returns the same arrays; on JAX it builds new ones. Both paths compute the same numbers.
 The learning rate is an argument, so that schedules (``train.py``) stay outside.
 """
@@ -17,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ._checks import check_bool, check_in
-from .backend import is_writeable
+from .backend import is_writeable, updating
 
 
 class Optimizer(NamedTuple):
@@ -38,7 +39,8 @@ def _optimizer(name, init, update, **hyperparams) -> Optimizer:
 def _add(X, Y):
     """``X + Y``, in place when ``X`` is writeable."""
     if is_writeable(X):
-        X += Y
+        with updating(X):
+            X += Y
         return X
     return X + Y
 
@@ -46,8 +48,9 @@ def _add(X, Y):
 def _scale_add(a, X, b, Y):
     """``a X + b Y``, in place when ``X`` is writeable."""
     if is_writeable(X):
-        X *= a
-        X += b * Y
+        with updating(X):
+            X *= a
+            X += b * Y
         return X
     return a * X + b * Y
 
