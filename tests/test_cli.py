@@ -144,6 +144,11 @@ def test_few_valued_integer_target_is_classification_unless_told(tmp_path):
     assert json.loads((tmp_path / "r.npz.cli.json").read_text())["task"] == "regression"
 
 
+def test_a_missing_data_file_is_named_before_a_missing_target_option(tmp_path):
+    line = assert_one_line_error(xpmlp("train nope.csv", cwd=tmp_path))
+    assert line == "xpmlp: error: no such file: nope.csv"  # it had asked for --target
+
+
 def test_a_constant_integer_target_is_refused_with_the_regression_hint(tmp_path):
     x = np.random.default_rng(1).normal(size=40)
     write_csv(tmp_path / "d.csv", ["x", "t"], [x, np.full(40, 3)])
@@ -864,7 +869,8 @@ def test_a_side_file_of_another_save_of_the_model_is_refused(tmp_path, data):
     (tmp_path / "other.npz").replace(tmp_path / "m.npz")  # m.npz beside m's side file
     for command in ("predict", "evaluate"):
         line = assert_one_line_error(xpmlp(f"{command} m.npz data.csv", cwd=tmp_path))
-        assert line.startswith("xpmlp: error: m.npz.cli.json: model_sha256 is '")
+        saved = json.loads(side.read_text())["model_sha256"]  # shown as the digest expected
+        assert line.startswith(f"xpmlp: error: m.npz.cli.json: model_sha256 is '{saved[:12]}...';")
         assert "that of m.npz (this side file is of another save of it)" in line
     meta = json.loads(side.read_text())  # a side file of version 1 has no digest to check
     del meta["model_sha256"]

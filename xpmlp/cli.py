@@ -38,8 +38,10 @@ from .objectives import OUTPUTS
 from .optim import OPTIMIZERS
 from .progress import on_terminal, write
 from .tables import (
+    TABLE_FILES,
     CLIError,
     Table,
+    check_readable,
     class_codes,
     classification_metrics,
     decode_outputs,
@@ -90,6 +92,7 @@ def _training_table(args: argparse.Namespace) -> Table:
     _csv_options(args.data, target=args.target, features=args.features)
     if args.data is None:
         return digits_or_synthetic()
+    check_readable(Path(args.data), TABLE_FILES)  # a missing file is named before options
     if Path(args.data).suffix.lower() not in (".npz", ".npy") and not args.target:
         raise CLIError("--target is required for a CSV file: name the column(s) to learn")
     return read_table(

@@ -97,7 +97,7 @@ def read_table(
         column's values match them by their text first ("01" stays "01")
     """
     p = Path(path)
-    _check_readable(p, "a CSV, .npz or .npy file")
+    check_readable(p, TABLE_FILES)
     suffix = p.suffix.lower()
     if suffix in NOT_TABLES:
         raise CLIError(
@@ -117,7 +117,10 @@ def read_table(
     return table
 
 
-def _check_readable(p: Path, accepted: str) -> None:
+TABLE_FILES = "a CSV, .npz or .npy file"  # what a DATA argument may name
+
+
+def check_readable(p: Path, accepted: str) -> None:
     """Refuse a path that is missing or a folder; a pipe (``/dev/stdin``) is read."""
     if p.is_dir():
         raise CLIError(f"{p} is a folder; accepted: {accepted}")
@@ -700,7 +703,7 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
     ``BackendError``) before the file is read; any error of the file names the file.
     """
     resolve(backend, device)
-    _check_readable(Path(path), "a model file saved by xpmlp (.npz)")
+    check_readable(Path(path), "a model file saved by xpmlp (.npz)")
     try:
         net = load(path, backend=backend, device=device)
     except (KeyError, ValueError, OSError) as exc:
@@ -712,6 +715,15 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
         raise CLIError(f"{path} is not a model saved by xpmlp: {why}") from exc
     side = sidecar_path(path)
     return net, read_sidecar(side, net, Path(path)) if side.is_file() else {}
+
+
+def _brief(v: Any) -> str:
+    """A JSON value for a message: a long string by its start (a digest: its first 12
+    digits, as the accepted one is shown), anything else in up to 60 characters."""
+    if isinstance(v, str) and len(v) > 24:
+        return repr(v[:12] + "...")
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_sidecar(side: Path, net: Any, model: Path | None = None) -> dict:
@@ -727,7 +739,7 @@ def read_sidecar(side: Path, net: Any, model: Path | None = None) -> dict:
 
     def need(field: str, ok, accepted: str) -> None:
         if field not in meta or not ok(meta[field]):
-            got = f"{meta[field]!r:.60}" if field in meta else "missing"
+            got = _brief(meta[field]) if field in meta else "missing"
             raise CLIError(f"{side}: {field} is {got}; accepted: {accepted}")
 
     D, K = net.layer_sizes[0], net.layer_sizes[-1]
