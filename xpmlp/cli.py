@@ -41,7 +41,7 @@ from .tables import (
     TABLE_FILES,
     CLIError,
     Table,
-    check_readable,
+    check_file,
     class_codes,
     classification_metrics,
     decode_outputs,
@@ -92,7 +92,7 @@ def _training_table(args: argparse.Namespace) -> Table:
     _csv_options(args.data, target=args.target, features=args.features)
     if args.data is None:
         return digits_or_synthetic()
-    check_readable(Path(args.data), TABLE_FILES)  # a missing file is named before options
+    check_file(Path(args.data), TABLE_FILES)  # a missing file is named before options
     if Path(args.data).suffix.lower() not in (".npz", ".npy") and not args.target:
         raise CLIError("--target is required for a CSV file: name the column(s) to learn")
     return read_table(

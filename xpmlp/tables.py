@@ -97,7 +97,7 @@ def read_table(
         column's values match them by their text first ("01" stays "01")
     """
     p = Path(path)
-    check_readable(p, TABLE_FILES)
+    check_file(p, TABLE_FILES)
     suffix = p.suffix.lower()
     if suffix in NOT_TABLES:
         raise CLIError(
@@ -120,7 +120,7 @@ def read_table(
 TABLE_FILES = "a CSV, .npz or .npy file"  # what a DATA argument may name
 
 
-def check_readable(p: Path, accepted: str) -> None:
+def check_file(p: Path, accepted: str) -> None:
     """Refuse a path that is missing or a folder; a pipe (``/dev/stdin``) is read."""
     if p.is_dir():
         raise CLIError(f"{p} is a folder; accepted: {accepted}")
@@ -703,7 +703,7 @@ def load_model(path: str, backend: str | None, device: str | None) -> tuple[Any,
     ``BackendError``) before the file is read; any error of the file names the file.
     """
     resolve(backend, device)
-    check_readable(Path(path), "a model file saved by xpmlp (.npz)")
+    check_file(Path(path), "a model file saved by xpmlp (.npz)")
     try:
         net = load(path, backend=backend, device=device)
     except (KeyError, ValueError, OSError) as exc:
