@@ -9,6 +9,8 @@ import xpmlp
 from xpmlp.activations import ACTIVATIONS
 from xpmlp.objectives import OUTPUTS
 
+from conftest import to_np
+
 
 def data(output, D=3, K=2, N=7, seed=0):
     rng = np.random.default_rng(seed)
@@ -95,6 +97,25 @@ def test_losses_are_finite_for_huge_logits(output):
     assert L[0] == pytest.approx(0.0, abs=1e-9)
     assert L[1] == pytest.approx(2e4, rel=1e-12)
     assert L[2] == pytest.approx(np.log(2) * (1 if output == "softmax" else 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("clipped", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_softmax_loss_depends_on_the_logits_differences_only(backend, xp, clipped, dtype):
+    """Logits with one large offset lost their difference to cancellation: ``[1e8, 1e8]``
+    had a loss of 0 (not log 2) in float32, ``[1001, 1000]`` 1.31323 (not 1.3132617)."""
+    from xpmlp.objectives import CLIPPED, OUTPUTS
+
+    out = (CLIPPED if clipped else OUTPUTS)["softmax"]
+    dt = xpmlp.backend.get_dtype(dtype, xp=xp)
+    T = xp.asarray([[1.0, 0.0], [0.0, 1.0]], dtype=dt)
+    for c in (0.0, 1e3, 1e4, 1e6, 1e8, 1e30):
+        # [c, c] and [c + 1, c] with targets c: log 2 and log(1 + e), where c + 1 is a float
+        d = float(np.asarray(c + 1, dtype=dtype) - np.asarray(c, dtype=dtype))
+        A = xp.asarray([[c, c], [c + d, c]], dtype=dt)
+        got = to_np(out.loss(A, out.f(A, xp=xp), T, xp=xp))
+        want = [math.log(2), math.log1p(math.exp(d))]
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-14)
 
 
 def test_a_nan_gradient_is_reported_as_nan_not_as_a_pass():

@@ -3,7 +3,8 @@
 For each canonical pair (Bishop, PRML 5.2) the derivative of the per-sample loss with
 respect to the output pre-activation is ``dL_n/da_k = y_k - t_k``, so backward starts from
 ``Y - T`` whatever the pair. Losses are computed from the pre-activations ``A`` (the logits),
-not from ``Y``, so that no ``log(0)`` or overflow occurs (stable for logits of +-1e4).
+not from ``Y``, so that no ``log(0)`` or overflow occurs, the softmax loss from the logits less
+their row maximum, so that it depends on their differences only, as it should.
 """
 
 from __future__ import annotations
@@ -42,15 +43,17 @@ def _softmax(A, *, xp):
     return E / xp.sum(E, axis=1, keepdims=True)
 
 
-def _logsumexp(A, *, xp):
-    """``log sum_k exp(a_k)`` of each row, (N, 1), without overflow."""
-    m = xp.max(A, axis=1, keepdims=True)
-    return xp.log(xp.sum(xp.exp(A - m), axis=1, keepdims=True)) + m
+def _neg_log_softmax(A, *, xp):
+    """``-log softmax(a)_k = log sum_j exp(c_j) - c_k`` of the logits less their row maximum,
+    ``c = a - max_j a_j``: a function of the logits' differences only, as the loss is (on
+    the logits themselves, ``logsumexp(a) - a_k`` of two large numbers lost the digits of
+    their difference: logits ``[1e8, 1e8]`` had a loss of 0, not log 2, in float32)."""
+    C = A - xp.max(A, axis=1, keepdims=True)
+    return xp.log(xp.sum(xp.exp(C), axis=1, keepdims=True)) - C
 
 
 def _categorical_cross_entropy(A, Y, T, *, xp):
-    # -sum_k t_k log softmax(a)_k = logsumexp(a) sum_k t_k - sum_k t_k a_k
-    return _logsumexp(A, xp=xp)[:, 0] * xp.sum(T, axis=1) - xp.sum(T * A, axis=1)
+    return xp.sum(T * _neg_log_softmax(A, xp=xp), axis=1)  # -sum_k t_k log softmax(a)_k
 
 
 OUTPUTS = {
@@ -73,8 +76,8 @@ def _binary_cross_entropy_clipped(A, Y, T, *, xp):
     return xp.sum(_clip_log_loss(_bce_terms(A, T, xp=xp), xp=xp), axis=1)
 
 
-def _categorical_cross_entropy_clipped(A, Y, T, *, xp):  # -log softmax(a)_k = lse(a) - a_k
-    return xp.sum(T * _clip_log_loss(_logsumexp(A, xp=xp) - A, xp=xp), axis=1)
+def _categorical_cross_entropy_clipped(A, Y, T, *, xp):
+    return xp.sum(T * _clip_log_loss(_neg_log_softmax(A, xp=xp), xp=xp), axis=1)
 
 
 # scikit-learn's log-losses clip every probability to [eps, 1 - eps]: per target, a loss of at
