@@ -118,6 +118,24 @@ def test_the_softmax_loss_depends_on_the_logits_differences_only(backend, xp, cl
         np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-14)
 
 
+def test_check_gradients_tells_a_wrong_derivative_from_a_right_one_at_a_large_loss():
+    """With targets x 1e4 (loss 1.9e7) the differences' rounding made a right network score
+    4.3e-3, as much as a derivative 1 % wrong."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    T = 1e4 * np.sin(X[:, :1])
+    right = (np.tanh, lambda a: 1 - np.tanh(a) ** 2)
+    wrong = (np.tanh, lambda a: 1.01 * (1 - np.tanh(a) ** 2))
+    score = {}
+    for name, pair in (("right", right), ("wrong", wrong)):
+        net = xpmlp.MLP([2, 3, 1], pair, dtype="float64", seed=0)
+        W1, W2 = (np.array(W) for W in net.weights)
+        W1[0] = [8.0, 0.5, 0.5]  # a saturated unit: tanh' ~ 1e-6
+        net.weights = [W1, W2]
+        score[name] = xpmlp.check_gradients(net, X, T)
+    assert score["right"] < 2e-4 and score["wrong"] > 3e-3
+
+
 def test_a_nan_gradient_is_reported_as_nan_not_as_a_pass():
     X, T = data("identity")
     nan_dh = (lambda a: a * a * a, lambda a: a * float("nan"))

@@ -847,9 +847,13 @@ def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     The weights are copied to float64: NumPy's, or for a user's ``(h, dh)`` pair, which is
     written for the model's backend, that backend's (on JAX this turns on its 64-bit floats,
     as a float64 model does). Each entry ``w`` is perturbed by ``+-eps`` (1e-5 balances the
-    O(eps^2) truncation and O(1e-16/eps) rounding errors) and
+    O(eps^2) truncation and O(1e-16/eps) rounding errors for a loss near 1) and
     ``(L(w + eps) - L(w - eps)) / (2 eps)`` is compared with the backprop gradient as
-    ``|g - g_fd| / max(|g| + |g_fd|, 1e-8)``. NaN if a gradient or a loss is NaN: a failure.
+    ``|g - g_fd| / max(|g| + |g_fd|, 1e-8, 1000 r)``, where ``r = u (|L(w + eps)| +
+    |L(w - eps)|) / (2 eps)`` is the rounding error of ``g_fd`` (``u`` float64's epsilon): an
+    entry lost in the noise of a large loss is judged on that scale, not as relative error.
+    NaN if a gradient or a loss is NaN: a failure. A ReLU unit whose input is exactly at its
+    kink differs from the differences by half its slope: its derivative there is one side's.
     """
     eps = check_positive(eps, "eps")
     with computing(net):
@@ -879,6 +883,7 @@ def _largest_error(net: MLP, X, T, weights: list, eps: float) -> float:
         ws, network.forward(ws, X, **kw), T, activation=net.activation, xp=xp
     )
     grads = [np.asarray(to_numpy(G)) for G in grads]
+    u = float(np.finfo(np.float64).eps)
     errors = []
     for W, G in zip(weights, grads):
         for idx in np.ndindex(W.shape):
@@ -889,5 +894,6 @@ def _largest_error(net: MLP, X, T, weights: list, eps: float) -> float:
             down = loss(weights)
             W[idx] = w0
             fd = (up - down) / (2 * eps)
-            errors.append(abs(G[idx] - fd) / max(abs(G[idx]) + abs(fd), 1e-8))
+            noise = 1000 * u * (abs(up) + abs(down)) / (2 * eps)
+            errors.append(abs(G[idx] - fd) / max(abs(G[idx]) + abs(fd), 1e-8, noise))
     return float(np.max(errors))  # np.max, unlike max, keeps a NaN
