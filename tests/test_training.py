@@ -1034,6 +1034,65 @@ def test_an_interrupt_mid_epoch_keeps_the_steps_done(backend, monkeypatch, path,
     assert_weights_equal(net.weights, ref.weights)
 
 
+@pytest.mark.parametrize("path", ["fast", "pure"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_ctrl_c_within_a_step_takes_effect_once_the_step_is_done(backend, monkeypatch, path):
+    """A real SIGINT during a step's forward pass: the step completes (every layer and
+    Adam's count) and the interrupt is raised after it. Raised where it landed, it had kept
+    Adam's step count one ahead of its updates on the fast path."""
+    import signal
+
+    from xpmlp import _fast, objectives
+
+    pytest.importorskip(backend)
+    if path == "pure":
+        monkeypatch.setattr(_fast, "ENABLED", False)
+    logistic = objectives.OUTPUTS["logistic"]
+    calls = {"n": 0}
+
+    def f(A, *, xp):  # the output function, called once in each step's forward pass
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGINT)
+        return logistic.f(A, xp=xp)
+
+    X, T = problem(N=12)
+    T = (T > 0) * 1.0
+    kw = dict(batch_size=4, optimizer="adam", shuffle=False, learning_rate=0.05)
+    monkeypatch.setitem(objectives.OUTPUTS, "logistic", logistic._replace(f=f))
+    net = net64(backend, output="logistic")
+    assert net.output.f is f
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, T, epochs=3, **kw)
+    assert calls["n"] == 2  # none after the interrupted step
+    monkeypatch.setitem(objectives.OUTPUTS, "logistic", logistic)
+    ref = net64(backend, output="logistic")
+    ref.fit(X[:8], T[:8], epochs=1, **kw)  # the two steps
+    assert net.state.opt_state.t == ref.state.opt_state.t == 2
+    assert_weights_equal(net.weights, ref.weights)
+    for A, B in zip(opt_state_np(net), opt_state_np(ref)):
+        np.testing.assert_allclose(A, B, **EXACT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_a_second_ctrl_c_within_a_step_is_raised_at_once():
+    import signal
+
+    from xpmlp import _interrupt
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt), _interrupt.held():
+        signal.raise_signal(signal.SIGINT)
+        reached.append("held")  # the first is held
+        signal.raise_signal(signal.SIGINT)
+        reached.append("not reached")
+    assert reached == ["held"]
+    with pytest.raises(KeyboardInterrupt), _interrupt.held():  # one held to the block's end
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _interrupt.check()  # nothing is left held
+
+
 def test_an_interrupt_while_scoring_keeps_the_counts_and_history_in_step():
     """Ctrl-C in an epoch's validation scoring: that epoch's training is kept, uncounted,
     as an interrupt within it (the counts had gone on while its loss was cut)."""

@@ -64,7 +64,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import optim
+from . import _interrupt, optim
 from .activations import ACTIVATIONS
 from .objectives import CLIPPED, OUTPUTS
 
@@ -790,7 +790,7 @@ class Plan:
         # in order, rows of a C-contiguous X are laid out like the batch buffer: no copy
         flags = self.X.flags
         direct = idx is None and not pregather and flags.c_contiguous and flags.aligned
-        step = self._step
+        step, check = self._step, _interrupt.check
         try:
             for s, e in self.bounds:
                 if pregather:
@@ -800,6 +800,7 @@ class Plan:
                 else:
                     self._gather(s, e, idx)
                     step(Xg[: e - s], Tg[: e - s], s, e, None if sw is None else Sg[: e - s])
+                check()  # a Ctrl-C held during the step
         except KeyboardInterrupt:
             if progress is not None:  # trained in place; Adam's step count is the plan's
                 progress.update(weights=self.W, opt_state=_state_of(opt_state, self.S, self.t))

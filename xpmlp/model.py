@@ -430,7 +430,9 @@ class MLP:
         A call that raises leaves the model as it was, except for an interrupt (Ctrl-C):
         the ``KeyboardInterrupt`` goes on up, and the model keeps the training done so far
         (weights and optimizer state part-way through the interrupted epoch, as in
-        scikit-learn; the history counts the epochs completed).
+        scikit-learn; the history counts the epochs completed). In the main thread a Ctrl-C
+        takes effect once the step under way is complete, so that no step is kept half
+        done; a second one at once.
         """
         config = train.Config(
             epochs=check_int(epochs, "epochs", 0),

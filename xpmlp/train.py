@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _fast, network
+from . import _fast, _interrupt, network
 from .activations import Activation
 from .backend import device_of, is_writeable
 from .objectives import Output
@@ -187,7 +187,7 @@ def train(
                     idx = np.asarray(order(rng, N), dtype=np.int64)
                     idx = idx if fast is not None else xp.asarray(idx, device=device)
                 progress.clear()
-                with _arithmetic(state.epochs + 1):
+                with _arithmetic(state.epochs + 1), _interrupt.held():  # Ctrl-C between steps
                     weights, state.opt_state, total = epoch(
                         weights, idx, state.opt_state, state.learning_rate, progress
                     )
@@ -280,6 +280,7 @@ def _epoch(
             )
             n_b = (e - s) if sw is None or c.loss_by_batch_size else xp.sum(sw)
             total = loss * n_b if total is None else total + loss * n_b
+            _interrupt.check()
     except KeyboardInterrupt:
         progress.update(weights=weights, opt_state=opt_state)
         raise
