@@ -179,7 +179,8 @@ def train(
     S = N if by_size else xp.sum(sample_weight)  # the epoch loss is total / S
     trained, progress = weights, {}  # the caller's list; an interrupted epoch's progress
     # exp(-|a|) of a saturated unit underflows to 0, rightly, also under np.seterr(all="raise")
-    with np.errstate(under="ignore"):
+    # Ctrl-C is held while a step runs and raised between steps (_interrupt)
+    with np.errstate(under="ignore"), _interrupt.held():
         try:
             for _ in range(c.epochs):
                 idx = None
@@ -187,7 +188,7 @@ def train(
                     idx = np.asarray(order(rng, N), dtype=np.int64)
                     idx = idx if fast is not None else xp.asarray(idx, device=device)
                 progress.clear()
-                with _arithmetic(state.epochs + 1), _interrupt.held():  # Ctrl-C between steps
+                with _arithmetic(state.epochs + 1):
                     weights, state.opt_state, total = epoch(
                         weights, idx, state.opt_state, state.learning_rate, progress
                     )
@@ -212,6 +213,7 @@ def train(
                     state.learning_rate = _invscaling(c.learning_rate, state.t, c.power_t)
                 if on_epoch is not None and on_epoch(state.epochs, epoch_loss, score, weights):
                     stop = True
+                _interrupt.check()  # one held since the epoch's last step: scoring, callbacks
                 if stop:
                     break
         except KeyboardInterrupt:
