@@ -518,3 +518,22 @@ def test_a_model_on_the_second_gpu_trains_and_predicts_there():
     Y = net.predict(X)
     assert Y.device.id == 1 and all(W.device.id == 1 for W in net.weights)
     np.testing.assert_allclose(to_np(Y), ref.predict(X), rtol=1e-10)
+
+
+def test_predict_is_forwards_output_without_its_stored_layers(backend):
+    """predict had kept every layer's A and Z of the whole X (forward's cache)."""
+    import tracemalloc
+
+    pytest.importorskip(backend)
+    net = xpmlp.MLP([20, *[64] * 6, 3], "tanh", "softmax", backend=backend, seed=0)
+    X = np.random.default_rng(0).normal(size=(2000, 20))
+    np.testing.assert_array_equal(to_np(net.predict(X)), to_np(net.forward(X).Z[-1]))
+    if backend != "numpy":
+        return
+    peaks = {}
+    for name, f in (("forward", net.forward), ("predict", net.predict)):
+        tracemalloc.start()
+        f(X)
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks["predict"] < 0.5 * peaks["forward"], peaks  # about 3 layers' arrays, not 12

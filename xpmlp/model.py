@@ -291,9 +291,17 @@ class MLP:
             self._weights, X, activation=self.activation, output=self.output, xp=self.xp
         )
 
+    @_on_device
     def predict(self, X) -> Any:
-        """Network output ``Y`` (N, K), an array of the model's backend."""
-        return self.forward(X).Z[-1]
+        """Network output ``Y`` (N, K), an array of the model's backend (computed keeping only
+        the layer at hand, unlike :meth:`forward`)."""
+        X = self._input(X, "X", self.layer_sizes[0])
+        return self._predict(self._weights, X)
+
+    def _predict(self, weights, X):
+        return network.predict(
+            weights, X, activation=self.activation, output=self.output, xp=self.xp
+        )
 
     @_on_device
     def loss_and_gradients(self, X, T, *, sample_weight=None, alpha: float = 0.0):
@@ -322,9 +330,7 @@ class MLP:
 
     def _score(self, weights, X, T, sw=None):
         """R^2 or accuracy of ``weights`` on ``(X, T)``, ``sw`` weighing the samples."""
-        xp = self.xp
-        Y = network.forward(weights, X, activation=self.activation, output=self.output, xp=xp)
-        Y = Y.Z[-1]
+        xp, Y = self.xp, self._predict(weights, X)
         if self.output.name == "identity":
             return r2_score(T, Y, sw, xp=xp)
         if self.output.name == "softmax":

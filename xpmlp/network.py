@@ -164,10 +164,33 @@ def forward(
     A, Z = [], [X]
     last = len(weights) - 1
     for l, W in enumerate(weights):
-        A_l = Z[l] @ W[:, 1:].T + W[:, :1].T  # bias: column 0 as a row, no [1 | Z] copy
-        A.append(A_l)
-        Z.append(output.f(A_l, xp=xp) if l == last else activation.h(A_l, xp=xp))
+        A.append(_pre_activation(Z[l], W))
+        Z.append(output.f(A[l], xp=xp) if l == last else activation.h(A[l], xp=xp))
     return Cache(A, Z)
+
+
+def predict(
+    weights: Sequence[Any],
+    X: Any,
+    *,
+    activation: Activation | str,
+    output: Output | str,
+    xp: Any,
+) -> Any:
+    """The output ``Y`` (N, K) of :func:`forward`, keeping only the layer at hand: on a large
+    ``X`` a fraction of the memory of every layer's ``A`` and ``Z``."""
+    activation, output = get_activation(activation), get_output(output)
+    Z, last = X, len(weights) - 1
+    for l, W in enumerate(weights):
+        A = _pre_activation(Z, W)
+        Z = output.f(A, xp=xp) if l == last else activation.h(A, xp=xp)
+    return Z
+
+
+def _pre_activation(Z: Any, W: Any) -> Any:
+    """``A = Z @ W[:, 1:].T + w_0``: the bias from column 0, as a row, without a ``[1 | Z]``
+    copy."""
+    return Z @ W[:, 1:].T + W[:, :1].T
 
 
 def output_error(Y: Any, T: Any, sample_weight: Any = None, *, xp: Any) -> Any:
