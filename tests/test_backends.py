@@ -518,6 +518,13 @@ def test_a_model_on_the_second_gpu_trains_and_predicts_there():
     Y = net.predict(X)
     assert Y.device.id == 1 and all(W.device.id == 1 for W in net.weights)
     np.testing.assert_allclose(to_np(Y), ref.predict(X), rtol=1e-10)
+    import cupy
+
+    with cupy.cuda.Device(0):  # a strided view on cuda:0, moved to cuda:1 by value
+        X0 = cupy.asarray(np.asfortranarray(X))[:, ::-1][:, ::-1]
+    np.testing.assert_allclose(to_np(net.predict(X0)), ref.predict(X), rtol=1e-10)
+    net.weights = [np.asarray(to_np(W)) for W in net.weights]  # assigned weights stay there
+    assert all(W.device.id == 1 for W in net.weights)
 
 
 def test_predict_is_forwards_output_without_its_stored_layers(backend):

@@ -910,3 +910,22 @@ def test_hidden_layer_sizes_that_are_not_sizes_are_refused_by_type(sizes, error)
     X, y = problem("regression")
     with pytest.raises(error, match=r"hidden_layer_sizes=.*accepted: an int >= 1"):
         MLPRegressor(hidden_layer_sizes=sizes, max_iter=2).fit(X, y)
+
+
+def test_partial_fit_takes_classes_of_an_array_library_that_refuses_numpy_conversion(
+    monkeypatch,
+):
+    """CuPy's arrays refuse ``np.asarray``: ``classes=`` had reached scikit-learn's checks
+    as they were (array-api-strict's arrays stand in here, their conversion refused)."""
+    xps = pytest.importorskip("array_api_strict")
+
+    def refuse(self, *args, **kw):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    X, y = problem("multiclass")
+    classes = xps.asarray(np.unique(y))
+    monkeypatch.setattr(type(classes), "__array__", refuse)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(classes)
+    clf = MLPClassifier((4,), max_iter=2, random_state=0).partial_fit(X, y, classes=classes)
+    np.testing.assert_array_equal(clf.classes_, np.unique(y))

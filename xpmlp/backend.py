@@ -300,6 +300,11 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
 
         x = jax.device_put(x, device)  # jnp.asarray refuses an array pinned elsewhere
         return xp.asarray(x, dtype=dtype)
+    if array_api_compat.is_cupy_array(x) and not x.flags.c_contiguous:
+        if x.device.id != getattr(device, "id", device):
+            # CuPy copies between devices only contiguous arrays: made so on its own first
+            with x.device:
+                x = sys.modules["cupy"].ascontiguousarray(x)
     return xp.asarray(x, dtype=dtype, device=device)
 
 

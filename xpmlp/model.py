@@ -180,6 +180,7 @@ class MLP:
         return tuple(self._weights)
 
     @weights.setter
+    @_on_device  # CuPy copies onto the current device: the model's (cuda:1's weights there)
     def weights(self, weights: Sequence[Any]) -> None:
         L = len(self.layer_sizes) - 1
         if not isinstance(weights, (list, tuple)):

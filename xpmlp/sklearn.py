@@ -855,6 +855,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _targets(self, y, xp_in, *, incremental, classes):
         """Labels -> indicator targets ``T`` (N, K), stratification labels, class weights."""
         y = to_numpy(y) if namespace_of(y) is not None else np.asarray(y)
+        classes = None if classes is None else _host(classes)  # CuPy's refuse np.asarray
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
