@@ -929,3 +929,26 @@ def test_partial_fit_takes_classes_of_an_array_library_that_refuses_numpy_conver
         np.asarray(classes)
     clf = MLPClassifier((4,), max_iter=2, random_state=0).partial_fit(X, y, classes=classes)
     np.testing.assert_array_equal(clf.classes_, np.unique(y))
+
+
+@IGNORE_CONVERGENCE
+def test_torch_targets_that_require_grad_are_read_with_numpy_x():
+    """With NumPy X, a torch y or sample_weight that requires grad reached scikit-learn's
+    validate_data and failed there ("Can't call numpy() on Tensor that requires grad")."""
+    torch = pytest.importorskip("torch")
+    X, y = problem("regression")
+    yt = torch.tensor(y, requires_grad=True)
+    sw = torch.ones(len(y), dtype=torch.float64, requires_grad=True)
+    est = MLPRegressor((4,), max_iter=3, random_state=0).fit(X, yt, sample_weight=sw)
+    ref = MLPRegressor((4,), max_iter=3, random_state=0).fit(X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_array_equal(est.predict(X), ref.predict(X))
+    assert yt.requires_grad and yt.grad is None
+
+
+def test_a_torch_x_without_dense_values_is_refused_naming_x():
+    """A meta tensor had been refused as a device the user never named."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="X is on torch's 'meta' device"):
+        MLPRegressor((4,), max_iter=2).fit(torch.empty(10, 3, device="meta"), torch.ones(10))
+    with pytest.raises(TypeError, match=r"X is a sparse torch tensor"):
+        MLPRegressor((4,), max_iter=2).fit(torch.ones(10, 3).to_sparse(), torch.ones(10))

@@ -11,7 +11,9 @@ prediction its one forward pass, on any Array API backend:
   the fitted network where it lives (its input is moved there);
 - NumPy-like input (arrays, lists, data frames) is checked by scikit-learn's
   ``validate_data`` and trained on ``backend`` (``None``: ``XPMLP_BACKEND``, else NumPy);
-- predictions come back in the namespace, and on the device, of the input.
+- predictions come back in the namespace, and on the device, of the input; the
+  classifier's labels too where they are numbers that namespace holds as they are (JAX
+  without 64-bit ints keeps int64 labels in NumPy), and ``classes_`` is NumPy's.
 
 With ``init="sklearn"``, the same ``random_state``, float64 data and no early stopping, the
 fitted ``coefs_``, ``intercepts_`` and ``loss_curve_`` are scikit-learn's to rounding: that
@@ -59,7 +61,16 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import network, optim, train
 from .activations import get_activation
-from .backend import DTYPES, asarray, backend_name, device_of, dtype_name, namespace_of, to_numpy
+from .backend import (
+    DTYPES,
+    asarray,
+    backend_name,
+    check_readable,
+    device_of,
+    dtype_name,
+    namespace_of,
+    to_numpy,
+)
 from .model import MLP, computing
 from .objectives import CLIPPED, get_output
 
@@ -340,6 +351,7 @@ class _BaseMLP(BaseEstimator):
 
     def _check_array_api_X(self, X, *, reset: bool) -> None:
         """scikit-learn's checks of ``X`` for arrays that stay on their backend."""
+        check_readable(X, "X")  # sparse and meta tensors, named before their device is
         if X.ndim != 2:
             raise ValueError(
                 f"Expected a 2D array X of shape (n_samples, n_features), got shape "
@@ -363,7 +375,9 @@ class _BaseMLP(BaseEstimator):
                 "only: pass y.toarray()"
             )
         xp_in = _array_api_namespace(X)
-        if xp_in is None:
+        if xp_in is None:  # scikit-learn's checks, on the host: a tensor's values, detached
+            y = _host(y)
+            sample_weight = None if sample_weight is None else _host(sample_weight)
             X, y = validate_data(
                 self,
                 X,
