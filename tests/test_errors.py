@@ -507,3 +507,22 @@ def test_a_bad_device_is_one_error_on_every_backend(backend, device):
     with pytest.raises(xpmlp.BackendError, match=match) as info:
         xpmlp.MLP([2, 1], backend=backend, device=device)
     assert isinstance(info.value, ValueError) and isinstance(info.value, ImportError)
+
+
+def test_a_masked_array_with_masked_entries_is_refused_not_read_unmasked(net, data):
+    """np.asarray drops the mask: the masked-out values had been trained on."""
+    X, T = data
+    snap = snapshot(net)
+    masked = np.ma.masked_array(X, mask=np.zeros_like(X, dtype=bool))
+    masked[0, 0] = np.ma.masked
+    for call in (lambda: net.fit(masked, T, epochs=1), lambda: net.predict(masked)):
+        with pytest.raises(ValueError, match=r"X is a masked array with masked entries"):
+            call()
+    assert_unchanged(net, snap)
+    net.predict(np.ma.masked_array(X))  # nothing masked: its values are all there
+
+
+def test_layer_sizes_past_a_floats_range_are_refused_as_too_many_weights():
+    """Formatting their count as a float had raised an OverflowError."""
+    with pytest.raises(ValueError, match="asks for more than 1e300 weights"):
+        xpmlp.MLP([2, 10**400, 1])

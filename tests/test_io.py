@@ -713,3 +713,13 @@ def test_power_t_travels_with_the_optimizer_state(tmp_path):
     del meta["optimizer"]["power_t"]
     write(tmp_path / "m.npz", arrays, meta)
     assert xpmlp.load(tmp_path / "m.npz")._optimizer_key[-1] == 0.5
+
+
+@pytest.mark.parametrize("path", [None, 3, ["m.npz"]])
+def test_a_path_that_names_no_file_is_refused_naming_path(tmp_path, path):
+    """It had got open()'s "expected str, bytes or os.PathLike object, not NoneType"."""
+    net = xpmlp.MLP([2, 3, 1], seed=0)
+    with pytest.raises(TypeError, match=r"path=.*; accepted: a file name .* with \.write\(\)"):
+        net.save(path)
+    with pytest.raises(TypeError, match=r"path=.*; accepted: a file name .* with \.read\(\)"):
+        xpmlp.load(path)

@@ -952,3 +952,10 @@ def test_a_torch_x_without_dense_values_is_refused_naming_x():
         MLPRegressor((4,), max_iter=2).fit(torch.empty(10, 3, device="meta"), torch.ones(10))
     with pytest.raises(TypeError, match=r"X is a sparse torch tensor"):
         MLPRegressor((4,), max_iter=2).fit(torch.ones(10, 3).to_sparse(), torch.ones(10))
+
+
+def test_a_float_parameter_past_a_floats_range_is_refused_naming_it():
+    """scikit-learn's checks let 10**400 through; float() then raised an OverflowError."""
+    X, y = problem("regression")
+    with pytest.raises(ValueError, match="alpha is too large for a float"):
+        MLPRegressor(alpha=10**400).fit(X, y)

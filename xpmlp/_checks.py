@@ -45,8 +45,9 @@ def check_layer_sizes(layer_sizes) -> list[int]:
     sizes = [int(n) for n in sizes]
     count, most = sum((n + 1) * m for n, m in zip(sizes, sizes[1:])), np.iinfo(np.intp).max // 8
     if count > most:  # the weights' bytes must be addressable
+        many = f"{count:.3g}" if count < 10**300 else "more than 1e300"  # past a float's range
         raise ValueError(
-            f"layer_sizes={sizes!r} asks for {count:.3g} weights; accepted: at most {most:.3g}"
+            f"layer_sizes={sizes!r} asks for {many} weights; accepted: at most {most:.3g}"
         )
     return sizes
 

@@ -81,6 +81,7 @@ def save(net: MLP, path: str | os.PathLike | IO[bytes]) -> None:
     ``open`` refuses it; a device or pipe (``/dev/stdout``), or a folder where no temporary
     file can be made, is written in place, in one write from memory.
     """
+    _check_path(path, "write")
     arrays, meta = _to_arrays(net)
     arrays[METADATA] = np.frombuffer(
         json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8
@@ -305,6 +306,7 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
         If the file is not an xpmlp model (not an ``.npz``, truncated, pickled or object
         arrays), or any name, dtype, shape or value disagrees with its metadata.
     """
+    _check_path(path, "read")
     where = _where(path)
     arrays = _read(path, where)
     try:
@@ -312,6 +314,15 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
     return net.to(backend, device)
+
+
+def _check_path(path, method: str) -> None:
+    """Refuse a ``path`` that names no file and is no file object with ``method``."""
+    if not (isinstance(path, (str, bytes, os.PathLike)) or hasattr(path, method)):
+        raise TypeError(
+            f"path={path!r:.60}; accepted: a file name (str or os.PathLike) or a binary file "
+            f"object with .{method}()"
+        )
 
 
 def _where(path) -> str:

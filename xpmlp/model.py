@@ -206,6 +206,11 @@ class MLP:
         if isinstance(X, (str, bytes)) or X is None:
             raise TypeError(f"{name} must be an array of numbers, got {type(X).__name__}")
         check_readable(X, name)
+        if isinstance(X, np.ma.MaskedArray) and np.ma.is_masked(X):  # np.asarray drops it
+            raise ValueError(
+                f"{name} is a masked array with masked entries; accepted: arrays of values "
+                f"({name}.filled(value), or without the masked rows)"
+            )
         src = namespace_of(X)
         if src is None or backend_name(src) == "numpy":
             try:

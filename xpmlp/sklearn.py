@@ -399,6 +399,14 @@ class _BaseMLP(BaseEstimator):
                 sample_weight = _array_api_sample_weight(sample_weight, int(X.shape[0]))
         return X, y, sample_weight, xp_in
 
+    def _float(self, name: str) -> float:
+        """Parameter ``name`` as a float (scikit-learn's checks let ints past the float range
+        through: 10**400)."""
+        try:
+            return float(getattr(self, name))
+        except OverflowError:
+            raise ValueError(f"{name} is too large for a float; accepted: a float") from None
+
     def _hidden_sizes(self) -> list[int]:
         h = self.hidden_layer_sizes
         sizes = list(h) if hasattr(h, "__iter__") else [h]
@@ -567,13 +575,13 @@ class _BaseMLP(BaseEstimator):
         config = train.Config(
             epochs=1 if incremental else self.max_iter,
             batch_size=batch_size,
-            learning_rate=float(self.learning_rate_init),
+            learning_rate=self._float("learning_rate_init"),
             # scikit-learn's Adam ignores the schedule
             schedule=self.learning_rate if self.solver == "sgd" else "constant",
-            power_t=float(self.power_t),
-            alpha=float(self.alpha),
+            power_t=self._float("power_t"),
+            alpha=self._float("alpha"),
             shuffle=bool(self.shuffle),
-            tol=float(self.tol),
+            tol=self._float("tol"),
             n_iter_no_change=self.n_iter_no_change,
             early_stopping=bool(self.early_stopping),
             loss_scale=self._loss_scale(K),
