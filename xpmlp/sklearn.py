@@ -124,6 +124,8 @@ class _Layers(list):
 
 
 def _host(x: Any) -> Any:
+    """An Array API array as NumPy's (detached, from any device); anything else, None
+    included, as it is."""
     return to_numpy(x) if namespace_of(x) is not None else x
 
 
@@ -376,8 +378,7 @@ class _BaseMLP(BaseEstimator):
             )
         xp_in = _array_api_namespace(X)
         if xp_in is None:  # scikit-learn's checks, on the host: a tensor's values, detached
-            y = _host(y)
-            sample_weight = None if sample_weight is None else _host(sample_weight)
+            y, sample_weight = _host(y), _host(sample_weight)
             X, y = validate_data(
                 self,
                 X,
@@ -876,8 +877,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _targets(self, y, xp_in, *, incremental, classes):
         """Labels -> indicator targets ``T`` (N, K), stratification labels, class weights."""
-        y = to_numpy(y) if namespace_of(y) is not None else np.asarray(y)
-        classes = None if classes is None else _host(classes)  # CuPy's refuse np.asarray
+        y = np.asarray(_host(y))
+        classes = _host(classes)  # CuPy's refuse np.asarray
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
