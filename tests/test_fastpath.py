@@ -325,6 +325,12 @@ def test_passes_in_parts_give_the_numbers_of_one_pass(kernels, monkeypatch, dtyp
     with _blas_threads(3):
         f(*args)
     np.testing.assert_array_equal(out, X[idx])
+    beside = np.full((200, 10), 7, dtype)  # into [1 | X_b]: rows of a strided buffer
+    f, args = p._gather_kernel(beside[:, 1:], idx)
+    with _blas_threads(3):
+        f(*args)
+    np.testing.assert_array_equal(beside[:, 1:], X[idx])
+    assert np.all(beside[:, 0] == 7)
     for bad_out, bad_idx in (
         (np.empty((200, 8), dtype), idx),
         (np.empty((9, 200), dtype).T, idx),
@@ -483,8 +489,9 @@ def test_update_inside_the_gemm_matches_pure_path(monkeypatch, optimizer):
 @pytest.mark.parametrize("blas", ["ufuncs", "fused", "none"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_batch_by_batch_gather_matches_pure_path(monkeypatch, sizes, blas, optimizer):
-    """Large data: each batch gathered alone, layer 0's bias added apart from its GEMM,
-    with the SGD update in ufuncs, inside the GEMM, or without NumPy's CBLAS at all."""
+    """Large data: each batch gathered beside the ones (shuffled, with the kernel) or
+    alone, layer 0's bias then added apart from its GEMM, with the SGD update in ufuncs,
+    inside the GEMM, or without NumPy's CBLAS at all."""
     monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
     if blas == "fused":
         monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
@@ -516,15 +523,25 @@ def test_batch_by_batch_takes_any_memory_order(monkeypatch, shuffle):
     np.testing.assert_array_equal(X, problem(D=4)[0])  # the caller's data untouched
 
 
-def test_batch_by_batch_plan_keeps_no_ones_column(monkeypatch):
+def test_batch_buffer_keeps_the_ones_where_one_copy_puts_the_rows_beside_them(
+    kernels, monkeypatch
+):
     monkeypatch.setattr(_fast, "ENABLED", True)
     monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)
     X, T = problem()
-    p = _plan(xpmlp.MLP([3, 4, 2]), X, T)
-    assert p.Xg.shape == (4, 3)  # X_b itself: the gather is the only copy of the batch
+    net = xpmlp.MLP([3, 4, 2])
+    # shuffled: [1 | X_b] where the kernel copies each batch beside the ones in one pass
+    # (layer 0 one GEMM, its bias inside); NumPy's take would copy twice: X_b alone
+    p = _plan(net, X, T)
+    assert p.ones_x == (kernels != "ufuncs")
+    assert p.Xg.shape == ((4, 4) if p.ones_x else (4, 3))
+    assert not p.ones_x or np.all(p.Xg[:, 0] == 1)
+    p = _plan(net, X, T, shuffle=False)  # in order: X's own rows, no copy
+    assert not p.ones_x and p.Xg.shape == (4, 3)
     monkeypatch.setattr(_fast, "PREGATHER_BYTES", 2**20)
-    p = _plan(xpmlp.MLP([3, 4, 2]), X, T)
-    assert p.Xg.shape == (X.shape[0], 4) and np.all(p.Xg[:, 0] == 1)  # [1 | X], per epoch
+    for shuffle in (True, False):
+        p = _plan(net, X, T, shuffle=shuffle)
+        assert p.Xg.shape == (X.shape[0], 4) and np.all(p.Xg[:, 0] == 1)  # [1 | X], per epoch
 
 
 @pytest.mark.parametrize("pregather", [True, False])

@@ -78,7 +78,7 @@ def test_sgd_on_torch_matches_pure_path(monkeypatch, activation, batch_size, shu
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
 def test_every_optimizer_and_l2_on_torch_match_pure_path(monkeypatch, optimizer, pregather, alpha):
     if not pregather:
-        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # batch by batch, gathered apart
+        monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # batch by batch
     monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)  # SGD and momentum inside the GEMM
     plans = spy(monkeypatch)
     runs = train_both(

@@ -10,11 +10,15 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   ``A = [1 | Z] @ W.T`` (the bias ``w_j0 x_0`` inside the sum) and one GEMM gives the whole
   gradient ``grads = delta.T @ [1 | Z]`` (its column 0 is ``sum_n delta_n``): no bias pass, no
   ``concat``; small data sets are gathered once per epoch as ``[1 | X]`` likewise;
-- large data sets are gathered a batch at a time into a contiguous ``X_b`` and layer 0's bias
-  joins apart: the output rows are set to ``[1 | b]`` and the GEMM adds ``X_b @ W[:, 1:].T``
-  (``beta = 1``), and the bias gradient is ``delta.T @ 1``. Gathering beside the ones
-  instead costs a second copy of the batch (NumPy's take into a strided ``out`` buffers)
-  and GEMMs of width ``D + 1``: workload A's epoch was 8-12 % slower that way;
+- large data sets are gathered a batch at a time. A shuffled batch goes beside the ones,
+  into ``[1 | X_b]``, where one pass copies it there (the kernel's gather, torch's
+  ``index_select``): layer 0 is then one GEMM like the others. Else ``X_b`` stands alone (in
+  order, a step reads ``X``'s own rows; NumPy's take into a strided ``out`` buffers a second
+  copy) and layer 0's bias joins apart: the output rows are set to ``[1 | b]``, the GEMM adds
+  ``X_b @ W[:, 1:].T`` (``beta = 1``) and the bias gradient is ``delta.T @ 1``. With take's
+  two copies, beside the ones made workload A's epoch 8-12 % slower; with the kernel's one,
+  six paired runs of its fit (31-101 repeats each) took 0.98-1.01x the time of the bias
+  apart, 0.988x on average: no bias pass, no bias GEMM;
 - backward takes ``h'`` from the stored ``Z`` (``1 - Z**2`` for tanh) and writes
   ``delta = h' * (delta @ W[:, 1:])`` over ``Z`` in place, once the gradient GEMM of the layer
   above has read ``Z``: no ``h'`` buffer; element-wise steps run over whole
@@ -406,12 +410,15 @@ class Plan:
         L = len(weights)
         self.blas = _Gemm.find(dt)
         # Small data: the whole epoch gathered at once into [1 | X], a step slices views.
-        # Else one batch at a time, X_b alone (the gather is the copy; a copy beside the
-        # ones would cost a second one), and layer 0's bias is added apart.
+        # Else one batch at a time: shuffled, into [1 | X_b] where one pass copies rows
+        # into a strided buffer (the kernel, torch; NumPy's take would copy twice), so that
+        # layer 0 is one GEMM like the others; else X_b alone (in order, X's own rows), and
+        # layer 0's bias is added apart.
         self.pregather = N * (D + 1 + K) * dt.itemsize <= PREGATHER_BYTES
+        self.ones_x = self.pregather or (config.shuffle and self._copies_rows(X))
         rows = N if self.pregather else B
-        self.Xg = np.empty((rows, D + 1 if self.pregather else D), dtype=dt)
-        if self.pregather:
+        self.Xg = np.empty((rows, D + 1 if self.ones_x else D), dtype=dt)
+        if self.ones_x:
             self.Xg[:, 0] = 1
         self.Tg = np.empty((rows, K), dtype=dt)
         # sample weights s_n: gathered like T; w_n = s_n / S of each batch (S = sum s_n), and
@@ -528,7 +535,7 @@ class Plan:
             bwd += self._delta_ops(Zf[l - 1], Pf[l - 1])
             d = Z[l - 1]
         out = Z[0] if L > 1 else A
-        if self.pregather:
+        if self.ones_x:
             first_fwd, first_grad = self._layer0_ones(x, out, d)
         else:
             first_fwd, first_grad = self._layer0_apart(x, out, Z1[0] if L > 1 else A, d)
@@ -789,7 +796,7 @@ class Plan:
             self.gathered = idx is None
         # in order, rows of a C-contiguous X are laid out like the batch buffer: no copy
         flags = self.X.flags
-        direct = idx is None and not pregather and flags.c_contiguous and flags.aligned
+        direct = idx is None and not self.ones_x and flags.c_contiguous and flags.aligned
         step, check = self._step, _interrupt.check
         try:
             for s, e in self.bounds:
@@ -817,8 +824,9 @@ class Plan:
         return self.W, opt_state, total
 
     def _gather(self, s, e, idx):
-        """Rows ``s:e`` of the epoch's order into the batch buffers (beside the ones, when
-        pregathered: take into a strided ``out`` buffers anyway, but once per epoch)."""
+        """Rows ``s:e`` of the epoch's order into the batch buffers (``X_b`` beside the
+        ones with ``ones_x``: NumPy's take into the strided buffer copies twice, but only
+        once per epoch when pregathered, or for batches too small for the kernel)."""
         for src, out in self._gather_pairs(e - s):
             if idx is None:
                 np.copyto(out, src[s:e])
@@ -827,6 +835,11 @@ class Plan:
                 f(*args)
             else:
                 np.take(src, idx[s:e], axis=0, out=out, mode=self.take_mode)
+
+    def _copies_rows(self, X):
+        """Whether a shuffled batch of ``X`` is gathered in one pass into any row-major
+        buffer: by the kernel."""
+        return self.kernels is not None and self._rows_ok(X)
 
     @staticmethod
     def _rows_ok(M):
@@ -851,7 +864,7 @@ class Plan:
 
     def _gather_pairs(self, n):
         """``(source, batch buffer)`` of X, T and the sample weights for a batch of ``n``."""
-        x = self.Xg[:n, 1:] if self.pregather else self.Xg[:n]
+        x = self.Xg[:n, 1:] if self.ones_x else self.Xg[:n]
         pairs = [(self.X, x), (self.T, self.Tg[:n])]
         if self.sw is not None:
             pairs.append((self.sw, self.Sg[:n]))
@@ -997,6 +1010,9 @@ class TorchPlan(Plan):
         if name == "tanh":
             return [(partial(torch.tanh, out=z), (z,))]
         return [(partial(torch.maximum, out=z), (z, torch.zeros((), dtype=z.dtype)))]
+
+    def _copies_rows(self, X):
+        return True  # torch's index_select into the strided buffer: one pass
 
     def _gather(self, s, e, idx):
         if self.pregather or idx is None or (e - s) * self.X.shape[1] < TORCH_PASS_SIZE:
