@@ -99,14 +99,16 @@ class MLP:
         ``None`` reads ``XPMLP_BACKEND``, else NumPy.
     device : str, int or None
         ``"cuda:1"``, a CuPy device id, ... ``None`` is the backend's default.
-    dtype : {"float32", "float64"}
+    dtype : {"float32", "float64"}, default "float32"
     seed : None, int >= 0, or a numpy Generator, RandomState, SeedSequence or BitGenerator
         Seeds the host generator that draws initial weights, shuffles and splits: the same
-        seed gives the same initial weights on every backend. With ``init="sklearn"`` the
+        seed gives the same initial weights on every backend. Default 0, so that two models
+        made alike start alike; ``None`` draws fresh entropy. With ``init="sklearn"`` the
         generator is a ``numpy.random.RandomState`` (an int seed below 2**32, or a
         RandomState itself). A Generator or RandomState given is drawn from, not copied.
-    init : {"glorot", "he", "torch", "sklearn"} or callable
-        Initial weights (see :func:`xpmlp.network.init_weights`).
+    init : {"glorot", "he", "torch", "sklearn"} or callable, default "glorot"
+        Initial weights (see :func:`xpmlp.network.init_weights`; "xavier" and "kaiming"
+        name "glorot" and "he").
 
     Examples
     --------
@@ -409,6 +411,7 @@ class MLP:
             scikit-learn's warm start does) or "adaptive" (eta / 5 after more than
             ``n_iter_no_change`` epochs without a ``tol`` gain; with ``tol=None``, without any
             decrease, and training never stops early).
+        power_t : the exponent of "invscaling" (default 0.5); the other schedules ignore it.
         alpha : L2 penalty on the weights (not the biases), scikit-learn's scaling.
         clip_norm : clip the gradients to this global norm.
         shuffle : draw a new sample order each epoch (from the model's host generator);

@@ -97,8 +97,11 @@ def init_weights(
     layer_sizes : [D, n_1, ..., K]
     rng : numpy Generator (RandomState for ``init="sklearn"``, which replays its draws), or
         a seed (int or None) for one
-    init : "glorot" (default), "he", "torch", "sklearn" or a callable
+    init : "glorot" (default; "xavier"), "he" ("kaiming"), "torch", "sklearn" or a callable
         ``init(fan_in, fan_out, *, rng, activation) -> array (fan_out, fan_in + 1)``.
+    activation : the hidden activation's name (or the activation), which "glorot" and
+        "sklearn" read: their bound for "logistic" is ``sqrt(2 / (fan_in + fan_out))``,
+        scikit-learn's, instead of ``sqrt(6 / ...)``.
 
     Returns
     -------

@@ -784,7 +784,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, applied as sample weights (times ``sample_weight``):
-        ``{label: weight}``, or "balanced", ``N / (n_classes * count(label))``.
+        ``{label: weight}``, or "balanced", ``N / (n_classes * count(label))`` of the data
+        of ``fit``: ``partial_fit``, which sees one batch, refuses "balanced" (as
+        scikit-learn's ``SGDClassifier`` does).
 
     Attributes
     ----------
