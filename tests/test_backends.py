@@ -417,6 +417,22 @@ def test_arrays_on_another_device_move_to_the_models():
     net.fit(aas.asarray(X, device=other), aas.asarray(np.ones((5, 2)), device=other), epochs=1)
 
 
+def test_to_without_a_device_moves_to_the_backends_default():
+    """to(backend) on the same backend kept the arrays on their device but recorded none,
+    so NumPy inputs went to the default device and predict and fit failed."""
+    aas = pytest.importorskip("array_api_strict")
+    other, home = aas.Device("device1"), aas.Device("CPU_DEVICE")
+    X, T = np.full((5, 3), 0.5), np.ones((5, 2))
+    net = xpmlp.MLP([3, 4, 2], backend="array_api_strict", device=other, seed=0)
+    net.fit(X, T, epochs=2, optimizer="adam", early_stopping=True, validation_fraction=0.4)
+    ref = to_np(net.predict(X))
+    assert net.to("array_api_strict") is net and net.device is None
+    arrays = [*net.weights, *net.state.opt_state.m, *net.state.opt_state.v]
+    assert all(A.device == home for A in arrays + list(net.state.best_weights or []))
+    np.testing.assert_array_equal(to_np(net.predict(X)), ref)
+    net.fit(X, T, epochs=1, optimizer="adam")
+
+
 def test_jax_arrays_pinned_to_another_device_move():
     """jnp.asarray(x, device=d) refuses an array committed to another device: to(), predict
     and the weights setter failed between two JAX devices."""

@@ -649,9 +649,12 @@ class MLP:
             )
         xp, device = resolve(backend, device)
         dtype = get_dtype(dtype_name(self.dtype), xp=xp)
+        # None: where the backend makes new arrays, as for a model made with device=None
+        # (arrays of this backend left on another device would meet the inputs there)
+        target = device_of(xp.asarray(0.0)) if device is None else device
 
         def move(A):
-            A = asarray(A, xp=xp, dtype=dtype, device=device)
+            A = asarray(A, xp=xp, dtype=dtype, device=target)
             if isinstance(A, np.ndarray) and not A.flags.writeable:  # a view of JAX's memory
                 A = A.copy()
             return A
