@@ -399,6 +399,20 @@ def test_copy_is_shallow_and_keeps_a_custom_activation(backend):
     assert twin.activation is net.activation and twin.rng is net.rng
 
 
+def test_a_shallow_copys_fits_keep_to_its_own_history():
+    """The copies shared the history lists, which each fit appends to: either model's
+    history gained the other's epochs."""
+    X, T = np.full((6, 3), 0.5), np.ones((6, 2))
+    a = xpmlp.MLP([3, 4, 2], seed=0)
+    a.fit(X, T, epochs=3)
+    b = copy.copy(a)
+    b.fit(X, T, epochs=2)
+    a.fit(X, T, epochs=1)
+    assert (a.state.epochs, len(a.history["loss"])) == (4, 4)
+    assert (b.state.epochs, len(b.history["loss"])) == (5, 5)
+    assert a.history["loss"][:3] == b.history["loss"][:3]
+
+
 def test_arrays_on_another_device_move_to_the_models():
     """With no device named, arrays of the model's backend on another device were left
     there and failed in the first product; weights so placed were taken."""

@@ -674,10 +674,14 @@ class MLP:
         return new
 
     def __copy__(self) -> MLP:
-        """A shallow copy: the same arrays, loop state and generator (the pickling state
-        is not used, so a custom ``(h, dh)`` pair is kept)."""
+        """A shallow copy: the same arrays and generator, and a loop state of its own whose
+        history lists are copies (each fit appends to them: a shared list would gain the
+        other model's epochs); the pickling state is not used, so a custom ``(h, dh)`` pair
+        is kept."""
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
+        new.state = copy.copy(self.state)
+        new.state.history = {k: list(v) for k, v in self.state.history.items()}
         return new
 
     def __getstate__(self) -> dict:

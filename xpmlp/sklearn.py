@@ -522,9 +522,7 @@ class _BaseMLP(BaseEstimator):
                 f"{tuple(held)}, which warm_start and partial_fit go on training; accepted: "
                 "the fitted sizes, or a fit with warm_start=False for new layers"
             )
-        net = copy.copy(self._net)
-        net.state = copy.copy(net.state)
-        net.state.history = {k: list(v) for k, v in net.state.history.items()}
+        net = copy.copy(self._net)  # its own loop state and history
         replay = _replays_sklearn(net.init)
         # scikit-learn draws from a fresh check_random_state each fit
         net.rng = check_random_state(self.random_state) if replay else copy.deepcopy(net.rng)
