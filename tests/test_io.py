@@ -119,6 +119,28 @@ def test_schedule_and_sklearn_random_state_resume_exactly(tmp_path):
     assert b.history == a.history
 
 
+@pytest.mark.parametrize("bits", ["MT19937", "PCG64", "Philox"])
+def test_a_random_state_on_any_bit_generator_resumes_exactly(tmp_path, bits):
+    """load rebuilt every RandomState on MT19937: one on another bit generator was saved,
+    and its file refused."""
+
+    def make_on_bits():
+        rng = np.random.RandomState(getattr(np.random, bits)(3))
+        return xpmlp.MLP([3, 5, 4, 2], "tanh", dtype="float64", init="sklearn", seed=rng)
+
+    a, b = make_on_bits(), make_on_bits()
+    a.rng.standard_normal()  # a cached normal travels too
+    b.rng.standard_normal()
+    fit(a, epochs=4)
+    fit(b, epochs=2)
+    b = reload(b, tmp_path)
+    assert type(b.rng.get_state(legacy=False)) is dict
+    assert b.rng.get_state(legacy=False)["bit_generator"] == bits
+    fit(b, epochs=2)
+    assert_same_weights(b.weights, a.weights)
+    assert b.rng.standard_normal() == a.rng.standard_normal()
+
+
 @pytest.mark.parametrize("before", [None, "sgd"], ids=["first-fit", "after-another-optimizer"])
 def test_a_checkpoint_saved_by_a_callback_resumes_exactly(tmp_path, before):
     """During fit the model holds this fit's optimizer: the checkpoint had the previous
@@ -347,6 +369,30 @@ def test_a_member_that_is_not_npy_data_is_named():
     b.seek(0)
     with pytest.raises(ValueError, match="member 'metadata' is not a NumPy array"):
         xpmlp.load(b)
+
+
+def test_a_stream_loads_the_model_at_its_position_and_refuses_a_second_after_it():
+    """zipfile reads the last archive of a stream: load returned the model saved after."""
+    b = io.BytesIO()
+    b.write(b"head")
+    xpmlp.MLP([3, 4, 2], seed=1).save(b)
+    b.seek(4)
+    assert xpmlp.load(b).layer_sizes == [3, 4, 2]  # one model after other bytes: read
+    xpmlp.MLP([3, 9, 1]).save(b)
+    b.seek(4)
+    with pytest.raises(ValueError, match="another archive after the model"):
+        xpmlp.load(b)
+
+
+def test_a_text_mode_file_is_refused_naming_path(tmp_path):
+    """open(..., "r") got a UnicodeDecodeError, "w" the write's own TypeError."""
+    xpmlp.MLP([2, 3, 1]).save(tmp_path / "m.npz")
+    with open(tmp_path / "m.npz") as fh, pytest.raises(TypeError, match=r"path=.*'rb'"):
+        xpmlp.load(fh)
+    with open(tmp_path / "t.npz", "w") as fh, pytest.raises(TypeError, match=r"path=.*'wb'"):
+        xpmlp.MLP([2, 3, 1]).save(fh)
+    with pytest.raises(TypeError, match="path="):
+        xpmlp.load(io.StringIO("x"))
 
 
 def test_save_takes_bytes_paths_and_writes_devices_in_place(tmp_path):

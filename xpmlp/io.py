@@ -318,10 +318,11 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
 
 def _check_path(path, method: str) -> None:
     """Refuse a ``path`` that names no file and is no file object with ``method``."""
-    if not (isinstance(path, (str, bytes, os.PathLike)) or hasattr(path, method)):
+    named = isinstance(path, (str, bytes, os.PathLike))
+    if not (named or hasattr(path, method)) or isinstance(path, io.TextIOBase):
         raise TypeError(
             f"path={path!r:.60}; accepted: a file name (str or os.PathLike) or a binary file "
-            f"object with .{method}()"
+            f"object with .{method}() (open(..., '{method[0]}b'), io.BytesIO)"
         )
 
 
@@ -456,6 +457,13 @@ def _read(path, where: str) -> dict[str, np.ndarray]:
             ) from exc
         out = {}
         with f:
+            # zipfile reads the last archive of the stream: one written after the model
+            # (two saves to one stream) would be loaded in its place
+            if min((i.header_offset for i in f.zip.infolist()), default=start) != start:
+                raise ValueError(
+                    f"{where} holds another archive after the model at its position; "
+                    "accepted: one model per file or stream (save each to its own)"
+                )
             try:  # every member against its CRC-32: a changed byte is not a model
                 bad = f.zip.testzip()
             except DAMAGED as exc:  # e.g. flags that claim encryption or another compression
@@ -545,12 +553,12 @@ def _check_arrays(arrays: dict, expected: dict, dtype: np.dtype) -> None:
 def _rng_from_json(rng: dict) -> np.random.Generator | np.random.RandomState:
     kind = check_choice(rng["kind"], "rng kind", ("Generator", "RandomState"))
     state = _unplain(_section(rng, "state"))
-    if kind == "RandomState":
-        r = np.random.RandomState()
-        r.set_state(state)
-        return r
     name = check_choice(state.get("bit_generator"), "rng bit_generator", BIT_GENERATORS)
     bit_generator = getattr(np.random, name)()
+    if kind == "RandomState":  # on any bit generator; its state and the cached normal
+        r = np.random.RandomState(bit_generator)
+        r.set_state(state)
+        return r
     bit_generator.state = state
     return np.random.Generator(bit_generator)
 
