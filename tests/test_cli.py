@@ -885,3 +885,98 @@ def test_decimal_commas_in_a_semicolon_file_get_the_separator_hint(tmp_path):
         "line 2: 3 fields, the header has 1; the columns are separated by ',' here "
         "(a tab in .tsv files)"
     )
+
+
+def test_evaluate_takes_a_class_label_that_reads_as_a_missing_value(tmp_path):
+    """A model trained on .npz labels predicts 'none'; evaluate refused that label in a CSV
+    as a missing value. A word not among the classes is still a missing value."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 2))
+    labels = np.array(["none", "mild", "severe"])[np.digitize(X[:, 0], [-0.5, 0.5])]
+    np.savez(tmp_path / "sev.npz", X=X, y=labels)
+    ok("train sev.npz --epochs 30 --save m.npz", cwd=tmp_path)
+    write_csv(tmp_path / "sev.csv", ["x0", "x1", "y"], [X[:, 0], X[:, 1], labels])
+    out = ok("evaluate m.npz sev.csv", cwd=tmp_path)
+    assert out.startswith("sev.csv: accuracy ")
+    line = assert_one_line_error(xpmlp("train sev.csv --target y", cwd=tmp_path))
+    assert "holds 'none' on line " in line and "a missing value" in line and "rename it" in line
+    write_csv(tmp_path / "na.csv", ["x0", "x1", "y"], [X[:, 0], X[:, 1], ["NA", *labels[1:]]])
+    line = assert_one_line_error(xpmlp("evaluate m.npz na.csv", cwd=tmp_path))
+    assert "holds 'NA' on line 2, a missing value" in line and "none of the model's" in line
+
+
+def test_an_empty_line_in_a_one_column_file_is_a_missing_value_not_skipped(tmp_path, data):
+    """predict skipped it: fewer predictions than rows, and no word of it."""
+    ok("train data.csv --target y --features a --epochs 5 --save m.npz", cwd=tmp_path)
+    (tmp_path / "gap.csv").write_text("a\n0.1\n\n0.5\n")
+    line = assert_one_line_error(xpmlp("predict m.npz gap.csv", cwd=tmp_path))
+    assert "gap.csv, line 3: an empty line, in a one-column file a missing value of 'a'" in line
+    (tmp_path / "tail.csv").write_text("a\n0.1\n0.5\n\n\n")  # blank lines after the last row
+    assert len(ok("predict m.npz tail.csv", cwd=tmp_path).splitlines()) == 3
+
+
+def test_predict_leaves_the_target_of_npz_and_npy_data_unread(tmp_path):
+    """predict refused NaN targets (the placeholder of unknown ones) and a y of other rows."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 2))
+    np.save(tmp_path / "d.npy", np.column_stack([X, X[:, 0] > 0]))
+    ok("train d.npy --epochs 5 --save m.npz", cwd=tmp_path)
+    np.save(tmp_path / "nan.npy", np.column_stack([X, np.full(60, np.nan)]))
+    np.savez(tmp_path / "nan.npz", X=X, y=np.full(60, np.nan))
+    np.savez(tmp_path / "short.npz", X=X, y=np.zeros(10))
+    for name in ("nan.npy", "nan.npz", "short.npz"):
+        assert len(ok(f"predict m.npz {name}", cwd=tmp_path).splitlines()) == 61
+    line = assert_one_line_error(xpmlp("evaluate m.npz nan.npz", cwd=tmp_path))
+    assert "array 'y' holds nan in row 0" in line
+
+
+def test_integer_labels_past_float_precision_keep_every_digit(tmp_path):
+    """They were read as float64: 10000000000000001 became class 10000000000000000, and
+    two such ids one apart were one class."""
+    x = np.linspace(-1, 1, 40)
+    ids = np.where(x > 0, "10000000000000001", "10000000000000002")
+    write_csv(tmp_path / "d.csv", ["x", "id"], [x, ids])
+    ok("train d.csv --target id --epochs 30 --save m.npz", cwd=tmp_path)
+    meta = json.loads((tmp_path / "m.npz.cli.json").read_text())
+    assert meta["classes"] == [["10000000000000001", "10000000000000002"]]
+    assert set(ok("predict m.npz d.csv", cwd=tmp_path).split()[1:]) <= set(ids)
+    assert ok("evaluate m.npz d.csv", cwd=tmp_path).startswith("d.csv: accuracy ")
+
+
+def test_evaluate_keeps_several_binary_targets_apart_in_an_npz(tmp_path):
+    """Rows with a single 1 were merged into one target of two classes: 'the model predicts
+    2 target column(s), --target names 1', without a --target given."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 3))
+    Y = np.column_stack([X[:, 0] > 0, X[:, 1] > 0]).astype(float)
+    np.savez(tmp_path / "train.npz", X=X, y=Y)
+    one = Y.sum(axis=1) == 1
+    np.savez(tmp_path / "test.npz", X=X[one], y=Y[one])
+    ok("train train.npz --epochs 5 --hidden 8 --save m.npz", cwd=tmp_path)
+    out = ok("evaluate m.npz test.npz", cwd=tmp_path)
+    assert out.startswith("test.npz: accuracy ") and f"/{one.sum()})" in out
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "why"),
+    [(",a,y", "0,1,2", "column 1 has no name in the header row (a row index?"),
+     ("a,y,", "1,2,", "column 3 has no name in the header row (a separator at the end")],
+)  # fmt: skip
+def test_a_column_without_a_name_is_refused(tmp_path, header, row, why):
+    """pandas' to_csv writes the index under an empty name: it was trained on as a feature."""
+    (tmp_path / "d.csv").write_text(f"{header}\n" + f"{row}\n" * 5)
+    line = assert_one_line_error(xpmlp("train d.csv --target y", cwd=tmp_path))
+    assert why in line
+
+
+def test_softmax_on_a_target_taken_for_regression_names_task_classification(tmp_path):
+    x = np.linspace(-1, 1, 100)
+    write_csv(tmp_path / "d.csv", ["x", "k"], [x, np.arange(100) % 26])
+    line = assert_one_line_error(xpmlp("train d.csv --target k --output softmax", cwd=tmp_path))
+    assert "does not fit regression" in line and "--task classification" in line
+
+
+def test_an_npz_without_feature_columns_is_named(tmp_path):
+    np.savez(tmp_path / "x0.npz", X=np.zeros((5, 0)), y=np.zeros(5))
+    line = assert_one_line_error(xpmlp("train x0.npz", cwd=tmp_path))
+    assert "x0.npz: the features have shape (5, 0)" in line

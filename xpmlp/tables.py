@@ -34,7 +34,7 @@ from .io import finite_json_number, load, replacing
 from .model import r2_score
 
 MAX_CLASSES = 20  # integer targets with at most this many values are class labels
-MISSING = ("na", "n/a", "null", "none", "?")  # what tables write for a missing value
+MISSING = {"na", "n/a", "null", "none", "?"}  # what tables write for a missing value
 SIDECAR_SUFFIX = ".cli.json"
 SIDECAR_FORMAT, SIDECAR_VERSION = "xpmlp-cli", 2  # 2: with the model file's SHA-256
 TASKS = ("classification", "regression")
@@ -91,7 +91,8 @@ def read_table(
     target : CSV target column names; empty when no target is needed (``predict``)
     features : CSV feature column names; default every column that is not a target
     n_features : D for ``.npy`` files, whose last column is the target when they hold D + 1
-    need_target : a ``.npy`` file's last column is the target whatever its width
+    need_target : the targets are read (train, evaluate): a ``.npy`` file's last column is
+        the target whatever its width; else an ``.npz``'s and ``.npy``'s are left unread
     task : the task the targets are for, if known; a regression target must be numbers
     classes : the labels of each target column as a model learnt them, if known: a CSV
         column's values match them by their text first ("01" stays "01")
@@ -106,7 +107,10 @@ def read_table(
         )
     if suffix not in (".npz", ".npy"):
         return _read_csv(p, list(target or ()), features, task, classes)
-    table = _read_npz(p) if suffix == ".npz" else _read_npy(p, need_target, n_features)
+    if suffix == ".npz":  # a one-hot T is one target of K classes, unless K are named
+        table = _read_npz(p, need_target, one_hot=len(target or ()) <= 1)
+    else:
+        table = _read_npy(p, need_target, n_features)
     if not len(table.X):
         raise CLIError(f"{path} has no rows")
     if need_target and not table.targets:
@@ -156,13 +160,15 @@ def _read_csv(
     classes: Sequence[Sequence[str]] | None,
 ) -> Table:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    rows, start = [], 1  # (physical line a record starts on, its fields)
+    rows, blank, start = [], [], 1  # (physical line a record starts on, its fields)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter, strict=True)
             for r in reader:
                 if r:
                     rows.append((start, r))
+                else:
+                    blank.append(start)
                 start = reader.line_num + 1
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start : exc.start + 1].hex()
@@ -175,6 +181,23 @@ def _read_csv(
     if len(rows) < 2:
         raise CLIError(f"{path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0][1]]
+    if "" in header:
+        i = header.index("")
+        why = (
+            "a separator at the end of the row?"
+            if i == len(header) - 1
+            else "a row index? pandas' to_csv(index=False) leaves it out"
+        )
+        raise CLIError(
+            f"{path}: column {i + 1} has no name in the header row ({why}); accepted: a name "
+            "for every column"
+        )
+    gap = next((n for n in blank if rows[1][0] < n < rows[-1][0]), None)
+    if len(header) == 1 and gap is not None:  # an empty line is an empty field here
+        raise CLIError(
+            f"{path}, line {gap}: an empty line, in a one-column file a missing value of "
+            f"{header[0]!r}; every row needs a value"
+        )
     if len(set(header)) != len(header):
         raise CLIError(f"{path}: the header repeats a column name: {', '.join(header)}")
     for n, r in rows[1:]:
@@ -244,6 +267,11 @@ def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.n
     return x
 
 
+def _is_int(v: str) -> bool:
+    """Whether ``v`` is an integer literal, which ``int`` reads exactly."""
+    return v.strip().lstrip("+-").isdigit()
+
+
 def _is_number(v: str) -> bool:
     try:
         float(v)
@@ -267,15 +295,27 @@ def _target_column(
     target and whose other values would turn it into labels, is an error."""
     bad = [i for i, v in enumerate(values) if not (_is_number(v) and math.isfinite(float(v)))]
     if not bad and classes is None:
-        return np.asarray(values, dtype=np.float64)
+        x = np.asarray(values, dtype=np.float64)
+        if task != "regression" and np.abs(x).max() >= 2**53 and all(map(_is_int, values)):
+            return np.asarray([str(int(v)) for v in values], dtype=str)  # ids, exactly
+        return x
     if "" in values:
         i = values.index("")
         raise CLIError(f"target column {name!r} of {path} misses a value on line {lines[i]}")
-    gap = next((i for i in bad if values[i].lower() in MISSING), None)
+    # "NA", "none", ...: a missing value, unless one of the model's classes (a label it
+    # predicts, from an .npz's labels)
+    known = set(classes or ())
+    gap = next((i for i in bad if values[i] not in known and values[i].lower() in MISSING), None)
     if gap is not None:
         raise CLIError(
-            f"target column {name!r} of {path} holds {values[gap]!r} on line {lines[gap]}, "
-            "a missing value; every row needs a target"
+            f"target column {name!r} of {path} holds {values[gap]!r} on line {lines[gap]}, a "
+            "missing value; every row needs a target ("
+            + (
+                "a class of that name: rename it, or give the data as .npz"
+                if classes is None
+                else "it is none of the model's classes"
+            )
+            + ")"
         )
     if classes is not None:
         return _as_classes(values, classes)
@@ -326,7 +366,9 @@ def _seekable(path: Path) -> Path | io.BytesIO:
     return path if path.is_file() else io.BytesIO(path.read_bytes())
 
 
-def _read_npz(path: Path) -> Table:
+def _read_npz(path: Path, with_target: bool, one_hot: bool = True) -> Table:
+    """``X`` and, ``with_target``, the target ``y`` (or ``T``, ``t``): one target column per
+    column, a one-hot ``T`` one target of K classes (where ``one_hot``)."""
     try:
         with np.load(_seekable(path), allow_pickle=False) as arrays:
             data = {k: arrays[k] for k in arrays.files}
@@ -335,14 +377,14 @@ def _read_npz(path: Path) -> Table:
     if "X" not in data:
         raise CLIError(f"{path} has no array 'X'; it holds: {', '.join(data) or 'nothing'}")
     X = _features_array(data["X"], path)
-    key = next((k for k in ("y", "T", "t") if k in data), None)
+    key = next((k for k in ("y", "T", "t") if k in data), None) if with_target else None
     targets, names = [], []
     if key is not None:
         Y = data[key]
         Y = Y[:, None] if Y.ndim == 1 else Y
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
             raise CLIError(f"{path}: {key} has shape {data[key].shape}; X has {X.shape[0]} rows")
-        if Y.shape[1] > 1 and _one_hot(Y):  # the notes' (N, K) T: one target of K classes
+        if one_hot and Y.shape[1] > 1 and _one_hot(Y):  # the notes' (N, K) T
             Y = np.argmax(Y, axis=1)[:, None]
         names = [key] if Y.shape[1] == 1 else [f"{key}{k}" for k in range(Y.shape[1])]
         targets = [_target_array(Y[:, k], path, f"array {n!r}") for k, n in enumerate(names)]
@@ -365,16 +407,20 @@ def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
     if split and A.shape[1] < 2:
         raise CLIError(f"{path} has one column; features and a last target column are needed")
     X = _features_array(A[:, :-1] if split else A, path)
-    targets = [_target_array(A[:, -1], path, "the target (last) column")] if split else []
+    keep = split and with_target  # else the last column is left unread (predict)
+    targets = [_target_array(A[:, -1], path, "the target (last) column")] if keep else []
     return Table(
-        X, targets, [f"x{i}" for i in range(X.shape[1])], ["y"] if split else [], path.name
+        X, targets, [f"x{i}" for i in range(X.shape[1])], ["y"] if keep else [], path.name
     )
 
 
 def _features_array(X: np.ndarray, path: Path) -> np.ndarray:
     X = X[:, None] if X.ndim == 1 else X
-    if X.ndim != 2:
-        raise CLIError(f"{path}: the features have shape {X.shape}; a 2-d table is needed")
+    if X.ndim != 2 or not X.shape[1]:
+        raise CLIError(
+            f"{path}: the features have shape {X.shape}; a 2-d table with a column or more is "
+            "needed"
+        )
     if X.dtype.kind not in "biuf":
         raise CLIError(f"{path}: the features are not numeric (dtype {X.dtype})")
     X = X.astype(np.float64)
@@ -488,7 +534,10 @@ def choose_output(table: Table, task: str, output: str, classes: list[list[str]]
     names = table.target_names
     if task == "regression":  # read_table has refused targets that are not numbers
         if output not in ("auto", "identity"):
-            raise CLIError(f"--output {output} does not fit regression; use identity or auto")
+            raise CLIError(
+                f"--output {output} does not fit regression; use identity or auto (or "
+                "--task classification, for a numeric target of class labels)"
+            )
         return "identity"
     for c, name in zip(classes, names):
         if len(c) < 2:
