@@ -540,7 +540,7 @@ def paired_quartiles(ref_times, times) -> str:
     r = paired(ref_times, times)
     if len(r) < 2:
         return f"{r[0]:.2f}x" if r else "n/a"
-    q1, q2, q3 = statistics.quantiles(r, n=4)
+    q1, q2, q3 = _quartiles(r)
     return f"{q2:.2f}x ({q1:.2f}-{q3:.2f})"
 
 
@@ -548,8 +548,14 @@ def spread_pct(times):
     """Half the interquartile range, in % of the median: how far a repeat typically strays."""
     if len(times) < 2:
         return 0.0
-    q1, _, q3 = statistics.quantiles(times, n=4)
+    q1, _, q3 = _quartiles(times)
     return 50 * (q3 - q1) / statistics.median(times)
+
+
+def _quartiles(x) -> list[float]:
+    """Quartiles within the data (interpolated between the repeats): the default method
+    extrapolates past the least and the greatest of a few repeats (2: 1.5x their range)."""
+    return statistics.quantiles(x, n=4, method="inclusive")
 
 
 def report(results, meta, args):

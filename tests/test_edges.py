@@ -84,9 +84,12 @@ def _bench():
 
 def test_bench_spread_is_half_the_interquartile_range_in_percent_of_the_median():
     run = _bench()
-    # quantiles (exclusive) of 1..5: q1 = 1.5, q3 = 4.5; median 3 -> 50 * 3 / 3
-    assert run.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(50.0)
+    # quartiles of 1..5 within the data: q1 = 2, q3 = 4; median 3 -> 50 * 2 / 3
+    assert run.spread_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(100 / 3)
     assert run.spread_pct([2.0]) == 0.0
+    # two or three repeats: quartiles between them, not past them (they were 1.5x the range)
+    assert run.spread_pct([1.0, 1.1]) == pytest.approx(50 * 0.05 / 1.05)
+    assert run.paired_quartiles([1.02, 1.2], [1.0, 1.0]) == "1.11x (1.06-1.15)"
 
 
 def test_bench_paired_ratio_is_reference_time_over_runner_time():
