@@ -7,7 +7,9 @@
 #      (A), each part under its own time limit so that a slow one does not cost the rest.
 # Everything it prints (nvidia-smi and pytest included) also goes to OUTDIR/gpu_check.log;
 # the benchmark's results land in OUTDIR: 7 files in all. Without a CUDA device it says so
-# and exits 0 having run nothing on a GPU. A machine without array-api-compat and without
+# and exits 0 having run nothing on a GPU. It exits 1 when the tests or a benchmark call
+# failed or ran out of time (the others still run), 3 when nvidia-smi sees a GPU that CuPy
+# cannot reach (CuPy missing, or another CUDA). A machine without array-api-compat and without
 # network needs its wheel in .whl/ (see bench/README.md), which git ignores: bring that
 # folder along with the checkout.
 #
@@ -34,11 +36,14 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # xpmlp from this checkout
 
-skip() {
+skip() {  # [status] message
+    local status=0
+    [[ $1 =~ ^[0-9]+$ ]] && status=$1 && shift
     echo "SKIP: $*"
     printf '# GPU check skipped\n\n%s\n' "$*" >"$OUT/SKIPPED.md"
-    exit 0
+    exit "$status"
 }
+FAILED=0  # 1 once the tests or a benchmark call fail
 
 step "nvidia-smi"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -60,7 +65,7 @@ print(f"cupy {cupy.__version__}, {n} device(s):",
 sys.exit(0 if n else 1)
 EOF
 then
-    skip "CuPy is missing or sees no CUDA device: no GPU test or benchmark ran."
+    skip 3 "nvidia-smi sees a GPU, but CuPy is missing or reaches no CUDA device: no GPU test or benchmark ran."
 fi
 if ! $PY -c "import array_api_compat" 2>/dev/null; then
     echo "FAILED: array_api_compat is not importable and xpmlp needs it: put its wheel in .whl/"
@@ -72,7 +77,9 @@ step "pytest -m gpu (modules needing packages missing here, e.g. scikit-learn, a
 # SIGINT at the limit: pytest then names the test it was in and prints its summary
 CUPY_TF32=0 timeout -s INT -k 10 65 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
     --continue-on-collection-errors 2>&1 | tee /tmp/xpmlp-pytest-gpu.txt
-echo "pytest exit status: ${PIPESTATUS[0]}"
+status=${PIPESTATUS[0]}
+echo "pytest exit status: $status"
+[ "$status" -eq 0 ] || FAILED=1
 if grep -q "no CUDA device (CuPy)" /tmp/xpmlp-pytest-gpu.txt; then
     echo "WARNING: the tests found no CUDA device though CuPy did above: see the skip reasons"
 fi
@@ -84,7 +91,9 @@ bench() {
     shift 2
     timeout -k 5 "$limit" $PY bench/run.py --backend cupy --repeats "$repeats" --no-probes \
         --peers numpy,torch,jax --out "$OUT" "$@"
-    echo "exit status: $?"
+    local status=$?
+    echo "exit status: $status"
+    [ "$status" -eq 0 ] || FAILED=1
 }
 step "benchmark, TF32 off: A scaled up"
 bench 75 3 --workloads A --scale-a 4096 --tf32 off --tag=-a-tf32-off
@@ -95,7 +104,8 @@ bench 70 2 --workloads B,C --tf32 off --tag=-bc
 step "benchmark, TF32 on: A scaled up"
 bench 55 3 --workloads A --scale-a 4096 --tf32 on --tag=-a-tf32-on
 
-step "done"
+step "done ($([ $FAILED -eq 0 ] && echo 'all passed' || echo 'SOMETHING FAILED: see above'))"
 ls -l "$OUT"
 exec >&- 2>&-  # the log's tee sees the end of its input, and is waited for
 wait "$LOG_PID" 2>/dev/null || true
+exit "$FAILED"

@@ -35,3 +35,53 @@ def test_a_short_benchmark_run_writes_its_tables_and_every_runner_agrees(tmp_pat
         for row in w["rows"]:
             assert len(row["times_s"]) == 2
             assert row["agree"] in ("yes", "n/a (no training)"), row
+
+
+STUB_PYTHON = """#!/bin/bash
+# stands in for Python: the CuPy check (a script on stdin), pytest and the benchmark
+case "$*" in
+    -) cat >/dev/null; exit "${STUB_CUPY:-0}" ;;
+    *"-m pytest"*) echo "pytest ran"; exit "${STUB_PYTEST:-0}" ;;
+    *bench/run.py*) echo "run.py ran"; exit "${STUB_BENCH:-0}" ;;
+    *) exit 0 ;;
+esac
+"""
+
+
+def _gpu_check(tmp_path, smi: bool, **stub) -> tuple[int, str, list[str]]:
+    """``bash bench/gpu_check.sh OUT`` with Python stubbed and nvidia-smi present or not."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "python").write_text(STUB_PYTHON)
+    (bin_ / "python").chmod(0o755)
+    if smi:
+        (bin_ / "nvidia-smi").write_text("#!/bin/bash\necho 'GPU 0: stub'\n")
+        (bin_ / "nvidia-smi").chmod(0o755)
+    # the system's tools, without any nvidia-smi it may have
+    system = [
+        p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvidia-smi").exists()
+    ]
+    env = {**os.environ, "PATH": os.pathsep.join([str(bin_), *system])}
+    env.update(
+        PYTHON=str(bin_ / "python"), **{f"STUB_{k.upper()}": str(v) for k, v in stub.items()}
+    )
+    out = tmp_path / "out"
+    r = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), str(out)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return r.returncode, r.stdout + r.stderr, sorted(os.listdir(out))
+
+
+def test_gpu_check_exits_0_without_a_gpu_and_not_when_a_part_fails(tmp_path):
+    """It exited 0 whatever failed: a failed test or benchmark call read as a pass."""
+    rc, log, files = _gpu_check(tmp_path, smi=False)
+    assert rc == 0 and "SKIP: nvidia-smi is not available" in log and "SKIPPED.md" in files
+    rc, log, _ = _gpu_check(tmp_path, smi=True, cupy=1)
+    assert rc == 3 and "CuPy is missing or reaches no CUDA device" in log
+    rc, log, _ = _gpu_check(tmp_path, smi=True)
+    assert rc == 0 and log.count("run.py ran") == 3 and "all passed" in log
+    rc, log, _ = _gpu_check(tmp_path, smi=True, pytest=1)
+    assert rc == 1 and log.count("run.py ran") == 3 and "SOMETHING FAILED" in log
+    rc, log, _ = _gpu_check(tmp_path, smi=True, bench=124)  # a call past its time limit
+    assert rc == 1 and "exit status: 124" in log
