@@ -799,7 +799,8 @@ def read_sidecar(side: Path, net: Any, model: Path | None = None) -> dict:
         need(
             "model_sha256",
             lambda v: v == digest,
-            f"{digest[:12]}..., that of {model.name} (this side file is of another save of it)",
+            f"{digest[:12]}..., that of {model.name} (this side file is of another model, or "
+            "of another save of it)",
         )
     output = net.output.name  # a regression model's is identity; classes take any
     tasks = TASKS if output == "identity" else [t for t in TASKS if t != "regression"]
