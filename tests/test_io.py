@@ -758,7 +758,7 @@ def test_power_t_travels_with_the_optimizer_state(tmp_path):
     arrays, meta = entries(tmp_path / "m.npz")
     del meta["optimizer"]["power_t"]
     write(tmp_path / "m.npz", arrays, meta)
-    assert xpmlp.load(tmp_path / "m.npz")._optimizer_key[-1] == 0.5
+    assert xpmlp.load(tmp_path / "m.npz")._optimizer_key[4] == 0.5
 
 
 @pytest.mark.parametrize("path", [None, 3, ["m.npz"]])

@@ -780,6 +780,40 @@ def test_fit_continues_the_optimizer_state_with_the_same_optimizer(backend, opti
         np.testing.assert_allclose(s, s_ref, **EXACT)
 
 
+def test_optimizers_of_one_name_are_told_apart_by_their_rule():
+    """Two Optimizers named alike with the same hyperparams field shared their state: Adam's
+    went into SGD (AttributeError), momentum 0.9's velocities into momentum 0.5's."""
+    import pickle
+
+    X, T = problem(N=20)
+    kw = dict(epochs=1, batch_size=None, shuffle=False, learning_rate=0.05)
+    a, s9, s5 = optim.adam(), optim.sgd(0.9), optim.sgd(0.5)
+    net = net64()
+    net.fit(X, T, optimizer=optim.Optimizer("mine", a.init, a.update, {}), **kw)
+    net.fit(X, T, optimizer=optim.Optimizer("mine", s9.init, s9.update, {}), **kw)
+    W = weights_np(net)
+    net.fit(X, T, optimizer=optim.Optimizer("mine", s5.init, s5.update, {}), **kw)
+    fresh = net64()
+    fresh.weights = W
+    fresh.fit(X, T, optimizer=s5, **kw)  # momentum 0.5 from a fresh state
+    assert_weights_equal(net.weights, fresh.weights)
+    # a user's own functions: the same ones go on, others start afresh, and a pickle keeps
+    # no functions (a fit after it starts afresh)
+    own = optim.Optimizer("own", s9.init, lambda *a, **k: s9.update(*a, **k), {})
+    twice, once = net64(), net64()
+    twice.fit(X, T, optimizer=own, **kw)
+    twice.fit(X, T, optimizer=own, **kw)
+    once.fit(X, T, optimizer=s9, epochs=2, batch_size=None, shuffle=False, learning_rate=0.05)
+    assert_weights_equal(twice.weights, once.weights)
+    back = pickle.loads(pickle.dumps(twice))
+    W = weights_np(back)
+    back.fit(X, T, optimizer=own, **kw)
+    fresh = net64()
+    fresh.weights = W
+    fresh.fit(X, T, optimizer=s9, **kw)
+    assert_weights_equal(back.weights, fresh.weights)
+
+
 def test_a_different_optimizer_starts_from_a_fresh_state():
     X, T = problem(N=20)
     kw = dict(epochs=1, batch_size=None, shuffle=False, learning_rate=0.05)

@@ -42,7 +42,7 @@ from . import train
 from ._checks import check_choice, check_int, check_layer_sizes, check_nonneg, check_positive
 from .activations import ACTIVATIONS
 from .backend import dtype_name, get_dtype, to_numpy
-from .model import MLP, check_storable, rng_state
+from .model import MLP, check_storable, optimizer_key, rng_state
 from .optim import OPTIMIZERS
 
 FORMAT = "xpmlp.MLP"
@@ -181,7 +181,7 @@ def _to_arrays(net: MLP) -> tuple[dict, dict]:
     arrays = host("W", net.weights)
     state, optimizer = net.state, None
     if net._optimizer_key is not None and state.opt_state is not None:
-        name, hyperparams, learning_rate, schedule, power_t = net._optimizer_key
+        name, hyperparams, learning_rate, schedule, power_t, _ = net._optimizer_key
         opt = state.opt_state
         try:
             template = _template(name, hyperparams, len(net.weights))
@@ -384,12 +384,12 @@ def _optimizer(opt: dict | None, n_layers: int) -> tuple:
                 raise ValueError(f"{k}={v!r:.40}; accepted: true or false")
         elif not finite_json_number(v):
             raise ValueError(f"{k}={v!r:.40}; accepted: a finite number")
-    hyperparams = OPTIMIZERS[name](**saved).hyperparams
+    built = OPTIMIZERS[name](**saved)
     learning_rate = check_positive(opt["learning_rate"], "learning_rate")
     schedule = check_choice(opt["schedule"], "schedule", train.SCHEDULES)
     power_t = check_nonneg(opt.get("power_t", train.Config.power_t), "power_t")  # 0.5 before
-    key = (name, hyperparams, learning_rate, schedule, power_t)
-    return key, _template(name, hyperparams, n_layers)
+    key = optimizer_key(built, learning_rate, schedule, power_t)
+    return key, _template(name, built.hyperparams, n_layers)
 
 
 def _fill(template: Any, opt: dict, host: dict) -> Any:

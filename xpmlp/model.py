@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import network, train
+from . import network, optim, train
 from ._checks import (
     check_bool,
     check_callbacks,
@@ -538,7 +538,7 @@ class MLP:
         weights = [xp.asarray(W, copy=True) for W in self._weights]
         # arrays updated in place need copies; the history is only appended to
         state = _map_state(self.state, lambda A: xp.asarray(A, copy=True))
-        key = (opt.name, opt.hyperparams, config.learning_rate, config.schedule, config.power_t)
+        key = optimizer_key(opt, config.learning_rate, config.schedule, config.power_t)
         if reset_optimizer or key != self._optimizer_key:  # a new optimizer starts afresh
             state.opt_state, state.learning_rate = None, None
         if not keep_plateau:  # each fit counts its own epochs without gain, keeps its own best
@@ -694,6 +694,7 @@ class MLP:
             "dtype": dtype_name(self.dtype),
             "activation": self.activation.name,
             "output": self.output.name,
+            "_optimizer_key": _storable_key(self._optimizer_key),
             "_weights": _map_arrays(self._weights, to_numpy),
             "state": _map_state(self.state, to_numpy),
         }
@@ -715,6 +716,26 @@ class MLP:
         self.output = get_output(d["output"])
         self.dtype = d["dtype"]  # a name: to() resolves it for the backend
         self.to(xp, device)
+
+
+def optimizer_key(opt: Optimizer, learning_rate, schedule, power_t) -> tuple:
+    """What ``fit`` compares to go on with an optimizer's state: its name, hyper-parameters,
+    rate and schedule, and its rule: for :mod:`optim`'s own the rule and hyper-parameters
+    its ``update`` computes with (whatever the tuple's fields say), else its functions."""
+    update = opt.update
+    if getattr(update, "__module__", None) == optim.__name__ and hasattr(update, "rule"):
+        rule = (update.rule, dict(update.hyperparams))
+    else:
+        rule = (opt.init, opt.update)
+    return (opt.name, opt.hyperparams, learning_rate, schedule, power_t, rule)
+
+
+def _storable_key(key: tuple | None) -> tuple | None:
+    """The optimizer key with a user's functions left out: after unpickling, a fit with
+    them starts a fresh state."""
+    if key is None or isinstance(key[5][0], str):
+        return key
+    return (*key[:5], ("a user's functions", None))
 
 
 def _numeric_columns(X) -> bool:

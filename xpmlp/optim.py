@@ -8,6 +8,11 @@
 torch tensor that requires grad, such as an ``nn.Parameter``, under ``torch.no_grad()``) and
 returns the same arrays; on JAX it builds new ones. Both paths compute the same numbers.
 The learning rate is an argument, so that schedules (``train.py``) stay outside.
+
+The rules are scikit-learn's (its ``_stochastic_optimizers``), step for step, where
+``torch.optim`` differs: momentum keeps the rate inside the velocity (``V <- mu V - eta G``:
+a new rate reaches new gradients only), and Adam adds epsilon inside the bias-corrected
+step (``epsilon / sqrt(1 - beta_2**t)`` in PyTorch's form).
 """
 
 from __future__ import annotations
