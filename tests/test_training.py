@@ -1,6 +1,7 @@
 """Optimisation: optimizer steps by hand, L2, schedules, clipping, initial weights, early
 stopping, callbacks, sample weights, host synchronisation and optimizer state across fits."""
 
+import copy
 import math
 import pickle
 import warnings
@@ -783,8 +784,6 @@ def test_fit_continues_the_optimizer_state_with_the_same_optimizer(backend, opti
 def test_optimizers_of_one_name_are_told_apart_by_their_rule():
     """Two Optimizers named alike with the same hyperparams field shared their state: Adam's
     went into SGD (AttributeError), momentum 0.9's velocities into momentum 0.5's."""
-    import pickle
-
     X, T = problem(N=20)
     kw = dict(epochs=1, batch_size=None, shuffle=False, learning_rate=0.05)
     a, s9, s5 = optim.adam(), optim.sgd(0.9), optim.sgd(0.5)
@@ -812,6 +811,24 @@ def test_optimizers_of_one_name_are_told_apart_by_their_rule():
     fresh.weights = W
     fresh.fit(X, T, optimizer=s9, **kw)
     assert_weights_equal(back.weights, fresh.weights)
+
+
+def test_a_pickle_whose_optimizer_key_lacks_the_rule_goes_on_with_its_optimizer(tmp_path):
+    """Pickles made before the key held the optimizer's rule keep their optimizer."""
+    X, T = problem(N=20)
+    kw = dict(optimizer="adam", epochs=2, batch_size=5)
+    net = net64()
+    net.fit(X, T, **kw)
+    state = net.__getstate__()
+    state["_optimizer_key"] = state["_optimizer_key"][:5]  # the older form
+    old = xpmlp.MLP.__new__(xpmlp.MLP)
+    old.__setstate__(state)
+    ref = copy.deepcopy(net)
+    old.fit(X, T, **kw)
+    ref.fit(X, T, **kw)
+    assert_weights_equal(old.weights, ref.weights)
+    old.save(tmp_path / "m.npz")
+    assert xpmlp.load(tmp_path / "m.npz")._optimizer_key == old._optimizer_key
 
 
 def test_a_different_optimizer_starts_from_a_fresh_state():

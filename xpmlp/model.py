@@ -715,6 +715,12 @@ class MLP:
         self.activation = get_activation(d["activation"])
         self.output = get_output(d["output"])
         self.dtype = d["dtype"]  # a name: to() resolves it for the backend
+        key = self._optimizer_key
+        if key is not None and len(key) == 5:  # pickled before the key held the rule
+            try:
+                self._optimizer_key = optimizer_key(optim.OPTIMIZERS[key[0]](**key[1]), *key[2:])
+            except (KeyError, TypeError):  # a user's optimizer: a fit with it starts afresh
+                self._optimizer_key = (*key, ("a user's functions", None))
         self.to(xp, device)
 
 
