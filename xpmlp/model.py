@@ -720,7 +720,7 @@ class MLP:
             try:
                 self._optimizer_key = optimizer_key(optim.OPTIMIZERS[key[0]](**key[1]), *key[2:])
             except (KeyError, TypeError):  # a user's optimizer: a fit with it starts afresh
-                self._optimizer_key = (*key, ("a user's functions", None))
+                self._optimizer_key = (*key, _USER_RULE)
         self.to(xp, device)
 
 
@@ -736,12 +736,15 @@ def optimizer_key(opt: Optimizer, learning_rate, schedule, power_t) -> tuple:
     return (opt.name, opt.hyperparams, learning_rate, schedule, power_t, rule)
 
 
+_USER_RULE = ("a user's functions", None)  # in a pickled key: equal to no optimizer's
+
+
 def _storable_key(key: tuple | None) -> tuple | None:
     """The optimizer key with a user's functions left out: after unpickling, a fit with
     them starts a fresh state."""
     if key is None or isinstance(key[5][0], str):
         return key
-    return (*key[:5], ("a user's functions", None))
+    return (*key[:5], _USER_RULE)
 
 
 def _numeric_columns(X) -> bool:
