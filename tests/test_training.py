@@ -1146,6 +1146,40 @@ def test_a_second_ctrl_c_within_a_step_is_raised_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_ctrl_c_held_for_the_main_threads_training_is_not_taken_by_another_thread():
+    """Trainings in other threads check between steps too: they took the held Ctrl-C, so
+    the main thread's fit trained on (a second Ctrl-C as well) and the other one stopped."""
+    import signal
+    import threading
+
+    from xpmlp import _interrupt
+
+    taken = []
+
+    def other():
+        try:
+            _interrupt.check()
+        except KeyboardInterrupt:
+            taken.append("other")
+
+    with _interrupt.held():
+        signal.raise_signal(signal.SIGINT)
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt.check()  # still held for the main thread
+    assert taken == []
+    X, T = problem(N=40)  # a whole fit in another thread leaves a held Ctrl-C alone
+    with _interrupt.held():
+        signal.raise_signal(signal.SIGINT)
+        worker = threading.Thread(target=lambda: net64().fit(X, T, epochs=3, batch_size=1))
+        worker.start()
+        worker.join()
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt.check()
+
+
 def test_an_interrupt_while_scoring_keeps_the_counts_and_history_in_step():
     """Ctrl-C in an epoch's validation scoring: that epoch's training is kept, uncounted,
     as an interrupt within it (the counts had gone on while its loss was cut)."""

@@ -6,8 +6,9 @@ middle of one would keep some layers stepped and others not, or Adam's step coun
 its updates. While :func:`held` is in force a Ctrl-C is held until the step under way is
 complete, and raised where the loop calls :func:`check`, between steps; a second Ctrl-C
 raises at once. Only where Python's own handler is in place, in the main thread; elsewhere
-``check`` does nothing and an interrupt lands where it lands. The handler is set once per
-training call (setting it costs about 10 us: a small network's whole epoch).
+``check`` does nothing and an interrupt lands where it lands (a training in another thread
+never takes the main thread's held Ctrl-C). The handler is set once per training call
+(setting it costs about 10 us: a small network's whole epoch).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import contextlib
 import signal
 import threading
 
-_pending = False  # a Ctrl-C held since the last check
+_pending = False  # a Ctrl-C held since the last check, for the main thread's training
+_MAIN = threading.main_thread().ident
 
 
 def _hold(signum, frame) -> None:
@@ -27,9 +29,10 @@ def _hold(signum, frame) -> None:
 
 
 def check() -> None:
-    """Raise the Ctrl-C held since the last call, if any (call it between steps)."""
+    """Raise the Ctrl-C held since the last call, if any (call it between steps), in the
+    main thread, whose training holds it."""
     global _pending
-    if _pending:
+    if _pending and threading.get_ident() == _MAIN:
         _pending = False
         raise KeyboardInterrupt
 
