@@ -10,6 +10,7 @@ import xpmlp
 from xpmlp import _fast, optim, train
 
 RTOL = 1e-12  # float64: the paths differ only in the order of a few additions
+PASS_PART_BYTES = _fast.PASS_PART_BYTES  # the install's, before the fixture sets its own
 
 
 @pytest.fixture(autouse=True, params=["kernels", "pooled", "ufuncs"])
@@ -259,6 +260,22 @@ def _blas_threads(n):
     if not getattr(_fast._openblas(), "gotoblas_pthread", None):
         pytest.skip("NumPy does not link OpenBLAS here: the kernels keep to one thread")
     return threadpoolctl.threadpool_limits(n, user_api="blas")
+
+
+def test_passes_under_128_kib_keep_to_one_thread(kernels, monkeypatch):
+    """Split from 64 KiB, small fits waited on a descheduled BLAS thread where another
+    process kept a core busy (a median 1.8x, at worst 12x the time of one thread)."""
+    if kernels == "ufuncs":
+        pytest.skip("the kernels' parts")
+    from xpmlp import _kernels
+
+    monkeypatch.setattr(_fast, "PASS_PART_BYTES", PASS_PART_BYTES)
+    p = _plan(xpmlp.MLP([3, 4, 2], dtype="float64"), *problem())
+    with _blas_threads(2):
+        for kib, parts in ((100, 1), (127, 1), (128, 2), (512, 2)):
+            Z = np.zeros(kib * 1024 // 8)
+            (_, args), (_, dargs) = *p._h_ops(Z, Z), *p._delta_ops(Z, Z.copy())
+            assert _kernels.parts(args[0]) == _kernels.parts(dargs[0]) == parts, kib
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -76,7 +76,10 @@ ENABLED = os.environ.get("XPMLP_FAST", "1").strip().lower() not in ("0", "false"
 PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is this small
 GEMM_UPDATE_SIZE = 16384  # fuse the SGD update into the gradient GEMM from this many weights
 UPDATE_BLOCK = 32768  # elements per block of rows of an optimizer step (Adam: a dozen passes)
-PASS_PART_BYTES = 32768  # the least part of a pass worth a thread (2 parts won from 64 KiB)
+PASS_PART_BYTES = 65536  # a pass's least part worth a thread: 2 parts from 128 KiB. Below,
+# 2 parts saved an idle 2-core machine 3 us on tanh and delta of 64 KiB, but with another
+# process busy on a core they waited on a descheduled thread: 15 epochs of [20, 64, 1],
+# batch 200 (100 KiB passes) took a median 8.9 ms, at most 165, against 5.0 and 13 in one
 TORCH_GEMM_SIZE = 65536  # multiply-adds from which a TorchPlan's product runs on torch's BLAS
 TORCH_PASS_SIZE = 32768  # elements from which a TorchPlan's pass runs on torch's threads
 
