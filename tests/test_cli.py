@@ -913,6 +913,9 @@ def test_an_empty_line_in_a_one_column_file_is_a_missing_value_not_skipped(tmp_p
     assert "gap.csv, line 3: an empty line, in a one-column file a missing value of 'a'" in line
     (tmp_path / "tail.csv").write_text("a\n0.1\n0.5\n\n\n")  # blank lines after the last row
     assert len(ok("predict m.npz tail.csv", cwd=tmp_path).splitlines()) == 3
+    (tmp_path / "head.csv").write_text("a\n\n0.1\n0.5\n")  # before the first: one as well
+    line = assert_one_line_error(xpmlp("predict m.npz head.csv", cwd=tmp_path))
+    assert "head.csv, line 2: an empty line" in line
 
 
 def test_predict_leaves_the_target_of_npz_and_npy_data_unread(tmp_path):
@@ -940,7 +943,19 @@ def test_integer_labels_past_float_precision_keep_every_digit(tmp_path):
     meta = json.loads((tmp_path / "m.npz.cli.json").read_text())
     assert meta["classes"] == [["10000000000000001", "10000000000000002"]]
     assert set(ok("predict m.npz d.csv", cwd=tmp_path).split()[1:]) <= set(ids)
-    assert ok("evaluate m.npz d.csv", cwd=tmp_path).startswith("d.csv: accuracy ")
+    out = ok("evaluate m.npz d.csv", cwd=tmp_path)
+    signed = np.array(["+" + i for i in ids])  # the same labels, written otherwise
+    write_csv(tmp_path / "s.csv", ["x", "id"], [x, signed])
+    assert ok("evaluate m.npz s.csv", cwd=tmp_path).split()[1:] == out.split()[1:]
+    X = np.column_stack([x, -x])  # .npz labels too
+    np.savez(tmp_path / "d.npz", X=X, y=np.where(x > 0, 2**53 + 1, 2**53 + 2))
+    ok("train d.npz --epochs 5 --save n.npz", cwd=tmp_path)
+    meta = json.loads((tmp_path / "n.npz.cli.json").read_text())
+    assert meta["classes"] == [[str(2**53 + 1), str(2**53 + 2)]]
+    # many values are numbers, as any integers: nanosecond times stay a regression target
+    t = 1_700_000_000_000_000_000 + np.arange(40) * 1_000_000_007
+    write_csv(tmp_path / "t.csv", ["x", "t"], [x, t])
+    assert "held-out R^2" in ok("train t.csv --target t --epochs 2", cwd=tmp_path)
 
 
 def test_evaluate_keeps_several_binary_targets_apart_in_an_npz(tmp_path):
@@ -959,14 +974,18 @@ def test_evaluate_keeps_several_binary_targets_apart_in_an_npz(tmp_path):
 
 @pytest.mark.parametrize(
     ("header", "row", "why"),
-    [(",a,y", "0,1,2", "column 1 has no name in the header row (a row index?"),
-     ("a,y,", "1,2,", "column 3 has no name in the header row (a separator at the end")],
+    [(",a,y", "{i},{a},{y}", "column 1 has no name in the header row (a row index?"),
+     ("a,y,", "{a},{y},", "column 3 has no name in the header row (a separator at the end")],
 )  # fmt: skip
 def test_a_column_without_a_name_is_refused(tmp_path, header, row, why):
     """pandas' to_csv writes the index under an empty name: it was trained on as a feature."""
-    (tmp_path / "d.csv").write_text(f"{header}\n" + f"{row}\n" * 5)
+    rows = [row.format(i=i, a=i / 10, y=i % 2) for i in range(10)]
+    (tmp_path / "d.csv").write_text("\n".join([header, *rows]) + "\n")
     line = assert_one_line_error(xpmlp("train d.csv --target y", cwd=tmp_path))
-    assert why in line
+    assert why in line and "--features" in line
+    # a column left unread may have no name: the features named, or the model's
+    ok("train d.csv --target y --features a --epochs 1 --save m.npz", cwd=tmp_path)
+    assert ok("predict m.npz d.csv", cwd=tmp_path).startswith("y\n")
 
 
 def test_softmax_on_a_target_taken_for_regression_names_task_classification(tmp_path):

@@ -108,9 +108,9 @@ def read_table(
     if suffix not in (".npz", ".npy"):
         return _read_csv(p, list(target or ()), features, task, classes)
     if suffix == ".npz":  # a one-hot T is one target of K classes, unless K are named
-        table = _read_npz(p, need_target, one_hot=len(target or ()) <= 1)
+        table = _read_npz(p, need_target, task, one_hot=len(target or ()) <= 1)
     else:
-        table = _read_npy(p, need_target, n_features)
+        table = _read_npy(p, need_target, n_features, task)
     if not len(table.X):
         raise CLIError(f"{path} has no rows")
     if need_target and not table.targets:
@@ -181,24 +181,14 @@ def _read_csv(
     if len(rows) < 2:
         raise CLIError(f"{path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0][1]]
-    if "" in header:
-        i = header.index("")
-        why = (
-            "a separator at the end of the row?"
-            if i == len(header) - 1
-            else "a row index? pandas' to_csv(index=False) leaves it out"
-        )
-        raise CLIError(
-            f"{path}: column {i + 1} has no name in the header row ({why}); accepted: a name "
-            "for every column"
-        )
-    gap = next((n for n in blank if rows[1][0] < n < rows[-1][0]), None)
+    gap = next((n for n in blank if rows[0][0] < n < rows[-1][0]), None)
     if len(header) == 1 and gap is not None:  # an empty line is an empty field here
         raise CLIError(
             f"{path}, line {gap}: an empty line, in a one-column file a missing value of "
             f"{header[0]!r}; every row needs a value"
         )
-    if len(set(header)) != len(header):
+    named = [h for h in header if h]  # columns without a name: refused below if read
+    if len(set(named)) != len(named):
         raise CLIError(f"{path}: the header repeats a column name: {', '.join(header)}")
     for n, r in rows[1:]:
         if len(r) != len(header):
@@ -221,6 +211,17 @@ def _read_csv(
             )
     if features is None:
         features = [h for h in header if h not in target]
+        if "" in features:  # every other column is a feature: one without a name too
+            i = header.index("")
+            why = (
+                "a separator at the end of the row?"
+                if i == len(header) - 1
+                else "a row index? pandas' to_csv(index=False) leaves it out"
+            )
+            raise CLIError(
+                f"{path}: column {i + 1} has no name in the header row ({why}); accepted: a "
+                "name for every column, or --features naming the ones to read"
+            )
     for name in features:
         if name not in header:
             made_up = all(f == f"x{i}" for i, f in enumerate(features))
@@ -267,6 +268,13 @@ def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.n
     return x
 
 
+def _labels_exactly(ids: list[int], task: str | None) -> bool:
+    """Whether integers past float64's exact range (2**53) are class labels, kept to their
+    last digit: where the column is labels anyway (``--task classification``, or without a
+    task as few values as :func:`infer_task` takes for classes); else they are numbers."""
+    return task == "classification" or (task is None and len(set(ids)) <= MAX_CLASSES)
+
+
 def _is_int(v: str) -> bool:
     """Whether ``v`` is an integer literal, which ``int`` reads exactly."""
     return v.strip().lstrip("+-").isdigit()
@@ -296,8 +304,10 @@ def _target_column(
     bad = [i for i, v in enumerate(values) if not (_is_number(v) and math.isfinite(float(v)))]
     if not bad and classes is None:
         x = np.asarray(values, dtype=np.float64)
-        if task != "regression" and np.abs(x).max() >= 2**53 and all(map(_is_int, values)):
-            return np.asarray([str(int(v)) for v in values], dtype=str)  # ids, exactly
+        if np.abs(x).max() >= 2**53 and all(map(_is_int, values)):
+            ids = [int(v) for v in values]
+            if _labels_exactly(ids, task):
+                return np.asarray([str(i) for i in ids], dtype=str)
         return x
     if "" in values:
         i = values.index("")
@@ -344,7 +354,7 @@ def _as_classes(values: list[str], classes: Sequence[str]) -> np.ndarray:
     def label(v: str) -> str:
         if v in known or not (_is_number(v) and math.isfinite(float(v))):
             return v
-        number = _labels(np.asarray([float(v)]))[0]
+        number = str(int(v)) if _is_int(v) else _labels(np.asarray([float(v)]))[0]
         return number if number in known else v
 
     lookup = {v: label(v) for v in set(values)}
@@ -366,7 +376,7 @@ def _seekable(path: Path) -> Path | io.BytesIO:
     return path if path.is_file() else io.BytesIO(path.read_bytes())
 
 
-def _read_npz(path: Path, with_target: bool, one_hot: bool = True) -> Table:
+def _read_npz(path: Path, with_target: bool, task: str | None, one_hot: bool = True) -> Table:
     """``X`` and, ``with_target``, the target ``y`` (or ``T``, ``t``): one target column per
     column, a one-hot ``T`` one target of K classes (where ``one_hot``)."""
     try:
@@ -387,7 +397,7 @@ def _read_npz(path: Path, with_target: bool, one_hot: bool = True) -> Table:
         if one_hot and Y.shape[1] > 1 and _one_hot(Y):  # the notes' (N, K) T
             Y = np.argmax(Y, axis=1)[:, None]
         names = [key] if Y.shape[1] == 1 else [f"{key}{k}" for k in range(Y.shape[1])]
-        targets = [_target_array(Y[:, k], path, f"array {n!r}") for k, n in enumerate(names)]
+        targets = [_target_array(Y[:, k], path, f"array {n!r}", task) for k, n in enumerate(names)]
     return Table(X, targets, [f"x{i}" for i in range(X.shape[1])], names, path.name)
 
 
@@ -396,7 +406,7 @@ def _one_hot(Y: np.ndarray) -> bool:
     return Y.dtype.kind in "biuf" and bool(np.isin(Y, (0, 1)).all() and (Y.sum(axis=1) == 1).all())
 
 
-def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
+def _read_npy(path: Path, with_target: bool, n_features: int | None, task: str | None) -> Table:
     try:
         A = np.load(_seekable(path), allow_pickle=False)
     except UNREADABLE as exc:
@@ -408,7 +418,7 @@ def _read_npy(path: Path, with_target: bool, n_features: int | None) -> Table:
         raise CLIError(f"{path} has one column; features and a last target column are needed")
     X = _features_array(A[:, :-1] if split else A, path)
     keep = split and with_target  # else the last column is left unread (predict)
-    targets = [_target_array(A[:, -1], path, "the target (last) column")] if keep else []
+    targets = [_target_array(A[:, -1], path, "the target (last) column", task)] if keep else []
     return Table(
         X, targets, [f"x{i}" for i in range(X.shape[1])], ["y"] if keep else [], path.name
     )
@@ -434,10 +444,15 @@ def _features_array(X: np.ndarray, path: Path) -> np.ndarray:
     return X
 
 
-def _target_array(t: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """Numbers as float64, which must be finite; anything else as labels."""
+def _target_array(t: np.ndarray, path: Path, what: str, task: str | None) -> np.ndarray:
+    """Numbers as float64, which must be finite; anything else as labels, and integers past
+    float64's exact range where they are labels (:func:`_labels_exactly`)."""
     if t.dtype.kind not in "biuf":
         return t.astype(str)
+    if t.dtype.kind in "iu" and t.size and max(-int(t.min()), int(t.max())) >= 2**53:
+        ids = t.tolist()
+        if _labels_exactly(ids, task):
+            return np.asarray([str(i) for i in ids], dtype=str)
     t = t.astype(np.float64)
     if not np.isfinite(t).all():
         i = int(np.flatnonzero(~np.isfinite(t))[0])
