@@ -8,10 +8,10 @@
 # Everything it prints (nvidia-smi and pytest included) also goes to OUTDIR/gpu_check.log;
 # the benchmark's results land in OUTDIR: 7 files in all. Without a CUDA device it says so
 # and exits 0 having run nothing on a GPU. It exits 1 when the tests or a benchmark call
-# failed or ran out of time (the others still run), 3 when nvidia-smi sees a GPU that CuPy
-# cannot reach (CuPy missing, or another CUDA). A machine without array-api-compat and without
-# network needs its wheel in .whl/ (see bench/README.md), which git ignores: bring that
-# folder along with the checkout.
+# failed or ran out of time (the others still run), 2 when array-api-compat is missing, 3
+# when nvidia-smi sees a GPU that CuPy cannot reach (CuPy missing, or another CUDA). A
+# machine without array-api-compat and without network needs its wheel in .whl/ (see
+# bench/README.md), which git ignores: bring that folder along with the checkout.
 #
 #   bash bench/gpu_check.sh OUTDIR
 set -u -o pipefail

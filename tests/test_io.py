@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import xpmlp
+from xpmlp import optim
 from xpmlp.optim import AdamState, SGDState
 
 from conftest import to_np, tolerance
@@ -393,6 +394,47 @@ def test_a_text_mode_file_is_refused_naming_path(tmp_path):
         xpmlp.MLP([2, 3, 1]).save(fh)
     with pytest.raises(TypeError, match="path="):
         xpmlp.load(io.StringIO("x"))
+
+
+def test_a_file_keeps_the_rule_the_optimizer_stepped_with(tmp_path):
+    """save wrote the Optimizer tuple's name and hyperparams fields, not the rule its update
+    computed with: a file of momentum 0.9 loaded as momentum 0.5, and a user's functions
+    named "sgd" as xpmlp's sgd."""
+    X, T = problem()
+    s9 = optim.sgd(0.9)
+    relabelled = s9._replace(hyperparams={"momentum": 0.5, "nesterov": False})
+    net = make()
+    net.fit(X, T, epochs=1, optimizer=relabelled)
+    back = reload(net, tmp_path)
+    rule = ("sgd", {"momentum": 0.9, "nesterov": False})
+    assert net._optimizer_key[5] == back._optimizer_key[5] == rule
+    assert back._optimizer_key[1] == rule[1]  # and goes on with momentum 0.9's velocities
+    own = optim.Optimizer("sgd", s9.init, lambda *a, **k: s9.update(*a, **k), s9.hyperparams)
+    net.fit(X, T, epochs=1, optimizer=own)
+    with pytest.raises(ValueError, match="optimizer 'sgd' \\(its own functions\\)"):
+        net.save(tmp_path / "own.npz")
+    assert not (tmp_path / "own.npz").exists()
+
+
+def test_text_files_of_any_kind_are_refused_naming_path(tmp_path):
+    """Only io.TextIOBase was: a text-mode NamedTemporaryFile or SpooledTemporaryFile got
+    a UnicodeDecodeError or write()'s TypeError."""
+    import tempfile
+
+    net = xpmlp.MLP([2, 3, 1])
+    for make_file in (
+        lambda: tempfile.NamedTemporaryFile("w+", dir=tmp_path),
+        lambda: tempfile.SpooledTemporaryFile(mode="w+"),
+    ):
+        with make_file() as fh:
+            with pytest.raises(TypeError, match="path=.*'rb'"):
+                xpmlp.load(fh)
+            with pytest.raises(TypeError, match="path=.*'wb'"):
+                net.save(fh)
+    with tempfile.SpooledTemporaryFile() as fh:  # binary: taken
+        net.save(fh)
+        fh.seek(0)
+        assert xpmlp.load(fh).layer_sizes == [2, 3, 1]
 
 
 def test_save_takes_bytes_paths_and_writes_devices_in_place(tmp_path):

@@ -3,6 +3,7 @@ stopping, callbacks, sample weights, host synchronisation and optimizer state ac
 
 import copy
 import math
+import os
 import pickle
 import warnings
 
@@ -819,16 +820,18 @@ def test_a_pickle_whose_optimizer_key_lacks_the_rule_goes_on_with_its_optimizer(
     kw = dict(optimizer="adam", epochs=2, batch_size=5)
     net = net64()
     net.fit(X, T, **kw)
-    state = net.__getstate__()
-    state["_optimizer_key"] = state["_optimizer_key"][:5]  # the older form
-    old = xpmlp.MLP.__new__(xpmlp.MLP)
-    old.__setstate__(state)
-    ref = copy.deepcopy(net)
-    old.fit(X, T, **kw)
-    ref.fit(X, T, **kw)
-    assert_weights_equal(old.weights, ref.weights)
-    old.save(tmp_path / "m.npz")
-    assert xpmlp.load(tmp_path / "m.npz")._optimizer_key == old._optimizer_key
+    for fields in (5, 4):  # before the rule; before power_t as well (then 0.5, its default)
+        state = net.__getstate__()
+        state["_optimizer_key"] = state["_optimizer_key"][:fields]  # the older forms
+        old = xpmlp.MLP.__new__(xpmlp.MLP)
+        old.__setstate__(state)
+        pickle.loads(pickle.dumps(old))  # the 4-field key's failed here
+        ref = copy.deepcopy(net)
+        old.fit(X, T, **kw)
+        ref.fit(X, T, **kw)
+        assert_weights_equal(old.weights, ref.weights)
+        old.save(tmp_path / "m.npz")
+        assert xpmlp.load(tmp_path / "m.npz")._optimizer_key == old._optimizer_key
 
 
 def test_a_different_optimizer_starts_from_a_fresh_state():
@@ -1178,6 +1181,36 @@ def test_a_ctrl_c_held_for_the_main_threads_training_is_not_taken_by_another_thr
         worker.join()
         with pytest.raises(KeyboardInterrupt):
             _interrupt.check()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_ctrl_c_held_in_a_child_forked_from_a_thread_is_raised_there():
+    """check() took the main thread to be the parent's; held() the child's own (the forking
+    thread): the child's Ctrl-C was held and never raised."""
+    import signal
+    import threading
+
+    from xpmlp import _interrupt
+
+    def child():
+        pid = os.fork()
+        if pid == 0:  # the child: the forking thread is its main thread
+            code = 1
+            try:
+                with _interrupt.held():
+                    signal.raise_signal(signal.SIGINT)
+                    _interrupt.check()
+            except KeyboardInterrupt:
+                code = 0
+            finally:
+                os._exit(code)
+        result.append(os.waitpid(pid, 0)[1])
+
+    result = []
+    worker = threading.Thread(target=child)
+    worker.start()
+    worker.join(timeout=60)
+    assert result == [0]
 
 
 def test_an_interrupt_while_scoring_keeps_the_counts_and_history_in_step():

@@ -18,7 +18,6 @@ import signal
 import threading
 
 _pending = False  # a Ctrl-C held since the last check, for the main thread's training
-_MAIN = threading.main_thread().ident
 
 
 def _hold(signum, frame) -> None:
@@ -32,7 +31,7 @@ def check() -> None:
     """Raise the Ctrl-C held since the last call, if any (call it between steps), in the
     main thread, whose training holds it."""
     global _pending
-    if _pending and threading.get_ident() == _MAIN:
+    if _pending and threading.current_thread() is threading.main_thread():  # as held()'s
         _pending = False
         raise KeyboardInterrupt
 

@@ -181,15 +181,18 @@ def _to_arrays(net: MLP) -> tuple[dict, dict]:
     arrays = host("W", net.weights)
     state, optimizer = net.state, None
     if net._optimizer_key is not None and state.opt_state is not None:
-        name, hyperparams, learning_rate, schedule, power_t, _ = net._optimizer_key
+        label, _, learning_rate, schedule, power_t, rule = net._optimizer_key
+        # the rule and hyper-parameters the update computed with; a user's functions: none
+        name, hyperparams = rule if rule[0] in OPTIMIZERS else (label, None)
         opt = state.opt_state
         try:
             template = _template(name, hyperparams, len(net.weights))
         except (KeyError, TypeError, ValueError):
             template = None
         if type(opt) is not type(template):
+            what = type(opt).__name__ if hyperparams is not None else "its own functions"
             raise ValueError(
-                f"cannot save the state of optimizer {name!r} ({type(opt).__name__}); "
+                f"cannot save the state of optimizer {name!r} ({what}); "
                 f"accepted: {', '.join(OPTIMIZERS)} (xpmlp.optim.sgd or xpmlp.optim.adam)"
             )
         scalars = {}
@@ -319,7 +322,9 @@ def load(path: str | os.PathLike | IO[bytes], backend: Any = None, device: Any =
 def _check_path(path, method: str) -> None:
     """Refuse a ``path`` that names no file and is no file object with ``method``."""
     named = isinstance(path, (str, bytes, os.PathLike))
-    if not (named or hasattr(path, method)) or isinstance(path, io.TextIOBase):
+    mode = getattr(path, "mode", "b")  # a text file: TextIOBase, or a wrapper's mode
+    text = isinstance(path, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode)
+    if not (named or hasattr(path, method)) or (not named and text):
         raise TypeError(
             f"path={path!r:.60}; accepted: a file name (str or os.PathLike) or a binary file "
             f"object with .{method}() (open(..., '{method[0]}b'), io.BytesIO)"

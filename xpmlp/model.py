@@ -716,11 +716,15 @@ class MLP:
         self.output = get_output(d["output"])
         self.dtype = d["dtype"]  # a name: to() resolves it for the backend
         key = self._optimizer_key
-        if key is not None and len(key) == 5:  # pickled before the key held the rule
+        if key is not None and len(key) < 6:  # pickled before it held power_t (4), the rule
+            name, hyperparams, learning_rate, schedule, *rest = key
+            power_t = rest[0] if rest else train.Config.power_t  # its value before
             try:
-                self._optimizer_key = optimizer_key(optim.OPTIMIZERS[key[0]](**key[1]), *key[2:])
+                built = optim.OPTIMIZERS[name](**hyperparams)
+                key = optimizer_key(built, learning_rate, schedule, power_t)
             except (KeyError, TypeError):  # a user's optimizer: a fit with it starts afresh
-                self._optimizer_key = (*key, _USER_RULE)
+                key = (name, hyperparams, learning_rate, schedule, power_t, _USER_RULE)
+            self._optimizer_key = key
         self.to(xp, device)
 
 
