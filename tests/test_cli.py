@@ -32,7 +32,9 @@ def xpmlp(
         shim = cwd / "_hidden"
         for name in hide:
             (shim / name).mkdir(parents=True, exist_ok=True)
-            (shim / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+            (shim / name / "__init__.py").write_text(
+                f"raise ModuleNotFoundError({f'No module named {name!r}'!r}, name={name!r})\n"
+            )
         path.insert(0, str(shim))
     env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")])
     return subprocess.run(
@@ -278,7 +280,26 @@ def test_predict_with_a_bad_backend_or_device_names_it_not_the_model(
 
 def test_backend_that_is_not_installed_names_the_fix(tmp_path):
     line = assert_one_line_error(xpmlp("train --backend cupy", cwd=tmp_path, hide=("cupy",)))
-    assert "pip install" in line
+    assert "which is not installed here: pip install" in line
+
+
+def test_a_broken_backend_is_not_called_not_installed(tmp_path):
+    """An install that fails to import (an undefined symbol, a missing dependency) was
+    reported as not installed, with the advice to install it."""
+    shim = tmp_path / "broken" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('libtorch.so: undefined symbol: x')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XPMLP_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "broken"), str(ROOT)])
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "xpmlp", *a], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    out = run("info").stdout
+    assert "  torch             libtorch.so: undefined symbol: x" in out
+    line = assert_one_line_error(run("train", "--backend", "torch"))
+    assert "the package 'torch' is installed but cannot be imported" in line
+    assert "undefined symbol: x" in line
 
 
 @pytest.mark.parametrize("command", ["demo", "train --epochs 1 --plot c.png"])
@@ -331,12 +352,40 @@ def test_off_a_terminal_an_early_stop_still_shows_its_last_epoch():
     ]
 
 
-def test_progress_is_silent_with_xpmlp_progress_0(monkeypatch):
-    monkeypatch.setenv("XPMLP_PROGRESS", "0")
+@pytest.mark.parametrize("value", ["0", "off", "False", " no "])
+def test_progress_is_silent_with_xpmlp_progress_0(monkeypatch, value):
+    """As XPMLP_FAST and XPMLP_KERNELS: only '0' was taken."""
+    monkeypatch.setenv("XPMLP_PROGRESS", value)
     stream = io.StringIO()
     with ProgressBar(3, file=stream, force=True) as bar:
         bar.update(0.5)
     assert stream.getvalue() == ""
+
+
+def test_a_stream_that_cannot_be_written_ends_the_lines_not_the_fit(monkeypatch):
+    """verbose=True into a closed pipe (BrokenPipeError) or a stream without flush made
+    fit raise, its training lost."""
+    import sys
+
+    import xpmlp
+
+    class WriteOnly:
+        def __init__(self):
+            self.text = []
+
+        def write(self, s):
+            self.text.append(s)
+
+    class Closed:
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    x = np.linspace(-1, 1, 20)[:, None]
+    for stream in (WriteOnly(), Closed()):
+        monkeypatch.setattr(sys, "stderr", stream)
+        net = xpmlp.MLP([1, 3, 1], seed=0)
+        hist = net.fit(x, x**2, epochs=20, verbose=True)
+        assert len(hist["loss"]) == 20 and net.state.epochs == 20
 
 
 def test_verbose_fit_off_a_terminal_prints_lines(capsys):

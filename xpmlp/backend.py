@@ -42,14 +42,28 @@ class BackendError(ImportError, ValueError):
     cannot use (an ``ImportError`` for the first, a ``ValueError`` for the second)."""
 
 
+def not_installed(exc: BaseException, module: str) -> bool:
+    """Whether importing ``module`` failed for want of the package itself, not of one of
+    its parts or dependencies (a broken install)."""
+    missing = getattr(exc, "name", None) or ""
+    return isinstance(exc, ModuleNotFoundError) and missing.split(".")[0] == module.split(".")[0]
+
+
 def _import_backend(name: str) -> ModuleType:
     module, install = BACKENDS[name]
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
+        package = module.split(".")[0]
+        if not_installed(exc, module):
+            raise BackendError(
+                f"backend={name!r} needs the package {package!r}, which is not installed "
+                f"here: pip install {install}"
+            ) from exc
+        reason = (str(exc).splitlines() or [""])[0]
         raise BackendError(
-            f"backend={name!r} needs the package {module.split('.')[0]!r}, which is not "
-            f"installed here: pip install {install}"
+            f"backend={name!r}: the package {package!r} is installed but cannot be imported "
+            f"({type(exc).__name__}: {reason}); repair or reinstall it: pip install {install}"
         ) from exc
     if name == "cupy":
         try:

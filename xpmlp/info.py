@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backend import BACKENDS, default_name, resolve
+from .backend import BACKENDS, default_name, not_installed, resolve
 from .tables import one_line
 
 
@@ -31,7 +31,7 @@ def print_info() -> None:
         try:
             mod = importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a broken install must not stop the report
-            status = "not installed" if isinstance(exc, ImportError) else one_line(exc)
+            status = "not installed" if not_installed(exc, name) else one_line(exc)
         else:
             modules[name] = mod
             status = getattr(mod, "__version__", "installed")

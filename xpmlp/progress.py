@@ -38,7 +38,8 @@ class ProgressBar:
 
     Off a terminal (a log file, a pipe), or without tqdm, it writes a line
     ``fit: epoch 10/100, loss 0.1234, val 0.9`` every ``epochs / 10`` epochs and at the
-    last one instead. ``XPMLP_PROGRESS=0`` turns both off.
+    last one instead. ``XPMLP_PROGRESS=0`` (or false, no, off) turns both off. A stream that
+    cannot be written (a closed pipe, one without ``flush``) ends the lines, not the fit.
     """
 
     def __init__(
@@ -49,7 +50,7 @@ class ProgressBar:
         self._lines = False
         self._epochs, self._done, self._desc, self._last = epochs, 0, desc, ""
         self._every = max(1, -(-epochs // LINES))
-        if os.environ.get("XPMLP_PROGRESS", "") == "0":
+        if os.environ.get("XPMLP_PROGRESS", "").strip().lower() in ("0", "false", "no", "off"):
             return
         self._lines = True
         if not (force or on_terminal(self._file)):
@@ -87,7 +88,10 @@ class ProgressBar:
 
     def _print_last(self) -> None:
         if self._last:
-            print(self._last, file=self._file, flush=True)
+            try:
+                print(self._last, file=self._file, flush=True)
+            except (OSError, ValueError, AttributeError):  # closed pipe or stream, no flush
+                self._lines = False  # the training goes on without them
             self._last = ""
 
     def close(self) -> None:
