@@ -340,6 +340,22 @@ def test_evaluate_with_more_target_columns_than_the_model_predicts_is_an_error(
     assert "the model predicts 1 target column(s), --target names 2" in err
 
 
+def test_plot_history_shows_one_epoch_and_labels_epochs_by_integers(tmp_path, monkeypatch):
+    """One epoch drew a line of one point (nothing), and the epoch axis read 0.96, 1.25."""
+    pytest.importorskip("matplotlib")
+    from xpmlp import plots
+
+    figures, make = [], plots._figure
+    monkeypatch.setattr(plots, "_figure", lambda size: figures.append(make(size)) or figures[-1])
+    for n in (1, 3):
+        plots.plot_history({"loss": [1.0] * n, "val_score": [0.5] * n}, tmp_path / f"{n}.png")
+    for fig in figures:
+        for ax in fig.axes:
+            assert ax.lines[0].get_marker() == "o"
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_plot_history_returns_the_file_it_wrote(tmp_path):
     """A name without a suffix gets .png from matplotlib: the path returned is that file."""
     pytest.importorskip("matplotlib")

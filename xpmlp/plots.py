@@ -83,13 +83,21 @@ def plot_history(
     panels = 2 if score.size else 1
     fig = _figure((5.0 * panels, 3.6))
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    epochs = np.arange(1, loss.size + 1)
-    axes[0].plot(epochs, loss, color="C0")
+    from matplotlib.ticker import MaxNLocator
+
+    def curve(ax, values, color):  # a few epochs as points too (one epoch: a point alone)
+        few = values.size <= 20
+        ax.plot(np.arange(1, values.size + 1), values, color=color, marker="o" if few else "")
+        if few:
+            ax.set_xlim(0.5, values.size + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # not 1.25
+
+    curve(axes[0], loss, "C0")
     if loss.size and np.all(loss > 0):
         axes[0].set_yscale("log")
     axes[0].set(xlabel="epoch", ylabel="training loss", title="Loss")
     if panels == 2:
-        axes[1].plot(np.arange(1, score.size + 1), score, color="C1")
+        curve(axes[1], score, "C1")
         axes[1].set(xlabel="epoch", ylabel=score_name, title=f"Validation {score_name}")
     for ax in axes:
         ax.grid(alpha=0.3)
