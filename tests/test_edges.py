@@ -368,3 +368,24 @@ def test_plot_history_returns_the_file_it_wrote(tmp_path):
         plots.plot_history([1.0, 0.5], tmp_path / "e.png")
     with pytest.raises(ValueError, match=r"\.xyz is not a picture format"):
         plots.plot_history({"loss": [1.0]}, tmp_path / "e.xyz")
+
+
+def test_info_names_why_the_kernels_are_not_used(monkeypatch):
+    """A stale build of _kernels.c was reported as 'not compiled', and XPMLP_KERNELS=1 was
+    blamed when set at all."""
+    import sys
+    import types
+
+    from xpmlp import _fast, info
+
+    monkeypatch.setattr(_fast, "KERNELS", None)
+    stale = types.ModuleType("xpmlp._kernels")
+    stale.VERSION = _fast.KERNELS_VERSION - 1
+    monkeypatch.setitem(sys.modules, "xpmlp._kernels", stale)
+    monkeypatch.setenv("XPMLP_KERNELS", "1")
+    assert "built from an older _kernels.c" in info.fast_path()
+    monkeypatch.setenv("XPMLP_KERNELS", "off")
+    assert info.fast_path().endswith("(XPMLP_KERNELS)")
+    monkeypatch.setitem(sys.modules, "xpmlp._kernels", None)  # no build: an ImportError
+    monkeypatch.delenv("XPMLP_KERNELS")
+    assert info.fast_path().endswith("(not compiled at install)")

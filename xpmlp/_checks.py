@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Set
 from numbers import Integral, Real
 
@@ -103,3 +104,8 @@ def check_choice(v, name, choices):
     if v not in choices:
         raise ValueError(f"{name}={v!r} is unknown; accepted: {', '.join(choices)}")
     return v
+
+
+def env_off(name: str) -> bool:
+    """Whether the environment variable ``name`` switches something off: 0, false, no, off."""
+    return os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")

@@ -69,10 +69,11 @@ import array_api_compat
 import numpy as np
 
 from . import _interrupt, optim
+from ._checks import env_off
 from .activations import ACTIVATIONS
 from .objectives import CLIPPED, OUTPUTS
 
-ENABLED = os.environ.get("XPMLP_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
+ENABLED = not env_off("XPMLP_FAST")
 PREGATHER_BYTES = 8 * 2**20  # gather a whole epoch at once when its copy is this small
 GEMM_UPDATE_SIZE = 16384  # fuse the SGD update into the gradient GEMM from this many weights
 UPDATE_BLOCK = 32768  # elements per block of rows of an optimizer step (Adam: a dozen passes)
@@ -212,7 +213,7 @@ def _load_kernels():
     them and ``XPMLP_KERNELS`` is not off; else None, and the plan runs ufunc passes (the
     same numbers, in more passes over memory). Where NumPy links OpenBLAS, large passes run
     in parts on its threads."""
-    if os.environ.get("XPMLP_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+    if env_off("XPMLP_KERNELS"):
         return None
     try:
         from . import _kernels

@@ -3,9 +3,10 @@ plain lines; and a line writer that keeps printed lines from tearing an open bar
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import IO, Any
+
+from ._checks import env_off
 
 LINES = 10  # off a terminal: about this many lines per fit, the last epoch's included
 
@@ -50,7 +51,7 @@ class ProgressBar:
         self._lines = False
         self._epochs, self._done, self._desc, self._last = epochs, 0, desc, ""
         self._every = max(1, -(-epochs // LINES))
-        if os.environ.get("XPMLP_PROGRESS", "").strip().lower() in ("0", "false", "no", "off"):
+        if env_off("XPMLP_PROGRESS"):
             return
         self._lines = True
         if not (force or on_terminal(self._file)):
