@@ -268,11 +268,13 @@ def _numbers(values: list[str], name: str, path: Path, lines: list[int]) -> np.n
     return x
 
 
-def _labels_exactly(ids: list[int], task: str | None) -> bool:
-    """Whether integers past float64's exact range (2**53) are class labels, kept to their
-    last digit: where the column is labels anyway (``--task classification``, or without a
-    task as few values as :func:`infer_task` takes for classes); else they are numbers."""
-    return task == "classification" or (task is None and len(set(ids)) <= MAX_CLASSES)
+def _exact_labels(ids: list[int], task: str | None) -> np.ndarray | None:
+    """Integers past float64's exact range (2**53) as class labels to their last digit,
+    where the column is labels anyway (``--task classification``, or without a task as few
+    values as :func:`infer_task` takes for classes); else None: they are numbers."""
+    if task == "classification" or (task is None and len(set(ids)) <= MAX_CLASSES):
+        return np.asarray([str(i) for i in ids], dtype=str)
+    return None
 
 
 def _is_int(v: str) -> bool:
@@ -305,9 +307,8 @@ def _target_column(
     if not bad and classes is None:
         x = np.asarray(values, dtype=np.float64)
         if np.abs(x).max() >= 2**53 and all(map(_is_int, values)):
-            ids = [int(v) for v in values]
-            if _labels_exactly(ids, task):
-                return np.asarray([str(i) for i in ids], dtype=str)
+            labels = _exact_labels([int(v) for v in values], task)
+            return x if labels is None else labels
         return x
     if "" in values:
         i = values.index("")
@@ -446,13 +447,13 @@ def _features_array(X: np.ndarray, path: Path) -> np.ndarray:
 
 def _target_array(t: np.ndarray, path: Path, what: str, task: str | None) -> np.ndarray:
     """Numbers as float64, which must be finite; anything else as labels, and integers past
-    float64's exact range where they are labels (:func:`_labels_exactly`)."""
+    float64's exact range where they are labels (:func:`_exact_labels`)."""
     if t.dtype.kind not in "biuf":
         return t.astype(str)
     if t.dtype.kind in "iu" and t.size and max(-int(t.min()), int(t.max())) >= 2**53:
-        ids = t.tolist()
-        if _labels_exactly(ids, task):
-            return np.asarray([str(i) for i in ids], dtype=str)
+        labels = _exact_labels(t.tolist(), task)
+        if labels is not None:
+            return labels
     t = t.astype(np.float64)
     if not np.isfinite(t).all():
         i = int(np.flatnonzero(~np.isfinite(t))[0])
