@@ -370,6 +370,21 @@ def test_plot_history_returns_the_file_it_wrote(tmp_path):
         plots.plot_history({"loss": [1.0]}, tmp_path / "e.xyz")
 
 
+def test_plot_history_refuses_scores_of_some_epochs(tmp_path):
+    """A model's history over a fit with validation and one without holds fewer scores than
+    epochs: they were drawn from epoch 1, at epochs they do not belong to."""
+    pytest.importorskip("matplotlib")
+    from xpmlp import MLP, plots
+
+    net = MLP([1, 2, 1], seed=0)
+    x = np.linspace(-1, 1, 20)[:, None]
+    net.fit(x, x, epochs=3, validation_fraction=0.2)
+    net.fit(x, x, epochs=2)
+    with pytest.raises(ValueError, match="3 validation scores for 5 epochs"):
+        plots.plot_history(net.history, tmp_path / "h.png")
+    assert not (tmp_path / "h.png").exists()
+
+
 def test_info_names_why_the_kernels_are_not_used(monkeypatch):
     """A stale build of _kernels.c was reported as 'not compiled', and XPMLP_KERNELS=1 was
     blamed when set at all."""

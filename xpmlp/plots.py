@@ -65,7 +65,8 @@ def plot_history(
 
     Parameters
     ----------
-    history : dict with lists ``"loss"`` and ``"val_score"`` (as returned by ``MLP.fit``)
+    history : dict with lists ``"loss"`` and ``"val_score"`` (as returned by ``MLP.fit``),
+        a score for every epoch or none
     path : where to write the picture; the format follows the suffix (``.png``, ``.pdf``)
     score_name : y-axis label of the validation panel ("accuracy", "R^2", ...)
 
@@ -79,6 +80,12 @@ def plot_history(
     path = Path(picture_path(str(path)))
     loss = np.asarray(history.get("loss", []), dtype=float)
     score = np.asarray(history.get("val_score", []), dtype=float)
+    if score.size and score.size != loss.size:  # scores of some epochs: which is unknown
+        raise ValueError(
+            f"history holds {score.size} validation scores for {loss.size} epochs (a model's "
+            "history over fits with and without validation); accepted: a score for every "
+            "epoch or none: plot the history one fit returns"
+        )
     score_name = {"R^2": "$R^2$"}.get(score_name, score_name)
     panels = 2 if score.size else 1
     fig = _figure((5.0 * panels, 3.6))
