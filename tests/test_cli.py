@@ -1048,3 +1048,16 @@ def test_an_npz_without_feature_columns_is_named(tmp_path):
     np.savez(tmp_path / "x0.npz", X=np.zeros((5, 0)), y=np.zeros(5))
     line = assert_one_line_error(xpmlp("train x0.npz", cwd=tmp_path))
     assert "x0.npz: the features have shape (5, 0)" in line
+
+
+def test_a_column_name_with_a_comma_is_named_in_double_quotes(tmp_path):
+    """--target and --features split on commas, so a header name holding one could not be
+    given at all; the column list of an error now shows it as it is to be given."""
+    rows = ['x,"price, usd","a ""b"""'] + [f"{i},{2 * i}.5,{i % 3}" for i in range(40)]
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    base = "train c.csv --epochs 2 --task regression --save m.npz"
+    ok(base + ' --target \'"price, usd"\' --features \'x, "a ""b"""\'', cwd=tmp_path)
+    side = json.loads((tmp_path / "m.npz.cli.json").read_text())
+    assert side["target_names"] == ["price, usd"] and side["feature_names"] == ["x", 'a "b"']
+    line = assert_one_line_error(xpmlp(base + " --target 'price, usd'", cwd=tmp_path))
+    assert line.endswith("""is not in c.csv; columns: x, "price, usd", "a ""b\"\"\"""")

@@ -448,7 +448,13 @@ def _fraction(text: str) -> float:
 
 
 def _columns(text: str) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
+    """Column names separated by commas; a name that holds a comma in double quotes, as in
+    the CSV's header (``'"price, usd",x'``)."""
+    try:
+        names = next(csv.reader([text], skipinitialspace=True), [])
+    except csv.Error as exc:
+        raise argparse.ArgumentTypeError(f'{text!r}: {exc}; accepted: a,b,"c, d"') from None
+    return [c.strip() for c in names if c.strip()]
 
 
 def _backend_options(p: argparse.ArgumentParser) -> None:
@@ -496,7 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
         "scikit-learn, a synthetic spirals set)",
     )
     p.add_argument("data", nargs="?", metavar="DATA", help="CSV, .npz (X, y) or .npy file")
-    p.add_argument("--target", type=_columns, default=[], help="target column(s), a,b")
+    p.add_argument(
+        "--target",
+        type=_columns,
+        default=[],
+        help='target column(s), a,b ("c, d": a name with a comma)',
+    )
     p.add_argument(
         "--features",
         type=_columns,

@@ -139,6 +139,13 @@ NOT_TABLES = {
 }  # fmt: skip
 
 
+def _names(header) -> str:
+    """The column names as ``--target`` and ``--features`` take them: a name holding a
+    comma or a double quote in double quotes, as in a CSV."""
+    quote = lambda n: '"' + n.replace('"', '""') + '"' if "," in n or '"' in n else n  # noqa: E731
+    return ", ".join(quote(n) for n in header)
+
+
 def _header_hint(header: list[str]) -> str:
     """Why a column may be missing: a first line of numbers (no header row), or a
     separator other than the comma."""
@@ -206,7 +213,7 @@ def _read_csv(
     for name in target:
         if name not in header:
             raise CLIError(
-                f"target column {name!r} is not in {path}; columns: {', '.join(header)}"
+                f"target column {name!r} is not in {path}; columns: {_names(header)}"
                 + _header_hint(header)
             )
     if features is None:
@@ -226,7 +233,7 @@ def _read_csv(
         if name not in header:
             made_up = all(f == f"x{i}" for i, f in enumerate(features))
             raise CLIError(
-                f"feature column {name!r} is not in {path}; columns: {', '.join(header)}"
+                f"feature column {name!r} is not in {path}; columns: {_names(header)}"
                 + _header_hint(header)
                 + (
                     " (x0, x1, ... are the names a model trained on an .npz or .npy file "
