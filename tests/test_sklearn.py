@@ -3,6 +3,7 @@ parity with scikit-learn's MLP as an external oracle (``init="sklearn"``), digit
 results in the input's namespace, partial_fit, class_weight, stratified early stopping and
 sample weights."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -75,9 +76,6 @@ BALANCED_PARTIAL_FIT = (
 def expected_failed_checks(estimator) -> dict:
     if getattr(estimator, "class_weight", None) == "balanced":
         return {
-            "check_sample_weight_equivalence_on_dense_data": (
-                "balanced class weights follow the class counts, which repeating rows changes"
-            ),
             "check_fit_score_takes_y": BALANCED_PARTIAL_FIT,
             "check_n_features_in_after_fitting": BALANCED_PARTIAL_FIT,
             "check_estimators_partial_fit_n_features": BALANCED_PARTIAL_FIT,
@@ -390,6 +388,59 @@ def test_without_scikit_learn_the_import_names_the_extra():
     assert 'pip install "xpmlp[sklearn]"' in out.stdout
 
 
+def test_scikit_learns_array_api_check_passes():
+    """The estimators take array API input, but their tag said not, so scikit-learn's own
+    check of it never ran on them (it needs SCIPY_ARRAY_API=1 before SciPy's import)."""
+    assert MLPRegressor().__sklearn_tags__().array_api_support
+    assert MLPClassifier().__sklearn_tags__().array_api_support
+    code = """if True:
+        import importlib.util, warnings
+        from sklearn.utils.estimator_checks import check_array_api_input
+        from xpmlp.sklearn import MLPClassifier, MLPRegressor
+        warnings.simplefilter("ignore")  # convergence
+        spaces = [("array_api_strict", None), ("torch", "cpu")]
+        for est in (MLPRegressor((4,), max_iter=5), MLPClassifier((4,), max_iter=5)):
+            for ns, device in spaces:
+                if importlib.util.find_spec(ns) is None:
+                    continue
+                for dtype in ("float32", "float64"):
+                    check_array_api_input(
+                        type(est).__name__, est, array_namespace=ns, device_name=device,
+                        dtype_name=dtype, check_values=True, check_sample_weight=True,
+                    )
+                    print(type(est).__name__, ns, dtype)
+    """
+    env = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "MLPClassifier array_api_strict float64" in out.stdout.splitlines()
+
+
+@IGNORE_CONVERGENCE
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_column_vector_y_warns_as_sklearn_at_the_callers_line(backend):
+    """A (N, 1) torch y trained without scikit-learn's DataConversionWarning; on NumPy the
+    warning pointed into xpmlp instead of at the call."""
+    from sklearn.exceptions import DataConversionWarning
+
+    X, y = problem("regression")
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        X, y = torch.asarray(X), torch.asarray(y)
+    fits = [
+        lambda: MLPRegressor((3,), max_iter=2).fit(X, y[:, None]),
+        lambda: MLPRegressor((3,), max_iter=2).partial_fit(X, y[:, None]),
+        lambda: MLPClassifier((3,), max_iter=2).fit(X, (y > 0)[:, None]),
+    ]
+    for fit in fits:
+        with pytest.warns(DataConversionWarning, match="column-vector y") as seen:
+            est = fit()
+        assert seen[0].filename == __file__
+        assert est.n_outputs_ == 1 and tuple(est.predict(X).shape) == (len(X),)
+
+
 def test_partial_fit_with_warm_start_checks_the_classes_as_sklearn():
     # scikit-learn's rule: with warm_start, every call's y holds exactly classes_
     X, y = problem("multiclass")
@@ -517,6 +568,29 @@ def test_class_weight_balanced_recovers_the_minority_class():
         MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
     with pytest.raises(ValueError, match="multilabel"):
         MLPClassifier(class_weight="balanced").fit(X, np.stack([y, 1 - y], axis=1))
+
+
+@IGNORE_CONVERGENCE
+@pytest.mark.filterwarnings("ignore:batch_size=1000 is larger")  # full batch on both sides
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_class_weight_balanced_counts_samples_by_their_weight(backend):
+    """Balanced class weights came from the plain class counts: integer sample weights
+    trained otherwise than the rows repeated (scikit-learn's sample-weight equivalence)."""
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+    X, y = make_classification(60, 4, weights=[0.7], flip_y=0, random_state=0)
+    w = np.where(np.arange(60) % 3 == 0, 3, 1)
+    w[y == 1] *= 2  # the weights change the class balance: 0.73/1.58 unweighted
+    kw = dict(hidden_layer_sizes=(5,), max_iter=30, random_state=0, shuffle=False,
+              batch_size=1000, solver="sgd", class_weight="balanced")  # fmt: skip
+    Xw, yw, ww = (X, y, w) if backend == "numpy" else map(torch.asarray, (X, y, w))
+    weighted = MLPClassifier(**kw).fit(Xw, yw, sample_weight=ww)
+    repeated = MLPClassifier(**kw).fit(np.repeat(X, w, axis=0), np.repeat(y, w))
+    got = np.asarray(weighted.predict_proba(Xw))
+    np.testing.assert_allclose(got, repeated.predict_proba(X), rtol=1e-10, atol=1e-12)
+    # a class whose samples all weigh 0 keeps weight 0 (not 0 * inf)
+    zero = MLPClassifier(**kw).fit(X, y, sample_weight=np.where(y == 1, 0.0, w))
+    assert np.isfinite(zero.loss_)
 
 
 # ---------------------------------------------------------------- early stopping

@@ -45,10 +45,10 @@ except ImportError as exc:
     ) from exc
 import scipy.sparse  # scikit-learn's own dependency
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils import check_random_state, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import (
@@ -121,6 +121,20 @@ class _Layers(list):
 
     def __reduce_ex__(self, protocol):
         return list, (list(self),)
+
+
+def _column_to_1d(y):
+    """``y`` of shape (N, 1) as (N,) on its backend, with scikit-learn's warning (that of
+    its ``column_or_1d``, here pointing at the caller's ``fit``)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the "
+            "shape of y to (n_samples, ), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=5,  # fit -> _fit -> _targets -> here
+        )
+        return y[:, 0]
+    return y
 
 
 def _host(x: Any) -> Any:
@@ -370,6 +384,11 @@ class _BaseMLP(BaseEstimator):
                 f"{self.n_features_in_} features as input."
             )
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True  # scikit-learn's check_array_api_input runs on them
+        return tags
+
     def _fit_inputs(self, X, y, sample_weight, *, reset: bool):
         if scipy.sparse.issparse(y):
             raise TypeError(
@@ -443,7 +462,7 @@ class _BaseMLP(BaseEstimator):
         with _unchanged_on_error(self):
             X, y, sample_weight, xp_in = self._fit_inputs(X, y, sample_weight, reset=first)
             T, stratify, class_sw = self._targets(
-                y, xp_in, incremental=incremental, classes=classes
+                y, xp_in, incremental=incremental, classes=classes, sample_weight=sample_weight
             )
             K = 1 if T.ndim == 1 else int(T.shape[1])
             net = self._network(X, xp_in, [*hidden, K], first)
@@ -721,12 +740,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     True
     """
 
-    def _targets(self, y, xp_in, *, incremental, classes):
-        if xp_in is None:
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = column_or_1d(y, warn=True)
-        elif namespace_of(y) is None:
+    def _targets(self, y, xp_in, *, incremental, classes, sample_weight):
+        if xp_in is not None and namespace_of(y) is None:
             y = np.asarray(y, dtype=np.float64)
+        y = _column_to_1d(y)
         if y.ndim not in (1, 2):
             raise ValueError(f"y must have shape (N,) or (N, K), got {tuple(y.shape)}")
         return y, None, None
@@ -783,8 +800,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, applied as sample weights (times ``sample_weight``):
         ``{label: weight}``, or "balanced", ``N / (n_classes * count(label))`` of the data
-        of ``fit``: ``partial_fit``, which sees one batch, refuses "balanced" (as
-        scikit-learn's ``SGDClassifier`` does).
+        of ``fit``, each sample counted by its ``sample_weight`` where given (as
+        ``LogisticRegression``): ``partial_fit``, which sees one batch, refuses "balanced"
+        (as scikit-learn's ``SGDClassifier`` does).
 
     Attributes
     ----------
@@ -875,12 +893,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         )
         self.class_weight = class_weight
 
-    def _targets(self, y, xp_in, *, incremental, classes):
-        """Labels -> indicator targets ``T`` (N, K), stratification labels, class weights."""
-        y = np.asarray(_host(y))
+    def _targets(self, y, xp_in, *, incremental, classes, sample_weight):
+        """Labels -> indicator targets ``T`` (N, K), stratification labels, class weights
+        (per sample; "balanced" counts each sample by its ``sample_weight``)."""
+        y = _column_to_1d(np.asarray(_host(y)))
         classes = _host(classes)  # CuPy's refuse np.asarray
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if incremental and _check_partial_fit_first_call(self, classes):
             lb = LabelBinarizer()
@@ -922,8 +939,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 )
             # over every class the estimator knows, as SGDClassifier: a partial_fit batch
             # may lack a class that the dict weighs
-            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-            class_sw = weights[np.searchsorted(self.classes_, y)]
+            index = np.searchsorted(self.classes_, y)
+            if isinstance(self.class_weight, str) and sample_weight is not None:
+                # "balanced" over the weighted counts, as repeated samples count (scikit-
+                # learn's compute_class_weight with sample_weight=, from version 1.7); a
+                # class of weight 0 gets 0: its samples have no weight to scale
+                sw = np.asarray(_host(sample_weight), dtype=np.float64)
+                counts = np.bincount(index, weights=sw, minlength=len(self.classes_))
+                with np.errstate(divide="ignore"):
+                    weights = np.sum(counts) / (len(self.classes_) * counts)
+                weights[counts == 0] = 0.0
+            else:
+                weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            class_sw = weights[index]
         return T, stratify, class_sw
 
     def _output_name(self) -> str:
