@@ -156,10 +156,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         classes = meta["classes"]
         what = f"{len(classes[0])} classes" if classes and len(classes) == 1 else meta["task"]
+        if (
+            args.data
+            and not args.task
+            and classes
+            and all(t.dtype.kind == "f" for t in table.targets)
+        ):
+            what += " (from few integer values: --task regression fits them as numbers)"
         print(
             f"{table.name}: {len(tr)} training and {n_val} held-out samples, "
-            f"{X.shape[1]} features, {what}\n"
-            f"MLP {sizes} {args.activation}/{output} on {net.backend} "
+            f"{_count(X.shape[1], 'feature')}, {what}\n"
+            f"MLP {sizes} {f'{args.activation}/' if args.hidden else ''}{output} on {net.backend} "
             f"({args.dtype}), {args.solver} lr={args.lr:g}, batch {args.batch_size or 'full'}, "
             f"{args.epochs} epochs",
             flush=True,
@@ -182,28 +189,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.quiet or (epoch % every and epoch not in (1, args.epochs)):
             return
         val = "" if score is None else f"   val {score_name} {score:.4f}"
-        write(f"epoch {epoch:>{len(str(args.epochs))}}/{args.epochs}   loss {loss:.5f}{val}")
+        write(f"epoch {epoch:>{len(str(args.epochs))}}/{args.epochs}   loss {loss:.5g}{val}")
 
     # R^2 of one held-out row is undefined (the held-out line says so): no score per epoch
     val_data = (Xva, T[va]) if n_val > 1 and not classify else None
     t0 = time.perf_counter()
-    history = net.fit(
-        X[tr],
-        T[tr],
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        optimizer=args.solver,
-        alpha=args.alpha,
-        validation_data=val_data,
-        callbacks=[report],
-        verbose=not args.quiet and on_terminal(sys.stderr),  # a bar: the lines are above
-    )
+    interrupted = False
+    try:
+        net.fit(
+            X[tr],
+            T[tr],
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            optimizer=args.solver,
+            alpha=args.alpha,
+            validation_data=val_data,
+            callbacks=[report],
+            verbose=not args.quiet and on_terminal(sys.stderr),  # a bar: the lines are above
+        )
+    except KeyboardInterrupt:  # as scikit-learn's MLP: training stops, the rest goes on
+        interrupted = True
+        done = len(net.history["loss"])
+        print(
+            f"xpmlp: training interrupted in epoch {done + 1} of {args.epochs}; the model "
+            "trained so far is scored"
+            + (", saved" if args.save else "")
+            + (", plotted" if args.plot else "")
+            + " (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+    except FloatingPointError as exc:  # the library's advice, in the command's words
+        why = str(exc).split(";")[0]
+        raise FloatingPointError(f"{why}; lower --lr (it is {args.lr:g})") from None
     seconds = time.perf_counter() - t0
+    history = dict(net.history)  # a new model: this fit's, also when interrupted
     if classify and n_val:
-        history = {**history, "val_score": val_scores}
-    final = f"final training loss {history['loss'][-1]:.5f}" if history["loss"] else "no epochs"
-    print(f"{final} after {seconds:.1f} s")
+        history["val_score"] = val_scores
+    final = f"final training loss {history['loss'][-1]:.5g}" if history["loss"] else "no epochs"
+    print(f"{final} after {_duration(seconds)}")
     if n_val:
         print(f"held-out {format_metrics(_scores(net, Xva, held, meta))}")
     if args.save:
@@ -214,7 +239,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         plot_history(history, args.plot, score_name=score_name)
         print(f"wrote {args.plot}")
-    return 0
+    return 130 if interrupted else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _duration(seconds: float) -> str:
+    """``12.3 s``, or ``45 ms`` below a tenth of a second (not ``0.0 s``)."""
+    return f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1e3:.0f} ms"
 
 
 def _scores(net: Any, X: np.ndarray, table: Table, meta: dict) -> dict:
@@ -467,6 +501,7 @@ def _backend_options(p: argparse.ArgumentParser) -> None:
 
 
 D = "(default: %(default)s)"  # an option's help: its default
+MODEL_HELP = "a model saved by xpmlp train --save, beside its MODEL.cli.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,8 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=_positive_int, default=3000, help=f"full-batch steps {D}")
     p.add_argument("--lr", type=_positive_float, default=0.03, help=f"learning rate {D}")
-    p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam", help=D)
-    p.add_argument("--seed", type=_seed, default=0, help=D)
+    p.add_argument("--solver", choices=list(OPTIMIZERS), default="adam", help=f"optimizer {D}")
+    p.add_argument("--seed", type=_seed, default=0, help=f"initial weights' seed {D}")
     p.add_argument("--dtype", choices=list(DTYPES), default="float64", help=D)
     p.add_argument("--dpi", type=_dpi, default=100, help=f"dots per inch, 10 to 1200 {D}")
     _backend_options(p)
@@ -501,12 +536,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a CSV/.npz/.npy table (default: scikit-learn's digits; without "
         "scikit-learn, a synthetic spirals set)",
     )
-    p.add_argument("data", nargs="?", metavar="DATA", help="CSV, .npz (X, y) or .npy file")
+    p.add_argument(
+        "data",
+        nargs="?",
+        metavar="DATA",
+        help="CSV, .npz (X, y) or .npy file (default: scikit-learn's digits, else spirals)",
+    )
     p.add_argument(
         "--target",
         type=_columns,
         default=[],
-        help='target column(s), a,b ("c, d": a name with a comma)',
+        help='target column(s) of a CSV, required there: a,b ("c, d": a name with a comma)',
     )
     p.add_argument(
         "--features",
@@ -561,15 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="predict a table with a saved model, as CSV")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("data", metavar="DATA", help="CSV, .npz (X) or .npy file")
     p.add_argument("--out", type=_out_file, help="CSV file (default: standard output)")
     _backend_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a saved model on a labelled table")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("data", metavar="DATA", help="CSV, .npz (X, y) or .npy file with targets")
     p.add_argument("--target", type=_columns, default=None, help="default: as trained")
     _backend_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -622,7 +662,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(stdout, "fileno"):
         sys.stdout = _QuietOnBrokenPipe(stdout)
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse names the top-level help; the command's lists the options
+            where = f"{parser.prog} {args.command}" if args.command else parser.prog
+            raise CLIError(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
         if args.command is None:
             parser.print_help()
             return 0

@@ -325,15 +325,20 @@ def _target_column(
     known = set(classes or ())
     gap = next((i for i in bad if values[i] not in known and values[i].lower() in MISSING), None)
     if gap is not None:
+        # a class named so is possible where the column holds labels: other text, or a task
+        labels = task == "classification" or (
+            task is None and any(not _is_number(v) and v.lower() not in MISSING for v in values)
+        )
+        why = (
+            "it is none of the model's classes"
+            if classes is not None
+            else "a class of that name: rename it, or give the data as .npz"
+            if labels
+            else None
+        )
         raise CLIError(
             f"target column {name!r} of {path} holds {values[gap]!r} on line {lines[gap]}, a "
-            "missing value; every row needs a target ("
-            + (
-                "a class of that name: rename it, or give the data as .npz"
-                if classes is None
-                else "it is none of the model's classes"
-            )
-            + ")"
+            "missing value; every row needs a target" + (f" ({why})" if why else "")
         )
     if classes is not None:
         return _as_classes(values, classes)
