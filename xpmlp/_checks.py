@@ -58,9 +58,9 @@ def check_shape(shape, name, width):
         raise ValueError(f"{name} has shape {tuple(shape)}; the network needs (N, {width})")
 
 
-def check_int(v, name, low):
+def check_int(v, name, low, accepted=None):
     if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
-        raise ValueError(f"{name}={v!r}; accepted: an int >= {low}")
+        raise ValueError(f"{name}={v!r}; accepted: {accepted or f'an int >= {low}'}")
     return int(v)
 
 

@@ -85,14 +85,19 @@ def _on_device(method: Callable) -> Callable:
 class MLP:
     """A multilayer perceptron ``[D, n_1, ..., K]`` trained by error backpropagation.
 
+    "The notes" below are the classic derivation this follows: Bishop, *Pattern Recognition
+    and Machine Learning*, chapter 5.
+
     Parameters
     ----------
     layer_sizes : sequence of int
         ``[D, M, K]`` for the notes' two-layer network: D inputs, M hidden units, K outputs.
     activation : str or (h, dh)
-        Hidden activation: "identity", "tanh", "logistic", "relu", "leaky_relu", "softplus",
-        or a pair of callables ``h(a)``, ``dh(a)`` written with Array API operations.
-    output : {"identity", "logistic", "softmax"}
+        Hidden activation: "identity" (alias "linear"), "tanh", "logistic" ("sigmoid"),
+        "relu", "leaky_relu", "softplus", or a pair of callables ``h(a)``, ``dh(a)``
+        written with Array API operations (a model with such a pair cannot be saved or
+        pickled: the functions are not stored).
+    output : {"identity", "logistic", "softmax"} (aliases "linear", "sigmoid")
         Output activation paired with its loss (squared error, binary or categorical
         cross-entropy); for each the output error is ``Y - T``.
     backend : {"numpy", "cupy", "torch", "jax", "array_api_strict"}, module or None
@@ -161,6 +166,7 @@ class MLP:
 
     @property
     def backend(self) -> str:
+        """The backend's name: "numpy", "cupy", "torch", "jax" or "array_api_strict"."""
         return backend_name(self.xp)
 
     def _array(self, x):
@@ -434,7 +440,8 @@ class MLP:
             training go on from those weights; ``model.save`` writes a checkpoint of this
             epoch's weights, optimizer and schedule (a fit resumed from it counts its own
             epochs without improvement and keeps its own best, as any new fit does). They
-            run, as the whole fit does, with NumPy's underflow ignored (see :func:`computing`).
+            run, as the whole fit does, with NumPy's underflow ignored (see
+            :func:`xpmlp.model.computing`).
         verbose : show progress: a bar on a terminal or in a Jupyter notebook (with tqdm),
             else about ten lines ``fit: epoch k/E, loss ...`` on standard error.
 
@@ -451,7 +458,9 @@ class MLP:
         """
         config = train.Config(
             epochs=check_int(epochs, "epochs", 0),
-            batch_size=None if batch_size is None else check_int(batch_size, "batch_size", 1),
+            batch_size=None
+            if batch_size is None
+            else check_int(batch_size, "batch_size", 1, "an int >= 1, or None (the full batch)"),
             learning_rate=check_positive(learning_rate, "learning_rate"),
             schedule=check_choice(schedule, "schedule", train.SCHEDULES),
             power_t=check_nonneg(power_t, "power_t"),
