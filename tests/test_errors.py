@@ -187,7 +187,7 @@ def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype):
         ({"learning_rate": float("nan")}, "learning_rate=nan"),
         ({"epochs": -1}, "epochs=-1; accepted: an int >= 0"),
         ({"epochs": 2.5}, "epochs=2.5"),
-        ({"batch_size": 0}, "batch_size=0; accepted: an int >= 1, or None (the full batch)"),
+        ({"batch_size": 0}, r"batch_size=0; accepted: an int >= 1, or None \(the full batch\)"),
         ({"optimizer": "lbfgs"}, "optimizer='lbfgs' is unknown; accepted: sgd, adam or an"),
         ({"schedule": "cosine"}, "schedule='cosine' is unknown"),
         ({"alpha": -1.0}, "alpha=-1.0"),
