@@ -69,6 +69,26 @@ def test_a_custom_function_of_another_shape_is_refused_not_broadcast(pair, match
     assert_unchanged(net, snap)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_a_custom_function_of_another_dtype_or_backend_is_refused(backend):
+    """NumPy's float64 of a float32 a trained and predicted in float64, silently; NumPy's
+    functions on another backend's arrays failed far from the activation."""
+    pytest.importorskip(backend)
+    f64 = lambda a: np.tanh(np.asarray(a, dtype=np.float64))  # noqa: E731
+    pair, got = {
+        "numpy": ((f64, lambda a: 1 - f64(a) ** 2), "numpy.ndarray of float64"),
+        "array_api_strict": ((np.tanh, np.cosh), "numpy.ndarray of float32"),
+    }[backend]
+    X = np.linspace(-1, 1, 8)[:, None]
+    net = xpmlp.MLP([1, 3, 1], activation=pair, dtype="float32", backend=backend)
+    snap = snapshot(net)
+    with pytest.raises(TypeError, match=f"activation's h\\(a\\) gave a {got} for a "):
+        net.fit(X, np.sin(3 * X), epochs=1, batch_size=None)
+    assert_unchanged(net, snap)
+    with pytest.raises(TypeError, match="accepted: an array of a's backend and dtype"):
+        net.predict(X)
+
+
 def test_the_pure_functions_refuse_targets_and_weights_of_another_shape():
     """A 1-D T or an (N, 1) sample_weight broadcast to (N, N): a wrong loss, silently."""
     from xpmlp import network

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .backend import device_of
+from .backend import device_of, namespace_of
 
 
 class Activation(NamedTuple):
@@ -145,6 +145,15 @@ def _user_function(f: Callable, what: str) -> Callable:
             raise ValueError(
                 f"activation's {what}(a) gave {got} for a of shape {tuple(A.shape)}; "
                 "accepted: an array of a's shape"
+            )
+        # another library's array fails far from here; another dtype (NumPy's float64 of a
+        # float32 a) trains and predicts in it, silently
+        xp = namespace_of(A)
+        if namespace_of(out) is not xp or out.dtype != A.dtype:
+            raise TypeError(
+                f"activation's {what}(a) gave a {type(out).__module__}.{type(out).__name__} "
+                f"of {out.dtype} for a {type(A).__module__}.{type(A).__name__} of {A.dtype}; "
+                "accepted: an array of a's backend and dtype (Array API operations on a)"
             )
         return out
 
