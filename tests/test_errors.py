@@ -354,6 +354,14 @@ def test_values_that_overflow_the_model_dtype_are_rejected_after_the_cast():
     assert_unchanged(net, snap)
     with pytest.raises(ValueError, match="X contains NaN or inf; accepted"):  # NaN itself
         net.predict(np.full((4, 2), np.nan))
+    with pytest.raises(
+        ValueError, match="float32: values beyond .*range \\(or a float64 model\\)$"
+    ):
+        net.predict(X)
+    if np.finfo(np.longdouble).max > np.finfo(np.float64).max:  # a float64 model: no advice
+        big = np.full((2, 2), np.longdouble("1e400"))
+        with pytest.raises(ValueError, match="float64: values beyond .*within that range$"):
+            xpmlp.MLP([2, 3, 1], dtype="float64").predict(big)
 
 
 @pytest.mark.parametrize(

@@ -293,6 +293,20 @@ def test_custom_activation_cannot_be_saved_or_pickled(tmp_path):
         pickle.dumps(net)
 
 
+def test_a_callable_init_is_pickled_as_saved_none_not_refused(tmp_path):
+    """A lambda init (used once, in the constructor) made pickling fail with a bare
+    PicklingError, where save stores init=None."""
+    net = xpmlp.MLP(
+        [2, 3, 1], init=lambda fi, fo, *, rng, activation: rng.normal(size=(fo, fi + 1))
+    )
+    back = pickle.loads(pickle.dumps(net))
+    net.save(tmp_path / "m.npz")
+    assert back.init is None and xpmlp.load(tmp_path / "m.npz").init is None
+    for W, V in zip(back.weights, net.weights):
+        np.testing.assert_array_equal(W, V)
+    assert callable(net.init)  # the model pickled keeps its own
+
+
 def builtin_named_impostors():
     from xpmlp.activations import Activation
     from xpmlp.objectives import OUTPUTS, Output

@@ -113,7 +113,8 @@ class MLP:
         RandomState itself). A Generator or RandomState given is drawn from, not copied.
     init : {"glorot", "he", "torch", "sklearn"} or callable, default "glorot"
         Initial weights (see :func:`xpmlp.network.init_weights`; "xavier" and "kaiming"
-        name "glorot" and "he").
+        name "glorot" and "he"). A callable is used here only: a saved or pickled model
+        keeps ``init=None`` in its place.
 
     Examples
     --------
@@ -247,7 +248,8 @@ class MLP:
                 raise ValueError(
                     f"{name} contains NaN or inf after the cast to the model's dtype "
                     f"{dtype_name(self.dtype)}: values beyond +-{big:.4g} overflow; accepted: "
-                    "finite numbers within that range (or a float64 model)"
+                    "finite numbers within that range"
+                    + ("" if dtype_name(self.dtype) == "float64" else " (or a float64 model)")
                 )
             raise ValueError(f"{name} contains NaN or inf; accepted: finite numbers")
         return A
@@ -703,6 +705,7 @@ class MLP:
             "dtype": dtype_name(self.dtype),
             "activation": self.activation.name,
             "output": self.output.name,
+            "init": self.init if isinstance(self.init, str) else None,  # as save: used once
             "_optimizer_key": _storable_key(self._optimizer_key),
             "_weights": _map_arrays(self._weights, to_numpy),
             "state": _map_state(self.state, to_numpy),
