@@ -210,9 +210,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:  # as scikit-learn's MLP: training stops, the rest goes on
         interrupted = True
-        done = len(net.history["loss"])
+        done = len(net.history["loss"])  # epochs complete; the model is part-way in the next
         print(
-            f"xpmlp: training interrupted in epoch {done + 1} of {args.epochs}; the model "
+            f"xpmlp: training interrupted after {done} of {args.epochs} epochs; the model "
             "trained so far is scored"
             + (", saved" if args.save else "")
             + (", plotted" if args.plot else "")
