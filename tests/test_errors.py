@@ -554,3 +554,140 @@ def test_layer_sizes_past_a_floats_range_are_refused_as_too_many_weights():
     """Formatting their count as a float had raised an OverflowError."""
     with pytest.raises(ValueError, match="asks for more than 1e300 weights"):
         xpmlp.MLP([2, 10**400, 1])
+
+
+# ---------------------------------------------------------------- the functional API
+
+
+def functional_setup():
+    from xpmlp import network
+
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+    return X, T, network.init_weights([3, 4, 2], rng=0)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_train_refuses_targets_and_weights_of_other_rows(monkeypatch, fast):
+    """The fast path gathered a short T with mode='clip': the missing rows became copies of
+    the last one, and training went on; longer ones were read in part."""
+    from xpmlp import _fast, train
+
+    monkeypatch.setattr(_fast, "ENABLED", fast)
+    X, T, W = functional_setup()
+    config = train.Config(epochs=2, batch_size=5)
+    kw = dict(activation="tanh", output="identity", optimizer="sgd", xp=np, config=config,
+              rng=np.random.default_rng(0))  # fmt: skip
+    bad = [
+        (dict(T=T[:10]), r"T has shape \(10, 2\); accepted: \(20, K\)"),
+        (
+            dict(T=T, sample_weight=np.ones(7)),
+            r"sample_weight has shape \(7,\); accepted: \(20,\)",
+        ),
+        (dict(T=T, sample_weight=np.ones(40)), r"sample_weight has shape \(40,\)"),
+    ]
+    for given, match in bad:
+        before = [w.copy() for w in W]
+        with pytest.raises(ValueError, match=match):
+            train.train(W, X, state=train.LoopState(), **given, **kw)
+        for w, b in zip(W, before):
+            np.testing.assert_array_equal(w, b)
+    # names resolve as MLP's: the same numbers as the objects
+    from xpmlp import optim
+    from xpmlp.activations import get_activation
+    from xpmlp.objectives import get_output
+
+    by_name, _ = train.train([w.copy() for w in W], X, T, state=train.LoopState(), **kw)
+    kw.update(activation=get_activation("tanh"), output=get_output("identity"),
+              optimizer=optim.sgd(), rng=np.random.default_rng(0))  # fmt: skip
+    by_object, _ = train.train([w.copy() for w in W], X, T, state=train.LoopState(), **kw)
+    for a, b in zip(by_name, by_object):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"clip_norm": 0}, "clip_norm=0; accepted: a finite number > 0"),  # "none" on one path
+        ({"clip_norm": -1.0}, "clip_norm=-1.0; accepted"),  # gradient ascent
+        ({"learning_rate": -0.01}, "learning_rate=-0.01; accepted: a finite number > 0"),
+        ({"schedule": "invscalng"}, "schedule='invscalng' is unknown; accepted: constant"),
+        ({"epochs": -1}, "epochs=-1; accepted: an int >= 0"),
+        ({"batch_size": 0}, r"batch_size=0; accepted: an int >= 1, or None"),
+        ({"batch_size": 2.5}, "batch_size=2.5; accepted"),
+        ({"alpha": -1}, "alpha=-1; accepted: a finite number >= 0"),
+        ({"power_t": -1}, "power_t=-1; accepted"),
+        ({"tol": float("nan")}, "tol=nan; accepted"),
+        ({"n_iter_no_change": 0}, "n_iter_no_change=0; accepted: an int >= 1"),
+        ({"loss_scale": 0}, "loss_scale=0; accepted: a finite number > 0"),
+        ({"shuffle": "yes"}, "shuffle='yes'; accepted: True or False"),
+    ],
+)
+def test_a_training_config_checks_its_settings(setting, match):
+    """train.Config took a negative rate, a misspelt schedule (trained as constant), a
+    negative clip_norm (gradient ascent) or 0 (no clipping on one path, zero gradients on
+    the other) without a word; MLP.fit checked them, train.train did not."""
+    from xpmlp import train
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        train.Config(**setting)
+
+
+def test_an_optimizer_step_refuses_gradients_unlike_the_weights():
+    """zip dropped the layers beyond the shorter list, and a (4, 1) gradient broadcast over
+    a (4, 4) layer, silently."""
+    from xpmlp import optim
+
+    _, _, W = functional_setup()
+    G = [np.ones_like(w) for w in W]
+    for opt in (optim.sgd(), optim.sgd(momentum=0.9), optim.adam()):
+        with pytest.raises(ValueError, match="grads holds 1 arrays for 2 layers"):
+            opt.update(G[:1], opt.init(W, xp=np), W, learning_rate=0.1, xp=np)
+        with pytest.raises(ValueError, match=r"grads\[0\] has shape \(4, 1\); accepted"):
+            opt.update([G[0][:, :1], G[1]], opt.init(W, xp=np), W, learning_rate=0.1, xp=np)
+    adam = optim.adam()
+    with pytest.raises(ValueError, match="m holds 1 arrays for 2 layers"):
+        adam.update(G, adam.init(W[:1], xp=np), W, learning_rate=0.1, xp=np)
+
+
+def test_forward_refuses_inputs_and_layers_that_do_not_chain():
+    """A 1-D X went through as one sample, a 3-D X gave outputs (1, 5, 2), no weights gave
+    Y = X, and a wrong width failed in matmul naming neither X nor the layer."""
+    from xpmlp import network
+
+    X, _, W = functional_setup()
+    kw = dict(activation="tanh", output="identity", xp=np)
+    for f in (network.forward, network.predict):
+        with pytest.raises(ValueError, match=r"X has shape \(3,\); accepted: \(N, 3\)"):
+            f(W, X[0], **kw)
+        with pytest.raises(ValueError, match=r"X has shape \(20, 2\); accepted: \(N, 3\)"):
+            f(W, X[:, :2], **kw)
+        with pytest.raises(ValueError, match="weights is empty"):
+            f([], X, **kw)
+        with pytest.raises(ValueError, match=r"weights\[1\] has shape \(2, 4\); accepted: "):
+            f([W[0], W[1][:, 1:]], X, **kw)
+
+
+def test_functional_helpers_take_what_they_return():
+    """to_numpy failed on the loss NumPy returns (a NumPy scalar); integer sample weights
+    failed on torch (inf in an int) and gave alpha / INT_MIN when all zero; clipping took a
+    negative norm; check_gradients of a weight list failed on a missing attribute."""
+    from xpmlp import train
+
+    X, T, W = functional_setup()
+    kw = dict(activation="tanh", output="identity", alpha=1.0, xp=np)
+    loss, _ = train.loss_and_gradients(W, X, T, **kw)
+    assert xpmlp.to_numpy(loss) == loss and xpmlp.to_numpy(np.float32(2)).dtype == np.float32
+    ints = np.arange(20) % 3
+    got, want = (
+        train.loss_and_gradients(W, X, T, sample_weight=w, **kw) for w in (ints, ints * 1.0)
+    )
+    assert got[0] == want[0]
+    for g, h in zip(got[1], want[1]):
+        np.testing.assert_array_equal(g, h)
+    zero, zero_grads = train.loss_and_gradients(W, X, T, sample_weight=0 * ints, **kw)
+    assert zero == 0 and all(not g.any() for g in zero_grads)
+    with pytest.raises(ValueError, match="max_norm=-1.0; accepted: a finite number > 0"):
+        train.clip_by_global_norm(want[1], -1.0, xp=np)
+    with pytest.raises(TypeError, match="net is a list; accepted: an xpmlp.MLP"):
+        xpmlp.check_gradients(W, X, T)

@@ -257,6 +257,8 @@ def to_numpy(x: Any) -> np.ndarray:
 
     Floats NumPy has no dtype for (bfloat16, float8, ...) are cast to float32 first, also
     NumPy arrays of ml_dtypes' (``np.asarray`` of a JAX bfloat16 array)."""
+    if isinstance(x, np.generic):  # a NumPy scalar (a loss on NumPy): no DLPack to read
+        x = np.asarray(x)
     if isinstance(x, np.ndarray):
         if x.dtype.kind == "V" and x.dtype.names is None:  # ml_dtypes' floats are kind V
             try:

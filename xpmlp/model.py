@@ -18,8 +18,6 @@ from . import network, optim, train
 from ._checks import (
     check_bool,
     check_callbacks,
-    check_choice,
-    check_int,
     check_layer_sizes,
     check_nonneg,
     check_positive,
@@ -458,20 +456,18 @@ class MLP:
         takes effect once the step under way is complete, so that no step is kept half
         done; a second one at once.
         """
-        config = train.Config(
-            epochs=check_int(epochs, "epochs", 0),
-            batch_size=None
-            if batch_size is None
-            else check_int(batch_size, "batch_size", 1, "an int >= 1, or None (the full batch)"),
-            learning_rate=check_positive(learning_rate, "learning_rate"),
-            schedule=check_choice(schedule, "schedule", train.SCHEDULES),
-            power_t=check_nonneg(power_t, "power_t"),
-            alpha=check_nonneg(alpha, "alpha"),
-            clip_norm=None if clip_norm is None else check_positive(clip_norm, "clip_norm"),
-            shuffle=check_bool(shuffle, "shuffle"),
-            tol=None if tol is None else check_nonneg(tol, "tol"),
-            n_iter_no_change=check_int(n_iter_no_change, "n_iter_no_change", 1),
-            early_stopping=check_bool(early_stopping, "early_stopping"),
+        config = train.Config(  # checks each setting
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            power_t=power_t,
+            alpha=alpha,
+            clip_norm=clip_norm,
+            shuffle=shuffle,
+            tol=tol,
+            n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping,
         )
         verbose = check_bool(verbose, "verbose")
         opt = get_optimizer(optimizer)
@@ -925,6 +921,11 @@ def check_gradients(net: MLP, X, T, *, eps: float = 1e-5) -> float:
     NaN if a gradient or a loss is NaN: a failure. A ReLU unit whose input is exactly at its
     kink differs from the differences by half its slope: its derivative there is one side's.
     """
+    if not isinstance(net, MLP):
+        raise TypeError(
+            f"net is a {type(net).__name__}; accepted: an xpmlp.MLP (for weights alone: "
+            "MLP(sizes, ...) with net.weights = weights)"
+        )
     eps = check_positive(eps, "eps")
     with computing(net):
         X, T = (np.asarray(to_numpy(A), dtype=np.float64) for A in net._pair(X, T))

@@ -123,7 +123,7 @@ def init_weights(
         try:
             rng = np.random.RandomState(rng) if init == "sklearn" else np.random.default_rng(rng)
         except (TypeError, ValueError) as exc:
-            raise ValueError(
+            raise type(exc)(
                 f"rng={rng!r} ({exc}); accepted: a NumPy Generator or RandomState, a seed (an "
                 "int >= 0) or None"
             ) from None
@@ -158,12 +158,14 @@ def forward(
     weights : list of arrays, ``W[l]`` of shape (n_{l+1}, n_l + 1)
     X : array (N, D)
     activation, output : names ("tanh", "identity", ...) or the objects they name
+    xp : the arrays' Array API namespace (``array_api_compat.array_namespace(X)``)
 
     Returns
     -------
     Cache with ``A[l]`` (N, n_{l+1}) and ``Z[l]`` (N, n_l); ``Z[-1]`` is ``Y`` (N, K).
     """
     activation, output = get_activation(activation), get_output(output)
+    check_network(weights, X)
     A, Z = [], [X]
     last = len(weights) - 1
     for l, W in enumerate(weights):
@@ -180,14 +182,32 @@ def predict(
     output: Output | str,
     xp: Any,
 ) -> Any:
-    """The output ``Y`` (N, K) of :func:`forward`, keeping only the layer at hand: on a large
-    ``X`` a fraction of the memory of every layer's ``A`` and ``Z``."""
+    """The output ``Y`` (N, K) of :func:`forward` (the same arguments), keeping only the
+    layer at hand: on a large ``X`` a fraction of the memory of every layer's ``A`` and
+    ``Z``."""
     activation, output = get_activation(activation), get_output(output)
+    check_network(weights, X)
     Z, last = X, len(weights) - 1
     for l, W in enumerate(weights):
         A = _pre_activation(Z, W)
         Z = output.f(A, xp=xp) if l == last else activation.h(A, xp=xp)
     return Z
+
+
+def check_network(weights: Sequence[Any], X: Any) -> None:
+    """``weights`` a chain of 2-d layers ``W[l]`` (n_{l+1}, n_l + 1) that ``X`` (N, D)
+    enters: else a ``ValueError`` naming the array (a 1-d ``X`` broadcast as one sample)."""
+    if len(weights) == 0:
+        raise ValueError("weights is empty; accepted: a list of L >= 1 arrays W[l]")
+    for l, W in enumerate(weights):
+        width = None if l == 0 else weights[l - 1].shape[0] + 1
+        if getattr(W, "ndim", None) != 2 or W.shape[1] != (width or W.shape[1]):
+            need = "2-d" if width is None else f"(n_{l + 1}, {width}) after weights[{l - 1}]"
+            raise ValueError(f"weights[{l}] has shape {tuple(W.shape)}; accepted: {need}")
+    D = weights[0].shape[1] - 1
+    if getattr(X, "ndim", None) != 2 or X.shape[1] != D:
+        shape = tuple(getattr(X, "shape", ()))
+        raise ValueError(f"X has shape {shape}; accepted: (N, {D}) for weights[0]")
 
 
 def _pre_activation(Z: Any, W: Any) -> Any:
@@ -238,6 +258,7 @@ def backward(
     sample_weight : array (N,), optional
         Per-sample weights ``w_n`` of the batch loss ``sum_n w_n L_n``; ``None`` means
         ``w_n = 1/N`` (the mean). They scale each sample's delta, hence its gradient.
+    xp : the arrays' Array API namespace
 
     Returns
     -------
@@ -262,7 +283,8 @@ def backward(
 
 
 def batch_loss(cache: Cache, T: Any, *, output: Output | str, sample_weight: Any = None, xp: Any):
-    """The batch loss ``sum_n w_n L_n`` (``w_n = 1/N`` by default) as a 0-d array."""
+    """The batch loss ``sum_n w_n L_n`` (``w_n = 1/N`` by default) as a 0-d array (a NumPy
+    scalar on NumPy; :func:`xpmlp.to_numpy` reads either)."""
     _check_targets(cache.Z[-1], T, sample_weight)
     L_n = get_output(output).loss(cache.A[-1], cache.Z[-1], T, xp=xp)
     if sample_weight is None:

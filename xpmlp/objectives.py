@@ -101,5 +101,6 @@ def get_output(output: Any) -> Output:
             return OUTPUTS[name]
         raise ValueError(f"output={output!r} is unknown; accepted: {', '.join(OUTPUTS)}")
     raise TypeError(
-        f"output must be one of the names {', '.join(OUTPUTS)}, got {type(output).__name__}"
+        f"output={output!r} ({type(output).__name__}); accepted: one of the names "
+        f"{', '.join(OUTPUTS)}"
     )

@@ -60,6 +60,23 @@ def _scale_add(a, X, b, Y):
     return a * X + b * Y
 
 
+def _check_like(grads, weights, *state) -> None:
+    """``grads`` and each list of ``state`` one array per layer, shaped like ``weights``:
+    ``zip`` would drop layers, and a gradient would broadcast, silently."""
+    for name, arrays in (("grads", grads), *state):
+        if len(arrays) != len(weights):
+            raise ValueError(
+                f"{name} holds {len(arrays)} arrays for {len(weights)} layers; accepted: one "
+                "per layer"
+            )
+        for l, (A, W) in enumerate(zip(arrays, weights)):
+            if tuple(A.shape) != tuple(W.shape):
+                raise ValueError(
+                    f"{name}[{l}] has shape {tuple(A.shape)}; accepted: weights[{l}]'s "
+                    f"{tuple(W.shape)}"
+                )
+
+
 class SGDState(NamedTuple):
     velocities: list | None  # V[l]; None without momentum
 
@@ -82,6 +99,8 @@ def sgd(momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
         return SGDState([xp.zeros_like(W) for W in weights])
 
     def update(grads, state, weights, *, learning_rate, xp):
+        velocities = () if state.velocities is None else (("velocities", state.velocities),)
+        _check_like(grads, weights, *velocities)
         if state.velocities is None:
             return [_add(W, -learning_rate * G) for W, G in zip(weights, grads)], state
         V = [_scale_add(momentum, V, -learning_rate, G) for V, G in zip(state.velocities, grads)]
@@ -121,6 +140,7 @@ def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8) -> O
         )
 
     def update(grads, state, weights, *, learning_rate, xp):
+        _check_like(grads, weights, ("m", state.m), ("v", state.v))
         t = state.t + 1
         m = [_scale_add(beta_1, m_l, 1 - beta_1, G) for m_l, G in zip(state.m, grads)]
         v = [_scale_add(beta_2, v_l, 1 - beta_2, G * G) for v_l, G in zip(state.v, grads)]

@@ -17,10 +17,18 @@ from typing import Any
 import numpy as np
 
 from . import _fast, _interrupt, network
-from .activations import Activation
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonneg,
+    check_positive,
+    check_shape,
+)
+from .activations import Activation, get_activation
 from .backend import device_of, is_writeable
-from .objectives import Output
-from .optim import Optimizer
+from .objectives import Output, get_output
+from .optim import Optimizer, get_optimizer
 
 SCHEDULES = ("constant", "invscaling", "adaptive")
 
@@ -48,6 +56,8 @@ def loss_and_gradients(
     if sample_weight is None:
         S, w = X.shape[0], None
     else:
+        if not xp.isdtype(sample_weight.dtype, "real floating"):  # ints: inf below, w_n
+            sample_weight = xp.astype(sample_weight, X.dtype)
         S = xp.sum(sample_weight)
         # A batch whose weights are all zero adds nothing: S = inf makes w = 0 and alpha/S = 0.
         S = xp.where(S > 0, S, xp.full_like(S, math.inf))
@@ -74,6 +84,7 @@ def _add_weight_decay(G, W, c, *, xp):
 
 def clip_by_global_norm(grads, max_norm: float, *, xp):
     """Scale all gradients by ``min(1, max_norm / ||g||)``, ``||g||`` over every layer."""
+    max_norm = check_positive(max_norm, "max_norm")
     norm = xp.sqrt(sum(xp.sum(G * G) for G in grads))
     scale = xp.minimum(max_norm / (norm + 1e-12), xp.ones_like(norm))
     return [G * scale for G in grads]
@@ -96,6 +107,9 @@ class LoopState:
 
 @dataclass
 class Config:
+    """The training's settings (see ``MLP.fit``), checked when made: a ``ValueError`` or
+    ``TypeError`` names a setting outside its range."""
+
     epochs: int = 100
     batch_size: int | None = 32
     learning_rate: float = 0.01
@@ -111,6 +125,24 @@ class Config:
     # with sample weights, the epoch loss averages the batch losses by batch size
     # (scikit-learn's) instead of by total sample weight (the weighted mean over all samples)
     loss_by_batch_size: bool = False
+
+    def __post_init__(self):
+        optional = lambda check, v, *a: None if v is None else check(v, *a)  # noqa: E731
+        self.epochs = check_int(self.epochs, "epochs", 0)
+        self.batch_size = optional(
+            check_int, self.batch_size, "batch_size", 1, "an int >= 1, or None (the full batch)"
+        )
+        self.learning_rate = check_positive(self.learning_rate, "learning_rate")
+        self.schedule = check_choice(self.schedule, "schedule", SCHEDULES)
+        self.power_t = check_nonneg(self.power_t, "power_t")
+        self.alpha = check_nonneg(self.alpha, "alpha")
+        self.clip_norm = optional(check_positive, self.clip_norm, "clip_norm")
+        self.shuffle = check_bool(self.shuffle, "shuffle")
+        self.tol = optional(check_nonneg, self.tol, "tol")
+        self.n_iter_no_change = check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        self.early_stopping = check_bool(self.early_stopping, "early_stopping")
+        self.loss_scale = check_positive(self.loss_scale, "loss_scale")
+        self.loss_by_batch_size = check_bool(self.loss_by_batch_size, "loss_by_batch_size")
 
 
 def _batches(N: int, batch_size: int | None):
@@ -140,6 +172,7 @@ def train(
     Parameters
     ----------
     X, T : arrays (N, D), (N, K) in namespace ``xp``
+    activation, output, optimizer : names ("tanh", "identity", "sgd") or the objects
     rng : host random generator; ``order(rng, N)`` (default ``rng.permutation``) draws each
         epoch's sample order when ``config.shuffle``.
     validate : ``validate(weights) -> score`` (higher is better), called once per epoch.
@@ -155,7 +188,15 @@ def train(
     -------
     weights, state : the trained weights and the updated :class:`LoopState`.
     """
+    activation, output = get_activation(activation), get_output(output)
+    optimizer = get_optimizer(optimizer)
     N = X.shape[0]
+    # T and the sample weights row for row with X: the fast path's gather does not check them
+    check_shape(X.shape, "X", weights[0].shape[1] - 1)
+    if T.ndim != 2 or T.shape[0] != N:
+        raise ValueError(f"T has shape {tuple(T.shape)}; accepted: ({N}, K), a row per sample")
+    if sample_weight is not None and tuple(sample_weight.shape) != (N,):
+        raise ValueError(f"sample_weight has shape {tuple(sample_weight.shape)}; accepted: ({N},)")
     c = config
     if state.opt_state is None:
         state.opt_state = optimizer.init(weights, xp=xp)
