@@ -431,6 +431,24 @@ def test_arrays_on_another_device_move_to_the_models():
     net.fit(aas.asarray(X, device=other), aas.asarray(np.ones((5, 2)), device=other), epochs=1)
 
 
+def test_host_data_goes_to_the_weights_device_where_none_was_named():
+    """NumPy input went to the backend's default (CuPy: the current) device, not to the
+    weights', for a model whose weights were made elsewhere (under a CuPy device context):
+    predict mixed two devices."""
+    aas = pytest.importorskip("array_api_strict")
+    other = aas.Device("device1")
+    net = xpmlp.MLP([3, 4, 2], backend="array_api_strict", seed=0)
+    X, T = np.full((5, 3), 0.5), np.ones((5, 2))
+    ref = to_np(net.predict(X))
+    net._weights = [aas.asarray(W, copy=True, device=other) for W in net._weights]
+    assert net.device is None
+    Y = net.predict(X)
+    assert Y.device == other
+    np.testing.assert_array_equal(to_np(Y), ref)
+    net.fit(X, T, epochs=1)
+    assert all(W.device == other for W in net.weights)
+
+
 def test_to_without_a_device_moves_to_the_backends_default():
     """to(backend) on the same backend kept the arrays on their device but recorded none,
     so NumPy inputs went to the default device and predict and fit failed."""
@@ -555,6 +573,30 @@ def test_a_model_on_the_second_gpu_trains_and_predicts_there():
     np.testing.assert_allclose(to_np(net.predict(X0)), ref.predict(X), rtol=1e-10)
     net.weights = [np.asarray(to_np(W)) for W in net.weights]  # assigned weights stay there
     assert all(W.device.id == 1 for W in net.weights)
+
+
+@pytest.mark.gpu
+def test_a_classifier_on_the_second_gpu_gives_its_probabilities_there():
+    """predict_proba joined 1 - Y and Y (binary), and predict_log_proba took the log, on the
+    current device (cuda:0) with Y on cuda:1: no peer access, or a PerformanceWarning."""
+    pytest.importorskip("sklearn")
+    from xpmlp.sklearn import MLPClassifier
+
+    from conftest import _cuda_devices
+
+    if _cuda_devices() < 2:
+        pytest.skip("needs two CUDA devices")
+    import cupy
+
+    X = np.random.default_rng(0).standard_normal((40, 2))
+    for y in ((X[:, 0] > 0).astype(int), np.digitize(X[:, 0], [-0.5, 0.5])):
+        kw = dict(hidden_layer_sizes=(3,), max_iter=3, random_state=0, dtype="float64")
+        gpu = MLPClassifier(backend="cupy", device="cuda:1", **kw).fit(cupy.asarray(X), y)
+        cpu = MLPClassifier(backend="numpy", **kw).fit(X, y)
+        with cupy.cuda.Device(0):  # another device current, as in a user's program
+            P, logP = gpu.predict_proba(cupy.asarray(X)), gpu.predict_log_proba(X)
+        np.testing.assert_allclose(to_np(P), cpu.predict_proba(X), rtol=1e-10)
+        np.testing.assert_allclose(to_np(logP), cpu.predict_log_proba(X), rtol=1e-10)
 
 
 def test_predict_is_forwards_output_without_its_stored_layers(backend):

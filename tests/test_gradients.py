@@ -118,6 +118,28 @@ def test_the_softmax_loss_depends_on_the_logits_differences_only(backend, xp, cl
         np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-14)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_clipped_log_loss_caps_each_term_as_scikit_learn_without_clip(backend, xp, dtype):
+    """scikit-learn's log-loss caps -log p at -log(eps) and floors it at -log(1 - eps); the
+    bounds are maximum and minimum, not xp.clip (array-api-compat's CuPy clip assigns through
+    boolean masks, each a read back to the host: four per step)."""
+    from xpmlp.objectives import _clip_log_loss
+
+    eps = float(np.finfo(dtype).eps)
+    lo, hi = -math.log1p(-eps), -math.log(eps)
+    L = np.array([[0.0, lo / 2, lo, 1.0], [hi, 2 * hi, np.inf, np.nan]], dtype=dtype)
+    dt = xpmlp.backend.get_dtype(dtype, xp=xp)
+    clip = xp.clip
+    try:
+        xp.clip = None  # not called
+        got = _clip_log_loss(xp.asarray(L, dtype=dt), xp=xp)
+    finally:
+        xp.clip = clip
+    assert got.dtype == dt
+    want = np.clip(L, np.asarray(lo, dtype), np.asarray(hi, dtype))
+    np.testing.assert_array_equal(to_np(got), want)
+
+
 def test_check_gradients_tells_a_wrong_derivative_from_a_right_one_at_a_large_loss():
     """With targets x 1e4 (loss 1.9e7) the differences' rounding made a right network score
     4.3e-3, as much as a derivative 1 % wrong."""

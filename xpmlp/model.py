@@ -170,12 +170,13 @@ class MLP:
 
     def _array(self, x):
         """``x`` in the model's backend and dtype, on the model's device: where none was
-        named, the weights' (an array of the same backend on another device is moved, as
-        with a named device, not left to fail in the first product)."""
+        named, the weights' (an array on another device is moved, as with a named device,
+        not left to fail in the first product; host data goes there too, not to the
+        current device: CuPy weights made under ``with cupy.cuda.Device(1)``)."""
         device = self.device
-        if device is None and "_weights" in vars(self) and namespace_of(x) is self.xp:
+        if device is None and "_weights" in vars(self):
             home = device_of(self._weights[0])
-            device = None if device_of(x) == home else home
+            device = None if namespace_of(x) is self.xp and device_of(x) == home else home
         return asarray(x, xp=self.xp, dtype=self.dtype, device=device)
 
     @property

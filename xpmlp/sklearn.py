@@ -978,21 +978,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
-    def _proba(self, X):
+    def _proba(self, X, log=False):
+        """Class probabilities (or their logs) in the model's backend, computed on its
+        device (CuPy launches on the current one), and where to return them."""
         Y, xp_in, device = self._forward(X)
-        if self.n_outputs_ == 1:  # binary: the one output is P(classes_[1])
-            Y = self._net.xp.concat([1 - Y, Y], axis=1)
-        return Y, xp_in, device
+        xp = self._net.xp
+        with computing(self._net):
+            if self.n_outputs_ == 1:  # binary: the one output is P(classes_[1])
+                Y = xp.concat([1 - Y, Y], axis=1)
+            return (xp.log(Y) if log else Y), xp_in, device
 
     def predict_proba(self, X):
         """Class probabilities (N, n_classes), ordered as ``classes_``, in ``X``'s namespace."""
-        P, xp_in, device = self._proba(X)
-        return _to_input_namespace(P, xp_in, device)
+        return _to_input_namespace(*self._proba(X))
 
     def predict_log_proba(self, X):
         """``log(predict_proba(X))``, in ``X``'s namespace."""
-        P, xp_in, device = self._proba(X)
-        return _to_input_namespace(self._net.xp.log(P), xp_in, device)
+        return _to_input_namespace(*self._proba(X, log=True))
 
     def predict(self, X):
         """Predicted labels (N,), or (N, n_classes) indicators for multilabel ``y``, in
