@@ -4,7 +4,9 @@
 #   2. the tests marked gpu (CuPy);
 #   3. the benchmark on CuPy against PyTorch-CUDA and JAX-GPU, workload A scaled up to
 #      [4096, 4096, 4096, 10] with batch 4096, with CUPY_TF32 off (A, then B and C) and on
-#      (A), each part under its own time limit so that a slow one does not cost the rest.
+#      (A), each part under its own time limit so that a slow one does not cost the rest,
+#      and every step (the set-up's too) within what is left of 285 s: a step that would
+#      start with less than 10 s left is skipped and counts as failed.
 # Everything it prints (nvidia-smi and pytest included) also goes to OUTDIR/gpu_check.log;
 # the benchmark's results land in OUTDIR: 7 files in all. Without a CUDA device it says so
 # and exits 0 having run nothing on a GPU. It exits 1 when the tests or a benchmark call
@@ -22,15 +24,29 @@ cd "$(dirname "$0")/.."
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 LOG_PID=$!
 T0=$(date +%s)
+DEADLINE=$((T0 + ${GPU_CHECK_SECONDS:-285}))  # the whole check, kill grace included
 elapsed() { echo $(($(date +%s) - T0)); }
 step() { echo; echo "== $* (t=$(elapsed) s)"; }
+FAILED=0  # 1 once the tests or a benchmark call fail
+within() {  # SECONDS CMD...: CMD under timeout, at most SECONDS and within the deadline
+    local want=$1 left grace=5
+    shift
+    left=$((DEADLINE - $(date +%s) - grace))
+    if [ "$left" -lt 10 ]; then
+        echo "NO TIME LEFT: skipped (${left} s before the deadline): $*"
+        FAILED=1
+        return 124
+    fi
+    [ "$want" -lt "$left" ] || want=$left
+    timeout -s INT -k "$grace" "$want" "$@"
+}
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX takes GPU memory as it needs it, not 75 %
 
 # Wheels for packages the machine lacks (array-api-compat, array-api-strict), if provided.
 if compgen -G ".whl/*.whl" >/dev/null; then
     step "installing wheels from .whl/ into /tmp/site"
-    $PY -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl \
+    within 30 $PY -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl \
         || echo "pip install from .whl/ failed; continuing with what is installed"
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -43,16 +59,15 @@ skip() {  # [status] message
     printf '# GPU check skipped\n\n%s\n' "$*" >"$OUT/SKIPPED.md"
     exit "$status"
 }
-FAILED=0  # 1 once the tests or a benchmark call fail
 
 step "nvidia-smi"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     skip "nvidia-smi is not available: this is not a CUDA machine, so no GPU test or benchmark ran."
 fi
-nvidia-smi 2>&1 || skip "nvidia-smi failed: no usable CUDA driver."
+within 20 nvidia-smi 2>&1 || skip "nvidia-smi failed: no usable CUDA driver."
 
 step "CuPy and its device"
-if ! $PY - <<'EOF'
+if ! within 40 $PY - <<'EOF'
 import sys
 try:
     import cupy
@@ -67,7 +82,7 @@ EOF
 then
     skip 3 "nvidia-smi sees a GPU, but CuPy is missing or reaches no CUDA device: no GPU test or benchmark ran."
 fi
-if ! $PY -c "import array_api_compat" 2>/dev/null; then
+if ! within 20 $PY -c "import array_api_compat" 2>/dev/null; then
     echo "FAILED: array_api_compat is not importable and xpmlp needs it: put its wheel in .whl/"
     echo "(pip download --no-deps -d .whl array-api-compat array-api-strict) and run again."
     exit 2
@@ -75,7 +90,7 @@ fi
 
 step "pytest -m gpu (modules needing packages missing here, e.g. scikit-learn, are skipped at collection)"
 # SIGINT at the limit: pytest then names the test it was in and prints its summary
-CUPY_TF32=0 timeout -s INT -k 10 65 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
+CUPY_TF32=0 within 60 $PY -m pytest -m gpu -q -rs -p no:cacheprovider \
     --continue-on-collection-errors 2>&1 | tee /tmp/xpmlp-pytest-gpu.txt
 status=${PIPESTATUS[0]}
 echo "pytest exit status: $status"
@@ -89,7 +104,7 @@ fi
 bench() {
     local limit=$1 repeats=$2
     shift 2
-    timeout -k 5 "$limit" $PY bench/run.py --backend cupy --repeats "$repeats" --no-probes \
+    within "$limit" $PY bench/run.py --backend cupy --repeats "$repeats" --no-probes \
         --peers numpy,torch,jax --out "$OUT" "$@"
     local status=$?
     echo "exit status: $status"

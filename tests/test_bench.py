@@ -42,14 +42,15 @@ STUB_PYTHON = """#!/bin/bash
 case "$*" in
     -) cat >/dev/null; exit "${STUB_CUPY:-0}" ;;
     *"-m pytest"*) echo "pytest ran"; exit "${STUB_PYTEST:-0}" ;;
-    *bench/run.py*) echo "run.py ran"; exit "${STUB_BENCH:-0}" ;;
+    *bench/run.py*) echo "run.py ran"; sleep "${STUB_BENCH_SLEEP:-0}"; exit "${STUB_BENCH:-0}" ;;
     *) exit 0 ;;
 esac
 """
 
 
-def _gpu_check(tmp_path, smi: bool, **stub) -> tuple[int, str, list[str]]:
-    """``bash bench/gpu_check.sh OUT`` with Python stubbed and nvidia-smi present or not."""
+def _gpu_check(tmp_path, smi: bool, seconds=None, **stub) -> tuple[int, str, list[str]]:
+    """``bash bench/gpu_check.sh OUT`` with Python stubbed and nvidia-smi present or not
+    (``seconds``: the whole check's time, default its own)."""
     bin_ = tmp_path / "bin"
     bin_.mkdir(exist_ok=True)
     (bin_ / "python").write_text(STUB_PYTHON)
@@ -65,10 +66,12 @@ def _gpu_check(tmp_path, smi: bool, **stub) -> tuple[int, str, list[str]]:
     env.update(
         PYTHON=str(bin_ / "python"), **{f"STUB_{k.upper()}": str(v) for k, v in stub.items()}
     )
+    if seconds is not None:
+        env["GPU_CHECK_SECONDS"] = str(seconds)
     out = tmp_path / "out"
     r = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_check.sh"), str(out)],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     return r.returncode, r.stdout + r.stderr, sorted(os.listdir(out))
 
@@ -85,3 +88,18 @@ def test_gpu_check_exits_0_without_a_gpu_and_not_when_a_part_fails(tmp_path):
     assert rc == 1 and log.count("run.py ran") == 3 and "SOMETHING FAILED" in log
     rc, log, _ = _gpu_check(tmp_path, smi=True, bench=124)  # a call past its time limit
     assert rc == 1 and "exit status: 124" in log
+
+
+def test_gpu_check_keeps_to_its_deadline(tmp_path):
+    """Its parts' limits summed to 290 s with the kill grace, and the set-up (wheels,
+    nvidia-smi, CuPy's first import) had none: 'under 5 minutes' held by luck. Every step
+    now runs within what is left of the whole check's time."""
+    import time
+
+    t0 = time.monotonic()
+    # 25 s in all: the first benchmark call (a sleep of 60 s) is cut at the deadline, and
+    # the two after it start with no time left
+    rc, log, _ = _gpu_check(tmp_path, smi=True, seconds=25, bench_sleep=60)
+    assert time.monotonic() - t0 < 40
+    assert rc == 1 and log.count("run.py ran") == 1 and "exit status: 124" in log
+    assert log.count("NO TIME LEFT: skipped") == 2 and "SOMETHING FAILED" in log
