@@ -1113,3 +1113,10 @@ def test_an_unknown_option_points_to_the_commands_help(tmp_path):
     assert line == "xpmlp: error: unrecognized arguments: --bogus (see 'xpmlp --help')"
     out = ok("predict --help", cwd=tmp_path)
     assert "MODEL              a model saved by xpmlp train --save" in out
+
+
+def test_a_device_id_goes_to_the_backend_as_a_number(tmp_path):
+    """--device 1 reached CuPy as the string '1', which it refuses, where the help and the
+    model take device ids."""
+    line = assert_one_line_error(xpmlp("train --device 1 --epochs 1", cwd=tmp_path))
+    assert "device=1 cannot be used with backend='numpy'" in line

@@ -497,7 +497,12 @@ def _backend_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"array library: {', '.join(BACKENDS)} (default: $XPMLP_BACKEND, else numpy)",
     )
-    p.add_argument("--device", default=None, help="device, e.g. cpu, cuda, cuda:1")
+    p.add_argument(
+        "--device",
+        type=lambda text: int(text) if text.isdigit() else text,  # CuPy's device ids: ints
+        default=None,
+        help="device, e.g. cpu, cuda, cuda:1, or a CUDA device id",
+    )
 
 
 D = "(default: %(default)s)"  # an option's help: its default
