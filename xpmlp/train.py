@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,8 @@ def _add_weight_decay(G, W, c, *, xp):
 
 def clip_by_global_norm(grads, max_norm: float, *, xp):
     """Scale all gradients by ``min(1, max_norm / ||g||)``, ``||g||`` over every layer."""
-    max_norm = check_positive(max_norm, "max_norm")
+    if isinstance(max_norm, Real):  # not a traced value (jax.jit)
+        max_norm = check_positive(max_norm, "max_norm")
     norm = xp.sqrt(sum(xp.sum(G * G) for G in grads))
     scale = xp.minimum(max_norm / (norm + 1e-12), xp.ones_like(norm))
     return [G * scale for G in grads]
@@ -139,7 +141,10 @@ class Config:
         self.clip_norm = optional(check_positive, self.clip_norm, "clip_norm")
         self.shuffle = check_bool(self.shuffle, "shuffle")
         self.tol = optional(check_nonneg, self.tol, "tol")
-        self.n_iter_no_change = check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        if self.n_iter_no_change != math.inf:  # inf: never (scikit-learn takes it)
+            self.n_iter_no_change = check_int(
+                self.n_iter_no_change, "n_iter_no_change", 1, "an int >= 1, or inf"
+            )
         self.early_stopping = check_bool(self.early_stopping, "early_stopping")
         self.loss_scale = check_positive(self.loss_scale, "loss_scale")
         self.loss_by_batch_size = check_bool(self.loss_by_batch_size, "loss_by_batch_size")
@@ -193,8 +198,9 @@ def train(
     N = X.shape[0]
     # T and the sample weights row for row with X: the fast path's gather does not check them
     check_shape(X.shape, "X", weights[0].shape[1] - 1)
-    if T.ndim != 2 or T.shape[0] != N:
-        raise ValueError(f"T has shape {tuple(T.shape)}; accepted: ({N}, K), a row per sample")
+    K = weights[-1].shape[0]
+    if tuple(T.shape) != (N, K):
+        raise ValueError(f"T has shape {tuple(T.shape)}; accepted: ({N}, {K}), a row per sample")
     if sample_weight is not None and tuple(sample_weight.shape) != (N,):
         raise ValueError(f"sample_weight has shape {tuple(sample_weight.shape)}; accepted: ({N},)")
     c = config
@@ -302,8 +308,7 @@ def _epoch(
     """One pass over the batches ``bounds`` in the order ``idx`` (None: as stored); returns
     ``(weights, opt_state, total)``, ``total`` the epoch's loss sum as a 0-d array. An
     interrupt leaves the weights and optimizer state trained so far in ``progress``."""
-    c, parts = config, []  # each batch's n_b * loss, summed at the end (pairwise, not in a
-    # running float32 sum, which drifted 5e-6 from the exact sum over 100,000 batches)
+    c, total = config, _PairwiseSum()  # each batch's n_b * loss
     try:
         for s, e in bounds:
             if idx is not None:
@@ -323,12 +328,38 @@ def _epoch(
                 grads, opt_state, weights, learning_rate=learning_rate, xp=xp
             )
             n_b = (e - s) if sw is None or c.loss_by_batch_size else xp.sum(sw)
-            parts.append(loss * n_b)
+            total.add(loss * n_b)
             _interrupt.check()
     except KeyboardInterrupt:
         progress.update(weights=weights, opt_state=opt_state)
         raise
-    return weights, opt_state, xp.sum(xp.stack(parts))
+    return weights, opt_state, total.value()
+
+
+class _PairwiseSum:
+    """A sum of 0-d arrays in pairs, as a binary counter carries: the partial sums of 1, 2,
+    4, ... terms, each added to its equal when one comes. As many additions as a running
+    sum, with a running sum's rounding error over log2(n) terms instead of n (a float32 sum
+    of 20,000 per-sample losses was 3.0e-6 off in turn, 5.7e-8 in pairs), and no join of n
+    arrays (JAX compiles one per length: 4 s for 5,000)."""
+
+    def __init__(self):
+        self.partials = []  # (terms, sum), fewest terms last
+
+    def add(self, x) -> None:
+        n = 1
+        while self.partials and self.partials[-1][0] == n:
+            m, s = self.partials.pop()
+            x, n = s + x, n + m
+        self.partials.append((n, x))
+
+    def value(self):
+        """The sum: the partials added from the smallest."""
+        terms = [s for _, s in self.partials]
+        total = terms.pop()
+        while terms:
+            total = terms.pop() + total
+        return total
 
 
 def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
