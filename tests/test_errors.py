@@ -69,24 +69,31 @@ def test_a_custom_function_of_another_shape_is_refused_not_broadcast(pair, match
     assert_unchanged(net, snap)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
-def test_a_custom_function_of_another_dtype_or_backend_is_refused(backend):
+def test_a_custom_function_of_another_backend_is_refused_and_of_another_dtype_cast():
     """NumPy's float64 of a float32 a trained and predicted in float64, silently; NumPy's
-    functions on another backend's arrays failed far from the activation."""
-    pytest.importorskip(backend)
-    f64 = lambda a: np.tanh(np.asarray(a, dtype=np.float64))  # noqa: E731
-    pair, got = {
-        "numpy": ((f64, lambda a: 1 - f64(a) ** 2), "numpy.ndarray of float64"),
-        "array_api_strict": ((np.tanh, np.cosh), "numpy.ndarray of float32"),
-    }[backend]
+    functions on another backend's arrays failed far from the activation. A bool or float64
+    result is cast to a's dtype (a bool h'(a) > 0 trained so before)."""
+    pytest.importorskip("array_api_strict")
     X = np.linspace(-1, 1, 8)[:, None]
-    net = xpmlp.MLP([1, 3, 1], activation=pair, dtype="float32", backend=backend)
-    snap = snapshot(net)
-    with pytest.raises(TypeError, match=f"activation's h\\(a\\) gave a {got} for a "):
-        net.fit(X, np.sin(3 * X), epochs=1, batch_size=None)
-    assert_unchanged(net, snap)
-    with pytest.raises(TypeError, match="accepted: an array of a's backend and dtype"):
-        net.predict(X)
+    f64 = lambda a: np.tanh(np.asarray(a, dtype=np.float64))  # noqa: E731
+    relu = (lambda a: a * (a > 0), lambda a: a > 0)
+    for pair in ((f64, lambda a: 1 - f64(a) ** 2), relu):
+        net = xpmlp.MLP([1, 3, 1], activation=pair, dtype="float32", seed=0)
+        net.fit(X, np.sin(3 * X), epochs=2, batch_size=None)
+        assert net.predict(X).dtype == np.float32
+        assert all(W.dtype == np.float32 for W in net.weights)
+    same = xpmlp.MLP([1, 3, 1], activation="relu", dtype="float32", seed=0)
+    same.fit(X, np.sin(3 * X), epochs=2, batch_size=None)
+    np.testing.assert_array_equal(net.predict(X), same.predict(X))
+    for backend, pair, error in [
+        ("array_api_strict", (np.tanh, np.cosh), "h\\(a\\) gave a numpy.ndarray for a array_api"),
+        ("numpy", (np.tanh, lambda a: np.cosh(a) + 0j), "dh\\(a\\) gave complex64 for a of"),
+    ]:
+        net = xpmlp.MLP([1, 3, 1], activation=pair, dtype="float32", backend=backend)
+        snap = snapshot(net)
+        with pytest.raises(TypeError, match=error):
+            net.fit(X, np.sin(3 * X), epochs=1, batch_size=None)
+        assert_unchanged(net, snap)
 
 
 def test_the_pure_functions_refuse_targets_and_weights_of_another_shape():
@@ -579,7 +586,8 @@ def test_train_refuses_targets_and_weights_of_other_rows(monkeypatch, fast):
     kw = dict(activation="tanh", output="identity", optimizer="sgd", xp=np, config=config,
               rng=np.random.default_rng(0))  # fmt: skip
     bad = [
-        (dict(T=T[:10]), r"T has shape \(10, 2\); accepted: \(20, K\)"),
+        (dict(T=T[:10]), r"T has shape \(10, 2\); accepted: \(20, 2\)"),
+        (dict(T=np.ones((20, 3))), r"T has shape \(20, 3\); accepted: \(20, 2\)"),
         (
             dict(T=T, sample_weight=np.ones(7)),
             r"sample_weight has shape \(7,\); accepted: \(20,\)",

@@ -1033,3 +1033,14 @@ def test_a_float_parameter_past_a_floats_range_is_refused_naming_it():
     X, y = problem("regression")
     with pytest.raises(ValueError, match="alpha is too large for a float"):
         MLPRegressor(alpha=10**400).fit(X, y)
+
+
+@IGNORE_CONVERGENCE
+def test_n_iter_no_change_inf_never_stops_as_in_sklearn():
+    """scikit-learn's constraints take n_iter_no_change=np.inf (never stop on a plateau);
+    the training's own checks refused it."""
+    X, y = problem("regression")
+    for est in (MLPRegressor((3,), max_iter=5, n_iter_no_change=np.inf, tol=10.0),
+                sk.MLPRegressor(hidden_layer_sizes=(3,), max_iter=5, n_iter_no_change=np.inf,
+                                tol=10.0)):  # fmt: skip
+        assert est.fit(X, y).n_iter_ == 5

@@ -147,14 +147,22 @@ def _user_function(f: Callable, what: str) -> Callable:
                 "accepted: an array of a's shape"
             )
         # another library's array fails far from here; another dtype (NumPy's float64 of a
-        # float32 a) trains and predicts in it, silently
-        xp = namespace_of(A)
-        if namespace_of(out) is not xp or out.dtype != A.dtype:
+        # float32 a) would train and predict in it: numbers (a bool h'(a) > 0 too) are cast
+        # to a's dtype, as the model casts its inputs
+        if type(out) is not type(A) and namespace_of(out) is not namespace_of(A):
             raise TypeError(
                 f"activation's {what}(a) gave a {type(out).__module__}.{type(out).__name__} "
-                f"of {out.dtype} for a {type(A).__module__}.{type(A).__name__} of {A.dtype}; "
-                "accepted: an array of a's backend and dtype (Array API operations on a)"
+                f"for a {type(A).__module__}.{type(A).__name__}; accepted: an array of a's "
+                "backend (Array API operations on a)"
             )
+        if out.dtype != A.dtype:
+            xp = namespace_of(A)
+            if not xp.isdtype(out.dtype, ("bool", "integral", "real floating")):
+                raise TypeError(
+                    f"activation's {what}(a) gave {out.dtype} for a of {A.dtype}; accepted: "
+                    "real numbers (bool, int or float)"
+                )
+            out = xp.astype(out, A.dtype)
         return out
 
     return checked
