@@ -445,7 +445,7 @@ def test_host_data_goes_to_the_weights_device_where_none_was_named():
     Y = net.predict(X)
     assert Y.device == other
     np.testing.assert_array_equal(to_np(Y), ref)
-    net.fit(X, T, epochs=1)
+    net.fit(X, T, epochs=2, validation_fraction=0.4)  # the split's indices go there too
     assert all(W.device == other for W in net.weights)
 
 

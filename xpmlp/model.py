@@ -65,7 +65,7 @@ def computing(net: MLP):
     current device, not the arrays') and NumPy's underflows ignored (the stable forms'
     ``exp(-|a|)`` of a saturated unit underflows to 0, rightly, also under
     ``np.seterr(all="raise")``). Entered by the public methods that compute."""
-    with device_scope(net.xp, net.device), np.errstate(under="ignore"):
+    with device_scope(net.xp, net._home()), np.errstate(under="ignore"):
         yield
 
 
@@ -175,9 +175,16 @@ class MLP:
         current device: CuPy weights made under ``with cupy.cuda.Device(1)``)."""
         device = self.device
         if device is None and "_weights" in vars(self):
-            home = device_of(self._weights[0])
+            home = self._home()
             device = None if namespace_of(x) is self.xp and device_of(x) == home else home
         return asarray(x, xp=self.xp, dtype=self.dtype, device=device)
+
+    def _home(self):
+        """The device the model computes on: the one named, else its weights' (CuPy weights
+        made under ``with cupy.cuda.Device(1)``: cuda:1, whatever device is current)."""
+        if self.device is not None or "_weights" not in vars(self):
+            return self.device
+        return device_of(self._weights[0])
 
     @property
     def weights(self) -> tuple:
@@ -514,7 +521,7 @@ class MLP:
         """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T, sw)`` to
         score (the validation score weighs its samples as the loss does)."""
         perm = _split_order(self.rng, X.shape[0], n_val, stratify)
-        take = lambda A, i: self.xp.take(A, self.xp.asarray(i, device=self.device), axis=0)  # noqa: E731
+        take = lambda A, i: self.xp.take(A, self.xp.asarray(i, device=self._home()), axis=0)  # noqa: E731
         tr, va = perm[n_val:], perm[:n_val]
         sw_tr = None if sw is None else take(sw, tr)
         sw_va = None if sw is None else take(sw, va)
