@@ -1062,6 +1062,8 @@ def test_a_column_name_with_a_comma_is_named_in_double_quotes(tmp_path):
     assert side["target_names"] == ["price, usd"] and side["feature_names"] == ["x", 'a "b"']
     line = assert_one_line_error(xpmlp(base + " --target 'price, usd'", cwd=tmp_path))
     assert line.endswith("""is not in c.csv; columns: x, "price, usd", "a ""b\"\"\"""")
+    line = assert_one_line_error(xpmlp(base + """ --target '"price, usd'""", cwd=tmp_path))
+    assert '\'"price, usd\' is no list of names; accepted: a,b or a,"c, d"' in line
 
 
 def test_ctrl_c_in_train_stops_the_training_and_scores_saves_and_plots_the_model(tmp_path, data):
@@ -1120,3 +1122,49 @@ def test_a_device_id_goes_to_the_backend_as_a_number(tmp_path):
     model take device ids."""
     line = assert_one_line_error(xpmlp("train --device 1 --epochs 1", cwd=tmp_path))
     assert "device=1 cannot be used with backend='numpy'" in line
+
+
+@pytest.mark.parametrize("case", ["second Ctrl-C", "first epoch"])
+def test_ctrl_c_that_leaves_no_whole_training_saves_nothing(tmp_path, data, monkeypatch, case):
+    """A second Ctrl-C (raised in the middle of a step) was taken as the first: the model
+    was saved with a step half done; one in the first epoch saved an untrained model."""
+    import xpmlp
+    from xpmlp import _interrupt, cli
+
+    real_fit = xpmlp.MLP.fit
+
+    def fit(self, X, T, **kw):
+        if case == "second Ctrl-C":
+            real_fit(self, X, T, **{**kw, "epochs": 2})  # whole epochs, then the step
+            raise _interrupt.Forced
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xpmlp.MLP, "fit", fit)
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "train",
+        "data.csv",
+        "--target",
+        "y",
+        "--features",
+        "a,b",
+        "--quiet",
+        "--save",
+        "m.npz",
+    ]
+    status = cli.main(argv)
+    assert status == 130 and not (tmp_path / "m.npz").exists()
+
+
+def test_the_second_ctrl_c_is_told_from_the_first():
+    from xpmlp import _interrupt
+
+    with _interrupt.held():
+        _interrupt._hold(2, None)  # held
+        with pytest.raises(_interrupt.Forced):
+            _interrupt._hold(2, None)
+    with _interrupt.held():
+        _interrupt._hold(2, None)
+        with pytest.raises(KeyboardInterrupt) as held:
+            _interrupt.check()
+        assert type(held.value) is KeyboardInterrupt

@@ -20,10 +20,14 @@ import threading
 _pending = False  # a Ctrl-C held since the last check, for the main thread's training
 
 
+class Forced(KeyboardInterrupt):
+    """The second Ctrl-C, raised at once: the step under way may be half done."""
+
+
 def _hold(signum, frame) -> None:
     global _pending
     if _pending:  # the second: at once
-        raise KeyboardInterrupt
+        raise Forced
     _pending = True
 
 

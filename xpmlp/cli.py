@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _interrupt
 from .activations import ACTIVATIONS
 from .activations import ALIASES as ACTIVATION_ALIASES
 from .backend import BACKENDS, DTYPES, resolve, to_numpy
@@ -208,9 +208,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             callbacks=[report],
             verbose=not args.quiet and on_terminal(sys.stderr),  # a bar: the lines are above
         )
-    except KeyboardInterrupt:  # as scikit-learn's MLP: training stops, the rest goes on
-        interrupted = True
+    except KeyboardInterrupt as exc:  # as scikit-learn's MLP: training stops, the rest goes on
         done = len(net.history["loss"])  # epochs complete; the model is part-way in the next
+        if isinstance(exc, _interrupt.Forced) or not done:  # a step half done, or nothing
+            raise
+        interrupted = True
         print(
             f"xpmlp: training interrupted after {done} of {args.epochs} epochs; the model "
             "trained so far is scored"
@@ -226,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     history = dict(net.history)  # a new model: this fit's, also when interrupted
     if classify and n_val:
-        history["val_score"] = val_scores
+        history["val_score"] = val_scores[: len(history["loss"])]  # those of whole epochs
     final = f"final training loss {history['loss'][-1]:.5g}" if history["loss"] else "no epochs"
     print(f"{final} after {_duration(seconds)}")
     if n_val:
@@ -485,9 +487,11 @@ def _columns(text: str) -> list[str]:
     """Column names separated by commas; a name that holds a comma in double quotes, as in
     the CSV's header (``'"price, usd",x'``)."""
     try:
-        names = next(csv.reader([text], skipinitialspace=True), [])
-    except csv.Error as exc:
-        raise argparse.ArgumentTypeError(f'{text!r}: {exc}; accepted: a,b,"c, d"') from None
+        names = next(csv.reader([text], skipinitialspace=True, strict=True), [])
+    except csv.Error:  # an unclosed quote
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is no list of names; accepted: a,b or a,"c, d" (quotes closed)'
+        ) from None
     return [c.strip() for c in names if c.strip()]
 
 
@@ -499,7 +503,7 @@ def _backend_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--device",
-        type=lambda text: int(text) if text.isdigit() else text,  # CuPy's device ids: ints
+        type=lambda text: int(text) if text.isascii() and text.isdigit() else text,  # ids
         default=None,
         help="device, e.g. cpu, cuda, cuda:1, or a CUDA device id",
     )

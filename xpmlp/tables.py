@@ -196,7 +196,7 @@ def _read_csv(
         )
     named = [h for h in header if h]  # columns without a name: refused below if read
     if len(set(named)) != len(named):
-        raise CLIError(f"{path}: the header repeats a column name: {', '.join(header)}")
+        raise CLIError(f"{path}: the header repeats a column name: {_names(header)}")
     for n, r in rows[1:]:
         if len(r) != len(header):
             raise CLIError(
