@@ -39,6 +39,9 @@ within() {  # SECONDS CMD...: CMD under timeout, at most SECONDS and within the 
     fi
     [ "$want" -lt "$left" ] || want=$left
     timeout -s INT -k "$grace" "$want" "$@"
+    local status=$?
+    [ "$status" -ne 124 ] || echo "TIMED OUT after $want s: $*"
+    return "$status"
 }
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX takes GPU memory as it needs it, not 75 %
@@ -64,7 +67,7 @@ step "nvidia-smi"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     skip "nvidia-smi is not available: this is not a CUDA machine, so no GPU test or benchmark ran."
 fi
-within 20 nvidia-smi 2>&1 || skip "nvidia-smi failed: no usable CUDA driver."
+within 20 nvidia-smi 2>&1 || skip "nvidia-smi failed or timed out (see above): no usable CUDA driver."
 
 step "CuPy and its device"
 if ! within 40 $PY - <<'EOF'
@@ -80,10 +83,10 @@ print(f"cupy {cupy.__version__}, {n} device(s):",
 sys.exit(0 if n else 1)
 EOF
 then
-    skip 3 "nvidia-smi sees a GPU, but CuPy is missing or reaches no CUDA device: no GPU test or benchmark ran."
+    skip 3 "nvidia-smi sees a GPU, but CuPy is missing, reaches no CUDA device or timed out (see above): no GPU test or benchmark ran."
 fi
 if ! within 20 $PY -c "import array_api_compat" 2>/dev/null; then
-    echo "FAILED: array_api_compat is not importable and xpmlp needs it: put its wheel in .whl/"
+    echo "FAILED: array_api_compat is not importable (or timed out) and xpmlp needs it: put its wheel in .whl/"
     echo "(pip download --no-deps -d .whl array-api-compat array-api-strict) and run again."
     exit 2
 fi
