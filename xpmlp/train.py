@@ -57,8 +57,8 @@ def loss_and_gradients(
     if sample_weight is None:
         S, w = X.shape[0], None
     else:
-        if not xp.isdtype(sample_weight.dtype, "real floating"):  # ints: inf below, w_n
-            sample_weight = xp.astype(sample_weight, X.dtype)
+        if not xp.isdtype(sample_weight.dtype, "real floating"):  # integer weights: the
+            sample_weight = xp.astype(sample_weight, X.dtype)  # fractions w_n, S = inf below
         S = xp.sum(sample_weight)
         # A batch whose weights are all zero adds nothing: S = inf makes w = 0 and alpha/S = 0.
         S = xp.where(S > 0, S, xp.full_like(S, math.inf))
