@@ -850,7 +850,7 @@ def test_evaluate_matches_labels_that_look_like_numbers_by_their_text(tmp_path):
     assert "accuracy" in ok("evaluate m.npz held.csv", cwd=tmp_path)
     write_csv(tmp_path / "new.csv", ["x", "code"], [[-1.0, 0.0], ["01", "03"]])
     line = assert_one_line_error(xpmlp("evaluate m.npz new.csv", cwd=tmp_path))
-    assert "holds '03', a class the model never saw" in line
+    assert "target column 'code' of new.csv holds '03', a class the model never saw" in line
 
 
 def test_evaluate_on_an_npz_without_a_target_says_so(tmp_path, model):

@@ -538,7 +538,8 @@ def class_codes(
         unknown = sorted(set(labels) - set(index))
         if unknown:
             raise CLIError(
-                f"target column {name!r} holds {unknown[0]!r}, a class the model never saw; "
+                f"target column {name!r}{f' of {table.name}' if table.name else ''} holds "
+                f"{unknown[0]!r}, a class the model never saw; "
                 f"its classes: {', '.join(known)}"
             )
         lookup = np.asarray([index[c] for c in labels], dtype=np.int64)
