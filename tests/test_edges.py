@@ -404,3 +404,42 @@ def test_info_names_why_the_kernels_are_not_used(monkeypatch):
     monkeypatch.setitem(sys.modules, "xpmlp._kernels", None)  # no build: an ImportError
     monkeypatch.delenv("XPMLP_KERNELS")
     assert info.fast_path().endswith("(not compiled at install)")
+
+
+def test_plot_history_titles_and_refusals(tmp_path, monkeypatch):
+    """The default title read 'Validation validation score'; an empty history drew a blank
+    picture with fractional epochs; a file object or a score_name of None gave garbled
+    messages or labels."""
+    import io
+
+    pytest.importorskip("matplotlib")
+    from xpmlp import plots
+
+    figures, make = [], plots._figure
+    monkeypatch.setattr(plots, "_figure", lambda size: figures.append(make(size)) or figures[-1])
+    h = {"loss": [1.0, 0.5], "val_score": [0.1, 0.2]}
+    for name, title in (
+        ("validation score", "Validation score"),
+        ("accuracy", "Validation accuracy"),
+    ):
+        plots.plot_history(h, tmp_path / "h.png", score_name=name)
+        assert figures[-1].axes[1].get_title() == title
+    with pytest.raises(ValueError, match="history holds no epochs"):
+        plots.plot_history({"loss": [], "val_score": []}, tmp_path / "e.png")
+    with pytest.raises(TypeError, match="path is a BytesIO; accepted: a file name"):
+        plots.plot_history(h, io.BytesIO())
+    with pytest.raises(TypeError, match="score_name=None; accepted: a str"):
+        plots.plot_history(h, tmp_path / "n.png", score_name=None)
+
+
+def test_demo_times_the_training_not_the_picture(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    import time
+
+    from xpmlp import cli, plots
+
+    monkeypatch.setattr(plots, "plot_demo", lambda panels, path, dpi: time.sleep(1.0))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--epochs", "5", "--out", "d.png"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("5 full-batch adam steps each on numpy in ") and " ms; wrote" in line

@@ -451,7 +451,9 @@ class MLP:
             run, as the whole fit does, with NumPy's underflow ignored (see
             :func:`xpmlp.model.computing`).
         verbose : show progress: a bar on a terminal or in a Jupyter notebook (with tqdm),
-            else about ten lines ``fit: epoch k/E, loss ...`` on standard error.
+            else about ten lines ``fit: epoch k/E, loss ...`` on standard error. A callback
+            that prints should call ``xpmlp.progress.write(line)``, which prints above the
+            bar instead of through it.
 
         Returns
         -------

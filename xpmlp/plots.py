@@ -6,6 +6,7 @@ canvas directly, so no window opens and pyplot's global state is never touched.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -77,9 +78,15 @@ def plot_history(
             f"history is a {type(history).__name__}; accepted: a dict with lists 'loss' and "
             "'val_score' (what MLP.fit returns)"
         )
-    path = Path(picture_path(str(path)))
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path is a {type(path).__name__}; accepted: a file name (str or Path)")
+    if not isinstance(score_name, str):
+        raise TypeError(f"score_name={score_name!r}; accepted: a str such as 'accuracy'")
+    path = Path(picture_path(os.fspath(path)))
     loss = np.asarray(history.get("loss", []), dtype=float)
     score = np.asarray(history.get("val_score", []), dtype=float)
+    if not loss.size:
+        raise ValueError("history holds no epochs (its 'loss' is empty): nothing to plot")
     if score.size and score.size != loss.size:  # scores of some epochs: which is unknown
         raise ValueError(
             f"history holds {score.size} validation scores for {loss.size} epochs (a model's "
@@ -105,7 +112,12 @@ def plot_history(
     axes[0].set(xlabel="epoch", ylabel="training loss", title="Loss")
     if panels == 2:
         curve(axes[1], score, "C1")
-        axes[1].set(xlabel="epoch", ylabel=score_name, title=f"Validation {score_name}")
+        title = (
+            score_name
+            if score_name.lower().startswith("validation")
+            else (f"validation {score_name}")
+        )
+        axes[1].set(xlabel="epoch", ylabel=score_name, title=title[0].upper() + title[1:])
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=dpi)
