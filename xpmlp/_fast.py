@@ -351,11 +351,8 @@ def plan(
 def _kind(optimizer) -> str | None:
     """``"sgd"`` or ``"adam"`` for the optimizers of :mod:`optim` (their ``update`` carries
     its rule and hyper-parameters), whose steps :meth:`Plan._rule` repeats; else None."""
-    fn = optimizer.update
-    if getattr(fn, "__module__", None) != optim.__name__:
-        return None
-    kind = getattr(fn, "rule", None)
-    return kind if kind in ("sgd", "adam") else None
+    rule = optim.rule_of(optimizer)
+    return rule[0] if rule is not None and rule[0] in ("sgd", "adam") else None
 
 
 def _state_groups(opt_state) -> list:

@@ -750,11 +750,8 @@ def optimizer_key(opt: Optimizer, learning_rate, schedule, power_t) -> tuple:
     """What ``fit`` compares to go on with an optimizer's state: its name, hyper-parameters,
     rate and schedule, and its rule: for :mod:`optim`'s own the rule and hyper-parameters
     its ``update`` computes with (whatever the tuple's fields say), else its functions."""
-    update = opt.update
-    if getattr(update, "__module__", None) == optim.__name__ and hasattr(update, "rule"):
-        rule = (update.rule, dict(update.hyperparams))
-    else:
-        rule = (opt.init, opt.update)
+    own = optim.rule_of(opt)
+    rule = (own[0], dict(own[1])) if own is not None else (opt.init, opt.update)
     return (opt.name, opt.hyperparams, learning_rate, schedule, power_t, rule)
 
 

@@ -18,7 +18,7 @@ step (``epsilon / sqrt(1 - beta_2**t)`` in PyTorch's form).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -39,6 +39,15 @@ def _optimizer(name, init, update, **hyperparams) -> Optimizer:
     from them (the tuple's fields may be edited or replaced, the closure's may not)."""
     update.rule, update.hyperparams = name, MappingProxyType(hyperparams)
     return Optimizer(name, init, update, dict(hyperparams))
+
+
+def rule_of(optimizer: Optimizer) -> tuple[str, Mapping] | None:
+    """``(rule, hyper-parameters)`` that an optimizer of this module computes with (its
+    ``update`` carries them, whatever the tuple's fields say); None for a user's own."""
+    fn = optimizer.update
+    if getattr(fn, "__module__", None) != __name__ or not hasattr(fn, "rule"):
+        return None
+    return fn.rule, fn.hyperparams
 
 
 def _add(X, Y):
