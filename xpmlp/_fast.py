@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import importlib
 import math
 import os
 import sys
@@ -208,20 +209,29 @@ class _GemmCall:
 # ---------------------------------------------------------------- compiled kernels
 
 
+def why_no_kernels() -> str | None:
+    """Why the compiled kernels are not to be used (``xpmlp info`` says it); None where
+    they are."""
+    if env_off("XPMLP_KERNELS"):
+        return "XPMLP_KERNELS"
+    try:
+        built = getattr(importlib.import_module("xpmlp._kernels"), "VERSION", None)
+    except ImportError:
+        return "not compiled at install"
+    # a build of an older _kernels.c (an editable install not rebuilt) reads other words
+    if built != KERNELS_VERSION:
+        return f"built from an older _kernels.c, version {built}: pip install -e . rebuilds it"
+    return None
+
+
 def _load_kernels():
     """``_kernels.run``, the fused kernels of ``_kernels.c``, where the install compiled
     them and ``XPMLP_KERNELS`` is not off; else None, and the plan runs ufunc passes (the
     same numbers, in more passes over memory). Where NumPy links OpenBLAS, large passes run
     in parts on its threads."""
-    if env_off("XPMLP_KERNELS"):
+    if why_no_kernels() is not None:
         return None
-    try:
-        from . import _kernels
-    except ImportError:
-        return None
-    # a build of an older _kernels.c (an editable install not rebuilt) reads other words
-    if getattr(_kernels, "VERSION", None) != KERNELS_VERSION:
-        return None
+    _kernels = importlib.import_module("xpmlp._kernels")
     _kernels.set_error_handler(_report_fp_errors)
     names = ("gotoblas_pthread", "scipy_openblas_get_num_threads64_")
     fns = [getattr(_openblas(), name, None) for name in names]

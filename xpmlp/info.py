@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._checks import env_off
 from .backend import BACKENDS, default_name, not_installed, resolve
 from .tables import one_line
 
@@ -55,16 +54,7 @@ def fast_path() -> str:
         return "off (XPMLP_FAST)"
     if _fast.KERNELS is not None:
         return "on, with the compiled kernels"
-    try:
-        built = getattr(importlib.import_module("xpmlp._kernels"), "VERSION", None)
-    except ImportError:
-        built = None
-    if env_off("XPMLP_KERNELS"):
-        why = "XPMLP_KERNELS"
-    elif built is not None and built != _fast.KERNELS_VERSION:  # an install not rebuilt
-        why = f"built from an older _kernels.c, version {built}: pip install -e . rebuilds it"
-    else:
-        why = "not compiled at install"
+    why = _fast.why_no_kernels() or "not loaded in this process"
     return f"on, NumPy's ufuncs in place of the kernels ({why})"
 
 
