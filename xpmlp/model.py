@@ -173,11 +173,9 @@ class MLP:
         named, the weights' (an array on another device is moved, as with a named device,
         not left to fail in the first product; host data goes there too, not to the
         current device: CuPy weights made under ``with cupy.cuda.Device(1)``)."""
-        device = self.device
-        if device is None and "_weights" in vars(self):
-            home = self._home()
-            device = None if namespace_of(x) is self.xp and device_of(x) == home else home
-        return asarray(x, xp=self.xp, dtype=self.dtype, device=device)
+        home = self._home()
+        there = home is None or (namespace_of(x) is self.xp and device_of(x) == home)
+        return asarray(x, xp=self.xp, dtype=self.dtype, device=None if there else home)
 
     def _home(self):
         """The device the model computes on: the one named, else its weights' (CuPy weights

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .activations import ALIASES, identity, logistic, softplus
-from .backend import device_of
 
 
 class Output(NamedTuple):
@@ -70,13 +69,10 @@ OUTPUTS = {
 def _clip_log_loss(L, *, xp):
     """``-log p`` from ``L = -log p`` for ``p`` clipped to ``[eps, 1 - eps]``, eps of the dtype."""
     eps = float(xp.finfo(L.dtype).eps)
-    # maximum and minimum of 0-d bounds: array-api-compat's CuPy clip assigns through
-    # boolean masks, which read a count back to the host twice per bound, each step
-    lo, hi = (
-        xp.asarray(b, dtype=L.dtype, device=device_of(L))
-        for b in (-math.log1p(-eps), -math.log(eps))
-    )
-    return xp.minimum(xp.maximum(L, lo), hi)
+    # maximum and minimum of Python floats (rounded to L's dtype, as clip rounds them; no
+    # arrays made for them): array-api-compat's CuPy clip assigns through boolean masks,
+    # which read a count back to the host twice per bound, each step
+    return xp.minimum(xp.maximum(L, -math.log1p(-eps)), -math.log(eps))
 
 
 def _binary_cross_entropy_clipped(A, Y, T, *, xp):

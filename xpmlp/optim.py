@@ -70,20 +70,21 @@ def _scale_add(a, X, b, Y):
 
 
 def _check_like(grads, weights, *state) -> None:
-    """``grads`` and each list of ``state`` one array per layer, shaped like ``weights``:
-    ``zip`` would drop layers, and a gradient would broadcast, silently."""
-    for name, arrays in (("grads", grads), *state):
-        if len(arrays) != len(weights):
+    """``grads`` and each list of ``state`` one array per layer, and the gradients shaped like
+    ``weights``: ``zip`` would drop layers, and a gradient would broadcast, silently. (Per
+    step: lengths and shapes compared as they are; a message only on a mismatch.)"""
+    L = len(weights)
+    if len(grads) != L or any(len(arrays) != L for _, arrays in state):
+        name, arrays = next((n, a) for n, a in (("grads", grads), *state) if len(a) != L)
+        raise ValueError(
+            f"{name} holds {len(arrays)} arrays for {L} layers; accepted: one per layer"
+        )
+    for l in range(L):
+        if grads[l].shape != weights[l].shape:
             raise ValueError(
-                f"{name} holds {len(arrays)} arrays for {len(weights)} layers; accepted: one "
-                "per layer"
+                f"grads[{l}] has shape {tuple(grads[l].shape)}; accepted: weights[{l}]'s "
+                f"{tuple(weights[l].shape)}"
             )
-        for l, (A, W) in enumerate(zip(arrays, weights)):
-            if tuple(A.shape) != tuple(W.shape):
-                raise ValueError(
-                    f"{name}[{l}] has shape {tuple(A.shape)}; accepted: weights[{l}]'s "
-                    f"{tuple(W.shape)}"
-                )
 
 
 class SGDState(NamedTuple):

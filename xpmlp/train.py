@@ -201,8 +201,13 @@ def train(
     K = weights[-1].shape[0]
     if tuple(T.shape) != (N, K):
         raise ValueError(f"T has shape {tuple(T.shape)}; accepted: ({N}, {K}), a row per sample")
-    if sample_weight is not None and tuple(sample_weight.shape) != (N,):
-        raise ValueError(f"sample_weight has shape {tuple(sample_weight.shape)}; accepted: ({N},)")
+    if sample_weight is not None:
+        if tuple(sample_weight.shape) != (N,):
+            raise ValueError(
+                f"sample_weight has shape {tuple(sample_weight.shape)}; accepted: ({N},)"
+            )
+        if not xp.isdtype(sample_weight.dtype, "real floating"):  # once, not per batch; the
+            sample_weight = xp.astype(sample_weight, X.dtype)  # fast path takes X's dtype
     c = config
     if state.opt_state is None:
         state.opt_state = optimizer.init(weights, xp=xp)
