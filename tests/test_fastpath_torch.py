@@ -12,13 +12,15 @@ torch = pytest.importorskip("torch")
 ATOL = 1e-15  # for weights near 0, where the paths' additions cancel (torch's products)
 
 
-@pytest.fixture(autouse=True, params=["torch-ops", "numpy-ops"])
+@pytest.fixture(autouse=True, params=["torch-ops", "numpy-ops", "numpy-blas"])
 def route(request, monkeypatch):
-    """Every test twice: every product, h and gather on torch, and every one on NumPy (the
-    plan's choice for small arrays)."""
+    """Every test thrice: where torch's BLAS wins, every product, h and gather on torch,
+    and every one on NumPy (that plan's choice for small arrays); and the plan where
+    NumPy's BLAS wins, a NumPy plan throughout."""
     size = 0 if request.param == "torch-ops" else 10**12
     monkeypatch.setattr(_fast, "TORCH_GEMM_SIZE", size)
     monkeypatch.setattr(_fast, "TORCH_PASS_SIZE", size)
+    monkeypatch.setattr(_fast, "TORCH_BLAS", request.param != "numpy-blas")
     return request.param
 
 
@@ -185,9 +187,10 @@ def test_plan_takes_plain_cpu_tensors_only(monkeypatch):
     assert plan(W, sample_weight=torch.ones(6, dtype=torch.float64)) is not None
 
 
-def test_torch_plan_kernels_keep_to_one_thread(monkeypatch):
+def test_torch_plan_kernels_keep_to_one_thread(monkeypatch, route):
     """Beside torch's spinning threads the BLAS's threads cost far more than they give:
-    a TorchPlan's kernels never run in parts, where a NumPy plan's would."""
+    a TorchPlan's kernels never run in parts beside torch's products, where a NumPy plan's
+    would; with NumPy's products they do."""
     if _fast.KERNELS is None:
         pytest.skip("xpmlp._kernels was not compiled (no C compiler at install)")
     from test_fastpath import _blas_threads
@@ -208,4 +211,50 @@ def test_torch_plan_kernels_keep_to_one_thread(monkeypatch):
         ((_, args),) = p._delta_ops(Z, p.P[40].reshape(-1))
         with _blas_threads(2):
             parts[backend] = _kernels.parts(args[0])
-    assert parts == {"torch": 1, "numpy": 2}
+    assert parts == {"torch": 1 if route != "numpy-blas" else 2, "numpy": 2}
+
+
+def test_plan_on_numpy_blas_makes_no_torch_call(monkeypatch, route):
+    """Where NumPy's BLAS wins, no product, h or gather goes to torch, large as they are:
+    torch's spinning threads would slow NumPy's BLAS beside them."""
+    if route != "numpy-blas":
+        pytest.skip("the plan where NumPy's BLAS wins")
+    monkeypatch.setattr(_fast, "PREGATHER_BYTES", 0)  # batch by batch, shuffled: gathers
+    monkeypatch.setattr(_fast, "GEMM_UPDATE_SIZE", 1)
+    calls = []
+    for name in ("tanh", "index_select"):
+        real = getattr(torch, name)
+        spy = lambda *a, real=real, **k: calls.append(1) or real(*a, **k)  # noqa: E731
+        monkeypatch.setattr(torch, name, spy)
+    monkeypatch.setattr(_fast._TorchGemm, "__call__", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(_fast, "ENABLED", True)
+    X, T = problem(N=40, D=4)
+    net = xpmlp.MLP([4, 6, 2], backend="torch", dtype="float64", seed=2)
+    W0 = [W.clone() for W in net.weights]
+    net.fit(X, T, epochs=2, batch_size=8)
+    assert calls == []
+    assert all(not torch.equal(W, W_0) for W, W_0 in zip(net.weights, W0))  # it trained
+
+
+@pytest.mark.parametrize(
+    ("mkl", "cpuinfo", "wins"),
+    [
+        (True, "vendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\n", True),
+        (True, "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n", False),
+        (False, "vendor_id\t: GenuineIntel\n", False),
+        (True, None, False),  # no /proc/cpuinfo, no vendor named
+    ],
+)
+def test_torch_blas_wins_for_mkl_on_intel_only(monkeypatch, mkl, cpuinfo, wins):
+    import io
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/cpuinfo"
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(_fast, "open", fake_open, raising=False)
+    monkeypatch.setattr(_fast.platform, "processor", lambda: "")
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
+    assert _fast._torch_blas_wins(torch) is wins

@@ -44,9 +44,10 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   the batch), as in :func:`train.loss_and_gradients`.
 
 Torch CPU tensors take the same plan (:class:`TorchPlan`) on NumPy views of their memory,
-trained in place, with the products on torch's BLAS (MKL in PyTorch's wheels: workload A's
-eight GEMMs ran 1.2-1.3x as fast on it as on NumPy's OpenBLAS on a 2-core Xeon) and, on
-large arrays, ``h`` and the batch gather on torch's threads.
+trained in place. Where torch's BLAS is MKL on an Intel CPU, the products run on it
+(workload A's eight GEMMs ran 1.2-1.3x as fast on it as on NumPy's OpenBLAS on a 2-core
+Xeon) and, on large arrays, ``h`` and the batch gather on torch's threads; elsewhere
+(MKL's products on a 2-core AMD EPYC ran 0.59x as fast) everything runs as for NumPy.
 
 The two paths differ only in the order of floating-point operations (the bias joins the dot
 product; the epoch loss sums per-sample losses and the L2 term apart; an update inside the
@@ -62,6 +63,7 @@ import glob
 import importlib
 import math
 import os
+import platform
 import sys
 from functools import cache, partial
 from typing import Any
@@ -84,6 +86,7 @@ PASS_PART_BYTES = 65536  # a pass's least part worth a thread: 2 parts from 128 
 # batch 200 (100 KiB passes) took a median 8.9 ms, at most 165, against 5.0 and 13 in one
 TORCH_GEMM_SIZE = 65536  # multiply-adds from which a TorchPlan's product runs on torch's BLAS
 TORCH_PASS_SIZE = 32768  # elements from which a TorchPlan's pass runs on torch's threads
+TORCH_BLAS = None  # whether a TorchPlan's products use torch's BLAS; None: _torch_blas_wins()
 
 
 # delta = h'(a) * P from the stored z = h(a) and P = delta_next @ W[:, 1:], written over Z
@@ -971,23 +974,41 @@ class _TorchGemm:
         self.C.addmm_(A, B, beta=self.beta, alpha=float(alpha))
 
 
+def _torch_blas_wins(torch) -> bool:
+    """Whether torch's BLAS does large products faster than NumPy's: MKL (PyTorch's x86
+    wheels) on an Intel CPU. On a 2-core Xeon workload A's eight products ran 1.2-1.3x as
+    fast on it as on NumPy's OpenBLAS; on a 2-core AMD EPYC, where MKL does not take its
+    fastest code, 0.59x as fast, and workload A's fit on torch tensors took 1.28x the time
+    of the same plan on NumPy's BLAS. Another BLAS or CPU: NumPy's, untried."""
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendors = {line.split(":")[-1].strip() for line in f if line.startswith("vendor_id")}
+    except OSError:
+        vendors = set(platform.processor().split())  # Windows names the vendor there
+    return "GenuineIntel" in vendors
+
+
 class TorchPlan(Plan):
     """The plan for torch CPU tensors: it trains NumPy views of their memory in place, as
-    :class:`Plan` (the same buffers, ufunc passes and kernels), and does the large products
-    on torch's BLAS (MKL in PyTorch's wheels) with torch's threads."""
-
-    # torch's threads spin between its products: the BLAS's threads beside them made
-    # workload A's epoch 9x slower; the kernels keep to this thread
-    pooled = False
+    :class:`Plan` (the same buffers, ufunc passes and kernels). Where torch's BLAS is the
+    faster (:data:`TORCH_BLAS`), the large products run on it, and the large passes of h
+    and the gather on torch's threads; else it is a :class:`Plan` throughout."""
 
     def __init__(self, views, *args):
         self.views = views
+        self.on_torch = _torch_blas_wins(views.torch) if TORCH_BLAS is None else TORCH_BLAS
+        # torch's threads spin between its products: the BLAS's threads beside them made
+        # workload A's epoch 9x slower (5x with the products on NumPy's BLAS and tanh on
+        # torch's threads). Beside torch's products the kernels keep to this thread, and
+        # NumPy's products run with no torch op beside them.
+        self.pooled = not self.on_torch
         super().__init__(*args)
 
-    @staticmethod
-    def _large(A, B):
+    def _large(self, A, B):
         """Whether ``A @ B`` goes to torch's BLAS: small products cost less through NumPy."""
-        return A.shape[0] * A.shape[1] * B.shape[1] >= TORCH_GEMM_SIZE
+        return self.on_torch and A.shape[0] * A.shape[1] * B.shape[1] >= TORCH_GEMM_SIZE
 
     def _mm(self, A, B, C):
         if not self._large(A, B):
@@ -1003,7 +1024,7 @@ class TorchPlan(Plan):
         return lambda x: call(1.0, b=x)
 
     def _gemm_ok(self, *arrays):
-        return True
+        return self.on_torch or super()._gemm_ok(*arrays)
 
     def _gemm(self, A, B, C, beta):
         if not self._large(A, B) and super()._gemm_ok(A, B, C):
@@ -1015,18 +1036,23 @@ class TorchPlan(Plan):
     # pass stays one kernel pass: four torch passes took twice its time on workload A.
     def _h_ops(self, Z, flat):
         torch, name = self.views.torch, self.activation.name
-        if flat.size < TORCH_PASS_SIZE or name not in ("tanh", "relu"):
+        if not self._torch_pass(flat.size) or name not in ("tanh", "relu"):
             return super()._h_ops(Z, flat)
         z = torch.from_numpy(flat)
         if name == "tanh":
             return [(partial(torch.tanh, out=z), (z,))]
         return [(partial(torch.maximum, out=z), (z, torch.zeros((), dtype=z.dtype)))]
 
+    def _torch_pass(self, size):
+        """Whether a pass over ``size`` elements runs on torch's threads."""
+        return self.on_torch and size >= TORCH_PASS_SIZE
+
     def _copies_rows(self, X):
-        return True  # torch's index_select into the strided buffer: one pass
+        # torch's index_select into the strided buffer: one pass
+        return self.on_torch or super()._copies_rows(X)
 
     def _gather(self, s, e, idx):
-        if self.pregather or idx is None or (e - s) * self.X.shape[1] < TORCH_PASS_SIZE:
+        if self.pregather or idx is None or not self._torch_pass((e - s) * self.X.shape[1]):
             return super()._gather(s, e, idx)
         torch, t, i = self.views.torch, self.views.tensor, self.idx[s:e]
         for src, out in self._gather_pairs(e - s):  # src: the caller's tensor
