@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import xpmlp
+from xpmlp.backend import all_finite
 
 
 @pytest.fixture
@@ -190,20 +191,27 @@ def test_bad_data_leaves_the_model_unchanged(net, data, change, error, match):
     assert_unchanged(net, snap)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype):
-    """The quick check (a sum of squares) overflows on huge values; the exact one decides."""
-    net = xpmlp.MLP([2, 3, 1], dtype=dtype)
+def test_finite_check_sees_nan_and_inf_and_accepts_huge_finite_values(dtype, backend):
+    """The quick check (a sum of squares) overflows on huge values; the exact one decides.
+    Torch CPU tensors are checked through NumPy views of their memory."""
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        to, order = torch.from_numpy, lambda X: torch.from_numpy(X).T.contiguous().T
+    else:
+        to, order = (lambda X: X), np.asfortranarray
+    net = xpmlp.MLP([2, 3, 1], dtype=dtype, backend=backend)
     big = 1e20 if dtype == "float32" else 1e160  # its square overflows, itself does not
     X = np.full((4, 2), big, dtype=dtype)
-    Y = np.asarray(net.predict(X))
+    Y = xpmlp.to_numpy(net.predict(to(X)))
     assert Y.shape == (4, 1) and np.all(np.isfinite(Y))  # accepted, and tanh saturates
     for bad in (np.nan, np.inf, -np.inf):
         X[3, 1] = bad
         with pytest.raises(ValueError, match="X contains NaN or inf"):
-            net.predict(X)
+            net.predict(to(X))
         with pytest.raises(ValueError, match="X contains NaN or inf"):
-            net.predict(np.asfortranarray(X))  # not contiguous: the plain sum
+            net.predict(order(X))  # not contiguous: the plain sum
 
 
 @pytest.mark.parametrize(
@@ -699,3 +707,19 @@ def test_functional_helpers_take_what_they_return():
         train.clip_by_global_norm(want[1], -1.0, xp=np)
     with pytest.raises(TypeError, match="net is a list; accepted: an xpmlp.MLP"):
         xpmlp.check_gradients(W, X, T)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict", "torch"])
+def test_all_finite_sees_every_array_and_looks_closer_on_overflow(backend):
+    """Several arrays in one check (the trained weights at the end of a fit): a NaN or inf in
+    any of them is seen, and finite values whose squares or sums overflow are accepted."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    xp, _ = xpmlp.resolve(backend)
+    ok = [np.ones((3, 2)), np.full((2, 4), 1e200), np.arange(6.0).reshape(2, 3).T]
+    assert all_finite(*(xp.asarray(A) for A in ok), xp=xp)
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in range(3):
+            arrays = [A.copy(order="K") for A in ok]  # the third one column-major
+            arrays[i][1, 1] = bad
+            assert not all_finite(*(xp.asarray(A) for A in arrays), xp=xp)

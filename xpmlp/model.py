@@ -26,6 +26,7 @@ from ._checks import (
 from .activations import ACTIVATIONS, get_activation
 from .backend import (
     BackendError,
+    all_finite,
     asarray,
     backend_name,
     check_readable,
@@ -246,8 +247,8 @@ class MLP:
         narrows = floating and float(src.finfo(X.dtype).max) > float(self.xp.finfo(self.dtype).max)
         with np.errstate(over="ignore"):  # reported below, naming the argument
             A = self._array(X)
-        if floating and (check_finite or narrows) and not _all_finite(A, xp=self.xp):
-            if narrows and _all_finite(X, xp=src):
+        if floating and (check_finite or narrows) and not all_finite(A, xp=self.xp):
+            if narrows and all_finite(X, xp=src):
                 big = float(self.xp.finfo(self.dtype).max)
                 raise ValueError(
                     f"{name} contains NaN or inf after the cast to the model's dtype "
@@ -841,21 +842,6 @@ def _split_order(rng, N, n_val, stratify):
     seed = rng if isinstance(rng, np.random.RandomState) else int(rng.integers(2**31 - 1))
     tr, va = train_test_split(np.arange(N), test_size=n_val, stratify=stratify, random_state=seed)
     return np.concatenate([va, tr])
-
-
-def _all_finite(A, *, xp) -> bool:
-    """Whether ``A`` holds no NaN or inf, without an ``A``-sized temporary in the usual case:
-    a finite sum proves it (for contiguous NumPy floats the sum of squares, a threaded BLAS
-    dot, twice as fast); only an infinite or NaN sum (maybe an overflow) looks closer."""
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow only means: look closer
-        if type(A) is np.ndarray and A.dtype in (np.float32, np.float64) and A.flags.c_contiguous:
-            v = A.reshape(-1)
-            total = np.dot(v, v)
-        else:
-            total = xp.sum(A)
-        if bool(xp.isfinite(total)):
-            return True
-    return bool(xp.all(xp.isfinite(A)))
 
 
 def _distributions(T, *, xp) -> bool:

@@ -27,7 +27,7 @@ from ._checks import (
     check_shape,
 )
 from .activations import Activation, get_activation
-from .backend import device_of, is_writeable
+from .backend import all_finite, device_of, is_writeable
 from .objectives import Output, get_output
 from .optim import Optimizer, get_optimizer
 
@@ -277,7 +277,7 @@ def train(
         weights = [_copy(W, xp=xp) for W in state.best_weights]
     # the epoch loss precedes each update, so the last update's overflow shows only here
     # (one host synchronisation per call)
-    if not bool(xp.all(xp.stack([xp.all(xp.isfinite(W)) for W in weights]))):
+    if not all_finite(*weights, xp=xp):
         raise FloatingPointError(
             f"the weights became non-finite at epoch {state.epochs}; "
             "lower learning_rate or scale the inputs"
