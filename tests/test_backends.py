@@ -616,3 +616,22 @@ def test_predict_is_forwards_output_without_its_stored_layers(backend):
         peaks[name] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks["predict"] < 0.5 * peaks["forward"], peaks  # about 3 layers' arrays, not 12
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_copy_array_of_torch_cpu_tensors_is_an_independent_copy(dtype, layout):
+    """Float tensors are copied through NumPy (float16 by torch): the same values, dtype
+    and device, and no shared memory."""
+    torch = pytest.importorskip("torch")
+    from xpmlp.backend import copy_array
+
+    xp, _ = xpmlp.resolve("torch")
+    A = torch.arange(12, dtype=getattr(torch, dtype)).reshape(3, 4)
+    if layout == "F":
+        A = A.T.contiguous().T
+    B = copy_array(A, xp=xp)
+    assert type(B) is torch.Tensor and B.dtype == A.dtype and B.device == A.device
+    assert torch.equal(B, A) and not B.requires_grad
+    B[0, 0] = 99
+    assert A[0, 0] == 0  # not a view

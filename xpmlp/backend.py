@@ -282,6 +282,22 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def copy_array(A, *, xp) -> Any:
+    """A copy of ``A`` (of namespace ``xp``). NumPy copies float torch CPU tensors (into
+    memory torch then owns): torch's own copy of a large tensor wakes its threads, which
+    spin beside the BLAS's next products (workload A's epoch on the torch backend, where
+    its plan runs on NumPy's BLAS, took 4 % longer right after fit's copies of the weights;
+    the same after a 50 ms pause)."""
+    if (
+        backend_name(xp) == "torch"
+        and A.device.type == "cpu"
+        and A.dtype in (xp.float32, xp.float64)
+        and not A.requires_grad
+    ):
+        return sys.modules["torch"].from_numpy(np.array(A.numpy()))
+    return xp.asarray(A, copy=True)
+
+
 def all_finite(*arrays, xp) -> bool:
     """Whether the ``arrays`` (of namespace ``xp``) hold no NaN or inf, with one host
     synchronisation and no temporary as large as them in the usual case: a finite sum of

@@ -30,6 +30,7 @@ from .backend import (
     asarray,
     backend_name,
     check_readable,
+    copy_array,
     device_of,
     device_scope,
     dtype_name,
@@ -210,7 +211,7 @@ class MLP:
                     f"weights[{l}] has shape {tuple(W.shape)}; "
                     f"layer {l + 1} needs {shape} (n_{l + 1}, n_{l} + 1), bias in column 0"
                 )
-            new.append(self.xp.asarray(W, copy=True))  # never alias the caller's array
+            new.append(copy_array(W, xp=self.xp))  # never alias the caller's array
         self._weights = new
 
     def _convert(self, X, name: str, *, check_finite: bool = True):
@@ -551,9 +552,9 @@ class MLP:
                 "return True from the callback to stop the running fit"
             )
         xp = self.xp
-        weights = [xp.asarray(W, copy=True) for W in self._weights]
+        weights = [copy_array(W, xp=xp) for W in self._weights]
         # arrays updated in place need copies; the history is only appended to
-        state = _map_state(self.state, lambda A: xp.asarray(A, copy=True))
+        state = _map_state(self.state, lambda A: copy_array(A, xp=xp))
         key = optimizer_key(opt, config.learning_rate, config.schedule, config.power_t)
         if reset_optimizer or key != self._optimizer_key:  # a new optimizer starts afresh
             state.opt_state, state.learning_rate = None, None

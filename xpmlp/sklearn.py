@@ -66,6 +66,7 @@ from .backend import (
     asarray,
     backend_name,
     check_readable,
+    copy_array,
     device_of,
     dtype_name,
     namespace_of,
@@ -497,7 +498,7 @@ class _BaseMLP(BaseEstimator):
                     history = {"loss": net.history["loss"][before:]}
                     best = net.state.best_weights
                     if self.early_stopping and best is not None:
-                        net._weights = [net.xp.asarray(W, copy=True) for W in best]
+                        net._weights = [copy_array(W, xp=net.xp) for W in best]
                 except FloatingPointError as exc:
                     raise ValueError(
                         f"{exc}. The solver produced non-finite weights: the input may "

@@ -27,7 +27,7 @@ from ._checks import (
     check_shape,
 )
 from .activations import Activation, get_activation
-from .backend import all_finite, device_of, is_writeable
+from .backend import all_finite, copy_array, device_of, is_writeable
 from .objectives import Output, get_output
 from .optim import Optimizer, get_optimizer
 
@@ -274,7 +274,7 @@ def train(
             trained[:] = weights
             raise
     if c.early_stopping and state.best_weights is not None:
-        weights = [_copy(W, xp=xp) for W in state.best_weights]
+        weights = [copy_array(W, xp=xp) for W in state.best_weights]
     # the epoch loss precedes each update, so the last update's overflow shows only here
     # (one host synchronisation per call)
     if not all_finite(*weights, xp=xp):
@@ -377,7 +377,7 @@ def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
         state.no_improvement = state.no_improvement + 1 if score < state.best_score + tol else 0
         if score > state.best_score:
             state.best_score = score
-            state.best_weights = [_copy(W, xp=xp) for W in weights]
+            state.best_weights = [copy_array(W, xp=xp) for W in weights]
     else:
         state.no_improvement = state.no_improvement + 1 if loss > state.best_loss - tol else 0
     state.best_loss = min(state.best_loss, loss)
@@ -388,7 +388,3 @@ def _plateau(weights, loss, score, c: Config, state: LoopState, *, xp) -> bool:
             return False
         return c.tol is not None or c.early_stopping  # tol=None never stops
     return False
-
-
-def _copy(W, *, xp):
-    return xp.asarray(W, copy=True)
