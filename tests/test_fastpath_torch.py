@@ -243,18 +243,25 @@ def test_plan_on_numpy_blas_makes_no_torch_call(monkeypatch, route):
         (True, "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n", False),
         (False, "vendor_id\t: GenuineIntel\n", False),
         (True, None, False),  # no /proc/cpuinfo, no vendor named
+        (True, "Intel64 Family 6 Model 158 Stepping 10, GenuineIntel", True),  # Windows
     ],
 )
 def test_torch_blas_wins_for_mkl_on_intel_only(monkeypatch, mkl, cpuinfo, wins):
     import io
 
+    windows = cpuinfo is not None and "vendor_id" not in cpuinfo
+
     def fake_open(path, *args, **kwargs):
         assert path == "/proc/cpuinfo"
-        if cpuinfo is None:
+        if cpuinfo is None or windows:
             raise FileNotFoundError(path)
         return io.StringIO(cpuinfo)
 
     monkeypatch.setattr(_fast, "open", fake_open, raising=False)
-    monkeypatch.setattr(_fast.platform, "processor", lambda: "")
+    monkeypatch.setattr(_fast.platform, "processor", lambda: cpuinfo if windows else "")
     monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
-    assert _fast._torch_blas_wins(torch) is wins
+    _fast._cpu_vendors.cache_clear()
+    try:
+        assert _fast._torch_blas_wins(torch) is wins
+    finally:
+        _fast._cpu_vendors.cache_clear()

@@ -980,14 +980,20 @@ def _torch_blas_wins(torch) -> bool:
     fast on it as on NumPy's OpenBLAS; on a 2-core AMD EPYC, where MKL does not take its
     fastest code, 0.59x as fast, and workload A's fit on torch tensors took 1.28x the time
     of the same plan on NumPy's BLAS. Another BLAS or CPU: NumPy's, untried."""
-    if not torch.backends.mkl.is_available():
-        return False
+    return torch.backends.mkl.is_available() and "GenuineIntel" in _cpu_vendors()
+
+
+@cache
+def _cpu_vendors() -> frozenset:
+    """The CPU vendors' names (``vendor_id`` of ``/proc/cpuinfo``; else the words of
+    ``platform.processor()``, where Windows names the vendor)."""
     try:
         with open("/proc/cpuinfo") as f:
-            vendors = {line.split(":")[-1].strip() for line in f if line.startswith("vendor_id")}
+            return frozenset(
+                line.split(":")[-1].strip() for line in f if line.startswith("vendor_id")
+            )
     except OSError:
-        vendors = set(platform.processor().split())  # Windows names the vendor there
-    return "GenuineIntel" in vendors
+        return frozenset(platform.processor().replace(",", " ").split())
 
 
 class TorchPlan(Plan):
