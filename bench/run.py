@@ -629,18 +629,18 @@ def report(results, meta, args):
                 f"Spread above 20 % ({', '.join(noisy)}): the machine was busy or the repeats "
                 "too few, so ratios here are uncertain by as much; more --repeats narrow them."
             )
-        if key == "A" and "GEMM-only limit (torch)" in by and torch_plan_on_torch_blas():
+        if key == "A" and "xpmlp-torch" in by and torch_plan_on_torch_blas():
             add(
-                "The rows of xpmlp (backend torch) and of the GEMM-only limit (torch) give their "
-                "% of the GEMM-only limit (torch), the same products on torch's BLAS; the other "
-                "rows, of the GEMM-only limit on NumPy's."
+                "xpmlp's plan for torch tensors does its products on torch's BLAS here: its "
+                "row gives its % of the GEMM-only limit (torch), the same products on torch's "
+                "BLAS, as that row does; the other rows, of the GEMM-only limit on NumPy's."
             )
         elif key == "A" and "xpmlp-torch" in by:
             add(
-                "On this machine xpmlp's plan for torch tensors does its products on NumPy's "
-                "BLAS (torch's is not MKL on an Intel CPU), so its row gives its % of the "
-                "GEMM-only limit on NumPy's BLAS, as the other rows do; the GEMM-only limit "
-                "(torch) row, of torch's own."
+                "xpmlp's plan for torch tensors does its products on NumPy's BLAS here (torch's "
+                "is not MKL on an Intel CPU): its row gives its % of the GEMM-only limit on "
+                "NumPy's BLAS, as the other rows do; the GEMM-only limit (torch) row, if any, "
+                "of torch's own."
             )
         add(f"Loss before training {res['loss0']:.6g}; xpmlp after {res['ref_loss']:.6g}.")
         if "xpmlp-pure" in by:
@@ -792,9 +792,10 @@ def limit_of(key):
 def torch_plan_on_torch_blas():
     """Whether xpmlp's plan for torch CPU tensors does its products on torch's BLAS (MKL
     on an Intel CPU), not on NumPy's."""
-    from xpmlp import _fast
+    _torch()
+    from xpmlp import backend
 
-    return _fast.TORCH_BLAS if _fast.TORCH_BLAS is not None else _fast._torch_blas_wins(_torch())
+    return backend.torch_blas()
 
 
 def of_limit(goal, limit, row, extra=""):

@@ -618,20 +618,47 @@ def test_predict_is_forwards_output_without_its_stored_layers(backend):
     assert peaks["predict"] < 0.5 * peaks["forward"], peaks  # about 3 layers' arrays, not 12
 
 
+@pytest.mark.parametrize("torch_blas", [False, True])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-@pytest.mark.parametrize("layout", ["C", "F"])
-def test_copy_array_of_torch_cpu_tensors_is_an_independent_copy(dtype, layout):
-    """Float tensors are copied through NumPy (float16 by torch): the same values, dtype
-    and device, and no shared memory."""
+@pytest.mark.parametrize("layout", ["C", "F", "negative", "empty", "0-d"])
+def test_copy_array_of_torch_cpu_tensors_is_an_independent_copy(
+    monkeypatch, torch_blas, dtype, layout
+):
+    """Through NumPy where torch tensors train on NumPy's BLAS, by torch where on torch's,
+    or where NumPy cannot view them (the negative bit): the same values, dtype, device and
+    layout, and no shared memory."""
     torch = pytest.importorskip("torch")
-    from xpmlp.backend import copy_array
+    from xpmlp import backend
 
+    monkeypatch.setattr(backend, "TORCH_BLAS", torch_blas)
     xp, _ = xpmlp.resolve("torch")
     A = torch.arange(12, dtype=getattr(torch, dtype)).reshape(3, 4)
     if layout == "F":
         A = A.T.contiguous().T
-    B = copy_array(A, xp=xp)
+    elif layout == "negative":  # A viewed with the negative bit: -(-A)
+        A = torch._neg_view(-A)
+        assert A.is_neg()
+    elif layout == "empty":
+        A = A[:0]
+    elif layout == "0-d":
+        A = A[1, 1]
+    B = backend.copy_array(A, xp=xp)
     assert type(B) is torch.Tensor and B.dtype == A.dtype and B.device == A.device
     assert torch.equal(B, A) and not B.requires_grad
-    B[0, 0] = 99
-    assert A[0, 0] == 0  # not a view
+    if B.numel():
+        assert B.stride() == A.stride()
+        B.reshape(-1)[0] = 99
+        assert A.reshape(-1)[0] != 99  # not a view
+
+
+def test_all_finite_of_no_arrays_ints_bools_and_mixed_dtypes():
+    from xpmlp.backend import all_finite
+
+    for name in ("numpy", "array_api_strict"):
+        xp, _ = xpmlp.resolve(name)
+        assert all_finite(xp=xp)
+        f32 = xp.asarray([1.0, 2.0], dtype=xp.float32)
+        f64 = xp.asarray([[3.0]], dtype=xp.float64)
+        ints, flags = xp.asarray([1, 2]), xp.asarray([True, False])
+        assert all_finite(f32, ints, flags, f64, xp=xp)
+        assert not all_finite(ints, flags, xp.asarray([1.0, float("nan")]), f32, xp=xp)

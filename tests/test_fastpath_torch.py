@@ -5,7 +5,7 @@ import pytest
 from test_fastpath import OPTIMIZERS, RTOL, problem  # the NumPy fast path's cases
 
 import xpmlp
-from xpmlp import _fast, optim, train
+from xpmlp import _fast, backend, optim, train
 
 torch = pytest.importorskip("torch")
 
@@ -17,10 +17,10 @@ def route(request, monkeypatch):
     """Every test thrice: where torch's BLAS wins, every product, h and gather on torch,
     and every one on NumPy (that plan's choice for small arrays); and the plan where
     NumPy's BLAS wins, a NumPy plan throughout."""
-    size = 0 if request.param == "torch-ops" else 10**12
+    size = 10**12 if request.param == "numpy-ops" else 0  # numpy-blas: for any size
     monkeypatch.setattr(_fast, "TORCH_GEMM_SIZE", size)
     monkeypatch.setattr(_fast, "TORCH_PASS_SIZE", size)
-    monkeypatch.setattr(_fast, "TORCH_BLAS", request.param != "numpy-blas")
+    monkeypatch.setattr(backend, "TORCH_BLAS", request.param != "numpy-blas")
     return request.param
 
 
@@ -200,8 +200,8 @@ def test_torch_plan_kernels_keep_to_one_thread(monkeypatch, route):
     monkeypatch.setattr(_fast, "PASS_PART_BYTES", 1)  # any op of two elements or more
     X, T = problem(N=40, D=3, K=2)
     parts = {}
-    for backend in ("torch", "numpy"):
-        net = xpmlp.MLP([3, 40, 2], backend=backend, dtype="float64", seed=1)
+    for name in ("torch", "numpy"):
+        net = xpmlp.MLP([3, 40, 2], backend=name, dtype="float64", seed=1)
         p = _fast.plan(
             net.weights, net._array(X), net._array(T), sample_weight=None,
             activation=net.activation, output=net.output, optimizer=optim.sgd(),
@@ -210,7 +210,7 @@ def test_torch_plan_kernels_keep_to_one_thread(monkeypatch, route):
         Z = p.Z1[0].reshape(-1)
         ((_, args),) = p._delta_ops(Z, p.P[40].reshape(-1))
         with _blas_threads(2):
-            parts[backend] = _kernels.parts(args[0])
+            parts[name] = _kernels.parts(args[0])
     assert parts == {"torch": 1 if route != "numpy-blas" else 2, "numpy": 2}
 
 
@@ -257,11 +257,13 @@ def test_torch_blas_wins_for_mkl_on_intel_only(monkeypatch, mkl, cpuinfo, wins):
             raise FileNotFoundError(path)
         return io.StringIO(cpuinfo)
 
-    monkeypatch.setattr(_fast, "open", fake_open, raising=False)
-    monkeypatch.setattr(_fast.platform, "processor", lambda: cpuinfo if windows else "")
+    monkeypatch.setattr(backend, "open", fake_open, raising=False)
+    monkeypatch.setattr(backend.platform, "processor", lambda: cpuinfo if windows else "")
     monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
-    _fast._cpu_vendors.cache_clear()
+    monkeypatch.setattr(backend, "TORCH_BLAS", None)
+    backend._cpu_vendors.cache_clear()
     try:
-        assert _fast._torch_blas_wins(torch) is wins
+        assert backend.torch_blas_wins(torch) is wins
+        assert backend.torch_blas() is wins
     finally:
-        _fast._cpu_vendors.cache_clear()
+        backend._cpu_vendors.cache_clear()

@@ -63,7 +63,6 @@ import glob
 import importlib
 import math
 import os
-import platform
 import sys
 from functools import cache, partial
 from typing import Any
@@ -74,6 +73,7 @@ import numpy as np
 from . import _interrupt, optim
 from ._checks import env_off
 from .activations import ACTIVATIONS
+from .backend import torch_blas
 from .objectives import CLIPPED, OUTPUTS
 
 ENABLED = not env_off("XPMLP_FAST")
@@ -86,7 +86,6 @@ PASS_PART_BYTES = 65536  # a pass's least part worth a thread: 2 parts from 128 
 # batch 200 (100 KiB passes) took a median 8.9 ms, at most 165, against 5.0 and 13 in one
 TORCH_GEMM_SIZE = 65536  # multiply-adds from which a TorchPlan's product runs on torch's BLAS
 TORCH_PASS_SIZE = 32768  # elements from which a TorchPlan's pass runs on torch's threads
-TORCH_BLAS = None  # whether a TorchPlan's products use torch's BLAS; None: _torch_blas_wins()
 
 
 # delta = h'(a) * P from the stored z = h(a) and P = delta_next @ W[:, 1:], written over Z
@@ -974,37 +973,15 @@ class _TorchGemm:
         self.C.addmm_(A, B, beta=self.beta, alpha=float(alpha))
 
 
-def _torch_blas_wins(torch) -> bool:
-    """Whether torch's BLAS does large products faster than NumPy's: MKL (PyTorch's x86
-    wheels) on an Intel CPU. On a 2-core Xeon workload A's eight products ran 1.2-1.3x as
-    fast on it as on NumPy's OpenBLAS; on a 2-core AMD EPYC, where MKL does not take its
-    fastest code, 0.59x as fast, and workload A's fit on torch tensors took 1.28x the time
-    of the same plan on NumPy's BLAS. Another BLAS or CPU: NumPy's, untried."""
-    return torch.backends.mkl.is_available() and "GenuineIntel" in _cpu_vendors()
-
-
-@cache
-def _cpu_vendors() -> frozenset:
-    """The CPU vendors' names (``vendor_id`` of ``/proc/cpuinfo``; else the words of
-    ``platform.processor()``, where Windows names the vendor)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return frozenset(
-                line.split(":")[-1].strip() for line in f if line.startswith("vendor_id")
-            )
-    except OSError:
-        return frozenset(platform.processor().replace(",", " ").split())
-
-
 class TorchPlan(Plan):
     """The plan for torch CPU tensors: it trains NumPy views of their memory in place, as
     :class:`Plan` (the same buffers, ufunc passes and kernels). Where torch's BLAS is the
-    faster (:data:`TORCH_BLAS`), the large products run on it, and the large passes of h
+    faster (:func:`backend.torch_blas`), the large products run on it, and the large passes of h
     and the gather on torch's threads; else it is a :class:`Plan` throughout."""
 
     def __init__(self, views, *args):
         self.views = views
-        self.on_torch = _torch_blas_wins(views.torch) if TORCH_BLAS is None else TORCH_BLAS
+        self.on_torch = torch_blas()
         # torch's threads spin between its products: the BLAS's threads beside them made
         # workload A's epoch 9x slower (5x with the products on NumPy's BLAS and tanh on
         # torch's threads). Beside torch's products the kernels keep to this thread, and

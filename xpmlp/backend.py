@@ -9,8 +9,10 @@ Everything else receives ``xp`` (an Array API namespace, as returned by
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
+import platform
 import sys
 from types import ModuleType
 from typing import Any
@@ -282,31 +284,75 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+TORCH_BLAS = None  # whether torch CPU tensors train on torch's BLAS; None: torch_blas_wins()
+
+
+def torch_blas() -> bool:
+    """Whether torch CPU tensors train on torch's BLAS and threads (:data:`TORCH_BLAS`, by
+    default :func:`torch_blas_wins`), or else on NumPy's: then :mod:`_fast` trains them as
+    NumPy arrays, and :func:`copy_array` and :func:`all_finite` read them through NumPy,
+    so that no torch op wakes torch's threads to spin beside NumPy's BLAS (right after
+    fit's torch copies of the weights, workload A's epoch took 4 % longer)."""
+    return torch_blas_wins(sys.modules["torch"]) if TORCH_BLAS is None else TORCH_BLAS
+
+
+def torch_blas_wins(torch) -> bool:
+    """Whether torch's BLAS does large products faster than NumPy's: MKL (PyTorch's x86
+    wheels) on an Intel CPU. On a 2-core Xeon workload A's eight products ran 1.2-1.3x as
+    fast on it as on NumPy's OpenBLAS; on a 2-core AMD EPYC, where MKL does not take its
+    fastest code, 0.59x as fast, and workload A's fit on torch tensors took 1.28x the time
+    of the same plan on NumPy's BLAS. Another BLAS or CPU: NumPy's, untried."""
+    return torch.backends.mkl.is_available() and "GenuineIntel" in _cpu_vendors()
+
+
+@functools.cache
+def _cpu_vendors() -> frozenset:
+    """The CPU vendors' names (``vendor_id`` of ``/proc/cpuinfo``; else the words of
+    ``platform.processor()``, where Windows names the vendor)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(
+                line.split(":")[-1].strip() for line in f if line.startswith("vendor_id")
+            )
+    except OSError:
+        return frozenset(platform.processor().replace(",", " ").split())
+
+
+def _through_numpy(arrays, xp) -> list | None:
+    """NumPy views of ``arrays`` where they are torch CPU tensors trained on NumPy's BLAS
+    (:func:`torch_blas`) and NumPy can view them all; else None."""
+    if backend_name(xp) != "torch" or not all(A.device.type == "cpu" for A in arrays):
+        return None
+    if torch_blas():
+        return None
+    try:
+        return [A.detach().numpy() for A in arrays]
+    except (RuntimeError, TypeError):  # the negative or conjugate bit, bfloat16, ...
+        return None
+
+
 def copy_array(A, *, xp) -> Any:
-    """A copy of ``A`` (of namespace ``xp``). NumPy copies float torch CPU tensors (into
-    memory torch then owns): torch's own copy of a large tensor wakes its threads, which
-    spin beside the BLAS's next products (workload A's epoch on the torch backend, where
-    its plan runs on NumPy's BLAS, took 4 % longer right after fit's copies of the weights;
-    the same after a 50 ms pause)."""
-    if (
-        backend_name(xp) == "torch"
-        and A.device.type == "cpu"
-        and A.dtype in (xp.float32, xp.float64)
-        and not A.requires_grad
-    ):
-        return sys.modules["torch"].from_numpy(np.array(A.numpy()))
+    """A copy of ``A`` (of namespace ``xp``): by NumPy for torch CPU tensors trained on
+    NumPy's BLAS (:func:`torch_blas`), as a tensor on the copy's memory."""
+    views = _through_numpy([A], xp)
+    if views is not None and not A.requires_grad:
+        return sys.modules["torch"].from_numpy(views[0].copy(order="K"))
     return xp.asarray(A, copy=True)
 
 
 def all_finite(*arrays, xp) -> bool:
     """Whether the ``arrays`` (of namespace ``xp``) hold no NaN or inf, with one host
-    synchronisation and no temporary as large as them in the usual case: a finite sum of
-    their sums proves it (for contiguous NumPy floats the sum of squares, a threaded BLAS
-    dot, twice as fast); only an infinite or NaN sum (maybe an overflow) looks closer.
-    Torch CPU tensors are read through NumPy (the same memory): workload A's X took 1.7 ms
-    so against 11.8 ms on torch, whose threads then spin beside the BLAS's next products."""
-    if backend_name(xp) == "torch" and all(A.device.type == "cpu" for A in arrays):
-        arrays, xp = [to_numpy(A) for A in arrays], np
+    synchronisation and no temporary as large as them in the usual case: the sums of
+    the floating ones (for contiguous NumPy floats, sums of squares: a threaded BLAS dot,
+    twice as fast) prove it where all are finite; else, maybe an overflow, it looks
+    closer. Torch CPU tensors trained on NumPy's BLAS are read through NumPy (workload A's
+    X took 1.7 ms so, 11.8 ms on torch)."""
+    views = _through_numpy(arrays, xp)
+    if views is not None:
+        arrays, xp = views, np
+    arrays = [A for A in arrays if xp.isdtype(A.dtype, "real floating")]  # ints are finite
+    if not arrays:
+        return True
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow only means: look closer
         sums = []
         for A in arrays:
@@ -316,8 +362,8 @@ def all_finite(*arrays, xp) -> bool:
                 sums.append(np.dot(v, v))
             else:
                 sums.append(xp.sum(A))
-        total = sums[0] if len(sums) == 1 else xp.sum(xp.stack(sums))
-        if bool(xp.isfinite(total)):
+        finite = [xp.isfinite(total) for total in sums]
+        if bool(finite[0] if len(finite) == 1 else xp.all(xp.stack(finite))):
             return True
     return all(bool(xp.all(xp.isfinite(A))) for A in arrays)
 
