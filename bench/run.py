@@ -893,7 +893,7 @@ def main(argv=None):
         "machine": machine_tag(args.backend),
         "cpu": cpu_name(),
         "gpu": gpu_name() if args.backend == "cupy" else None,
-        "argv": sys.argv[1:] if argv is None else argv,
+        "argv": shown_argv(sys.argv[1:] if argv is None else argv),
         "versions": versions(),
         "threads": threads(),
         "blas_env": blas_env,
@@ -936,6 +936,20 @@ def main(argv=None):
     text = write(results, meta, args, t_start, final=True)
     print(text)
     log(f"wrote the results under {args.out}")
+
+
+def shown_argv(argv):
+    """The command's arguments as the report shows them: without ``--out``'s folder, a
+    path of the machine that ran it (the report lies in it)."""
+    shown, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            shown.append(a)
+    return shown
 
 
 def write(results, meta, args, t_start, final=False):
