@@ -47,7 +47,7 @@ Torch CPU tensors take the same plan (:class:`TorchPlan`) on NumPy views of thei
 trained in place. Where torch's BLAS is MKL on an Intel CPU, the products run on it
 (workload A's eight GEMMs ran 1.2-1.3x as fast on it as on NumPy's OpenBLAS on a 2-core
 Xeon) and, on large arrays, ``h`` and the batch gather on torch's threads; elsewhere
-(MKL's products on a 2-core AMD EPYC ran 0.59x as fast) everything runs as for NumPy.
+(MKL's products on a 2-core AMD EPYC ran 0.5-0.6x as fast) everything runs as for NumPy.
 
 The two paths differ only in the order of floating-point operations (the bias joins the dot
 product; the epoch loss sums per-sample losses and the L2 term apart; an update inside the

@@ -300,8 +300,8 @@ def torch_blas_wins(torch) -> bool:
     """Whether torch's BLAS does large products faster than NumPy's: MKL (PyTorch's x86
     wheels) on an Intel CPU. On a 2-core Xeon workload A's eight products ran 1.2-1.3x as
     fast on it as on NumPy's OpenBLAS; on a 2-core AMD EPYC, where MKL does not take its
-    fastest code, 0.59x as fast, and workload A's fit on torch tensors took 1.28x the time
-    of the same plan on NumPy's BLAS. Another BLAS or CPU: NumPy's, untried."""
+    fastest code, 0.5-0.6x as fast, and workload A's fit on torch tensors took 1.28x the
+    time of the same plan on NumPy's BLAS. Another BLAS or CPU: NumPy's, untried."""
     return torch.backends.mkl.is_available() and "GenuineIntel" in _cpu_vendors()
 
 
