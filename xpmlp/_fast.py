@@ -976,8 +976,8 @@ class _TorchGemm:
 class TorchPlan(Plan):
     """The plan for torch CPU tensors: it trains NumPy views of their memory in place, as
     :class:`Plan` (the same buffers, ufunc passes and kernels). Where torch's BLAS is the
-    faster (:func:`backend.torch_blas`), the large products run on it, and the large passes of h
-    and the gather on torch's threads; else it is a :class:`Plan` throughout."""
+    faster (:func:`backend.torch_blas`), the large products run on it, and the large
+    passes of h and the gather on torch's threads; else it is a :class:`Plan` throughout."""
 
     def __init__(self, views, *args):
         self.views = views
