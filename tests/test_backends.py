@@ -662,3 +662,29 @@ def test_all_finite_of_no_arrays_ints_bools_and_mixed_dtypes():
         ints, flags = xp.asarray([1, 2]), xp.asarray([True, False])
         assert all_finite(f32, ints, flags, f64, xp=xp)
         assert not all_finite(ints, flags, xp.asarray([1.0, float("nan")]), f32, xp=xp)
+
+
+@pytest.mark.parametrize("output", ["identity", "softmax"])
+def test_torch_cpu_scores_go_through_numpy_where_training_does(monkeypatch, output):
+    """On NumPy's BLAS a torch model's validation scores and ``score`` run no torch op (its
+    threads would spin beside NumPy's BLAS), and agree with torch's own to a rounding."""
+    torch = pytest.importorskip("torch")
+    from xpmlp import backend
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    T = np.eye(2)[rng.integers(0, 2, 60)] if output == "softmax" else rng.normal(size=(60, 2))
+    runs = {}
+    for on_torch in (True, False):
+        monkeypatch.setattr(backend, "TORCH_BLAS", on_torch)
+        net = xpmlp.MLP([3, 5, 2], "tanh", output, backend="torch", dtype="float64", seed=1)
+        calls, real = [], torch.Tensor.__matmul__  # the products of the scores
+        spy = lambda *a, calls=calls, real=real: calls.append(1) or real(*a)  # noqa: E731
+        monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+        hist = net.fit(X, T, epochs=3, batch_size=10, validation_fraction=0.2)
+        score = net.score(X, T)
+        monkeypatch.setattr(torch.Tensor, "__matmul__", real)
+        assert (len(calls) > 0) is on_torch
+        runs[on_torch] = (hist["val_score"], score)
+    np.testing.assert_allclose(runs[False][0], runs[True][0], rtol=1e-12)
+    assert runs[False][1] == pytest.approx(runs[True][1], rel=1e-12)

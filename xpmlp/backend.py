@@ -292,7 +292,8 @@ def torch_blas() -> bool:
     default :func:`torch_blas_wins`), or else on NumPy's: then :mod:`_fast` trains them as
     NumPy arrays, and :func:`copy_array` and :func:`all_finite` read them through NumPy,
     so that no torch op wakes torch's threads to spin beside NumPy's BLAS (right after
-    fit's torch copies of the weights, workload A's epoch took 4 % longer)."""
+    fit's torch copies of the weights, workload A's epoch took 4 % longer), as does the
+    score of each epoch on validation data (:meth:`MLP._score`)."""
     return torch_blas_wins(sys.modules["torch"]) if TORCH_BLAS is None else TORCH_BLAS
 
 
@@ -318,9 +319,10 @@ def _cpu_vendors() -> frozenset:
         return frozenset(platform.processor().replace(",", " ").split())
 
 
-def _through_numpy(arrays, xp) -> list | None:
+def numpy_views(arrays, xp) -> list | None:
     """NumPy views of ``arrays`` where they are torch CPU tensors trained on NumPy's BLAS
-    (:func:`torch_blas`) and NumPy can view them all; else None."""
+    (:func:`torch_blas`) and NumPy can view them all, to be worked on in their place;
+    else None."""
     if backend_name(xp) != "torch" or not all(A.device.type == "cpu" for A in arrays):
         return None
     if torch_blas():
@@ -334,7 +336,7 @@ def _through_numpy(arrays, xp) -> list | None:
 def copy_array(A, *, xp) -> Any:
     """A copy of ``A`` (of namespace ``xp``): by NumPy for torch CPU tensors trained on
     NumPy's BLAS (:func:`torch_blas`), as a tensor on the copy's memory."""
-    views = _through_numpy([A], xp)
+    views = numpy_views([A], xp)
     if views is not None and not A.requires_grad:
         return sys.modules["torch"].from_numpy(views[0].copy(order="K"))
     return xp.asarray(A, copy=True)
@@ -347,7 +349,7 @@ def all_finite(*arrays, xp) -> bool:
     twice as fast) prove it where all are finite; else, maybe an overflow, it looks
     closer. Torch CPU tensors trained on NumPy's BLAS are read through NumPy (workload A's
     X took 1.7 ms so, 11.8 ms on torch)."""
-    views = _through_numpy(arrays, xp)
+    views = numpy_views(arrays, xp)
     if views is not None:
         arrays, xp = views, array_api_compat.array_namespace(*views)
     arrays = [A for A in arrays if xp.isdtype(A.dtype, "real floating")]  # ints are finite

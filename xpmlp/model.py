@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from . import network, optim, train
@@ -36,6 +37,7 @@ from .backend import (
     dtype_name,
     get_dtype,
     namespace_of,
+    numpy_views,
     resolve,
     to_numpy,
 )
@@ -45,16 +47,25 @@ from .optim import Optimizer, get_optimizer
 _TRAINING: weakref.WeakSet = weakref.WeakSet()  # the models whose fit is running
 
 
+def own_functions(net: MLP) -> tuple[bool, bool]:
+    """Whether the activation and the output are xpmlp's own of their names (not a custom
+    ``(h, dh)`` pair or another function object): restorable by name, and written for
+    any namespace."""
+    a, o = net.activation, net.output
+    return ACTIVATIONS.get(a.name) is a, OUTPUTS.get(o.name) is o or CLIPPED.get(o.name) is o
+
+
 def check_storable(net: MLP, prefix: str = "") -> None:
     """Refuse a model whose activation or output a file or pickle cannot restore by name:
     a custom ``(h, dh)`` pair, or any function object other than the one of its name."""
     a, o = net.activation, net.output
-    if ACTIVATIONS.get(a.name) is not a:
+    own_a, own_o = own_functions(net)
+    if not own_a:
         raise ValueError(
             f"{prefix}activation={a.name!r} is a custom activation, which cannot be restored "
             f"by name (its functions are not stored); accepted: {', '.join(ACTIVATIONS)}"
         )
-    if OUTPUTS.get(o.name) is not o and CLIPPED.get(o.name) is not o:
+    if not own_o:
         raise ValueError(
             f"{prefix}output={o.name!r} is a custom output, which cannot be restored by name "
             f"(its functions are not stored); accepted: {', '.join(OUTPUTS)}"
@@ -351,8 +362,17 @@ class MLP:
         return float(self._score(self._weights, X, T))
 
     def _score(self, weights, X, T, sw=None):
-        """R^2 or accuracy of ``weights`` on ``(X, T)``, ``sw`` weighing the samples."""
-        xp, Y = self.xp, self._predict(weights, X)
+        """R^2 or accuracy of ``weights`` on ``(X, T)``, ``sw`` weighing the samples. Torch
+        CPU tensors trained on NumPy's BLAS are scored through NumPy views of them
+        (:func:`backend.numpy_views`) where the activation and output are xpmlp's own, so
+        that the score between two epochs wakes no torch threads beside NumPy's BLAS."""
+        xp, arrays = self.xp, [*weights, X, T, *([] if sw is None else [sw])]
+        views = numpy_views(arrays, xp) if all(own_functions(self)) else None
+        if views is not None:
+            xp, n = array_api_compat.array_namespace(*views), len(weights)
+            weights, (X, T, *sw) = views[:n], views[n:]
+            sw = sw[0] if sw else None
+        Y = network.predict(weights, X, activation=self.activation, output=self.output, xp=xp)
         if self.output.name == "identity":
             return r2_score(T, Y, sw, xp=xp)
         if self.output.name == "softmax":
