@@ -292,8 +292,8 @@ def torch_blas() -> bool:
     default :func:`torch_blas_wins`), or else on NumPy's: then :mod:`_fast` trains them as
     NumPy arrays, and :func:`copy_array` and :func:`all_finite` read them through NumPy,
     so that no torch op wakes torch's threads to spin beside NumPy's BLAS (right after
-    fit's torch copies of the weights, workload A's epoch took 4 % longer), as does the
-    score of each epoch on validation data (:meth:`MLP._score`)."""
+    fit's torch copies of the weights, workload A's epoch took 4 % longer), as do
+    :func:`take_rows` and the score of each epoch on validation data (:meth:`MLP._score`)."""
     return torch_blas_wins(sys.modules["torch"]) if TORCH_BLAS is None else TORCH_BLAS
 
 
@@ -340,6 +340,15 @@ def copy_array(A, *, xp) -> Any:
     if views is not None and not A.requires_grad:
         return sys.modules["torch"].from_numpy(views[0].copy(order="K"))
     return xp.asarray(A, copy=True)
+
+
+def take_rows(A, idx: np.ndarray, *, xp, device=None) -> Any:
+    """The rows ``idx`` (host integers) of ``A``: by NumPy for torch CPU tensors trained on
+    NumPy's BLAS (:func:`torch_blas`), as a tensor on the result's memory."""
+    views = numpy_views([A], xp)
+    if views is not None:
+        return sys.modules["torch"].from_numpy(np.take(views[0], idx, axis=0))
+    return xp.take(A, xp.asarray(idx, device=device), axis=0)
 
 
 def all_finite(*arrays, xp) -> bool:

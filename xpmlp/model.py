@@ -39,6 +39,7 @@ from .backend import (
     namespace_of,
     numpy_views,
     resolve,
+    take_rows,
     to_numpy,
 )
 from .objectives import CLIPPED, OUTPUTS, get_output
@@ -543,7 +544,7 @@ class MLP:
         """Split off ``n_val`` host-drawn samples: ``(X, T, sw)`` to train, ``(X, T, sw)`` to
         score (the validation score weighs its samples as the loss does)."""
         perm = _split_order(self.rng, X.shape[0], n_val, stratify)
-        take = lambda A, i: self.xp.take(A, self.xp.asarray(i, device=self._home()), axis=0)  # noqa: E731
+        take = lambda A, i: take_rows(A, i, xp=self.xp, device=self._home())  # noqa: E731
         tr, va = perm[n_val:], perm[:n_val]
         sw_tr = None if sw is None else take(sw, tr)
         sw_va = None if sw is None else take(sw, va)
