@@ -664,27 +664,60 @@ def test_all_finite_of_no_arrays_ints_bools_and_mixed_dtypes():
         assert not all_finite(ints, flags, xp.asarray([1.0, float("nan")]), f32, xp=xp)
 
 
-@pytest.mark.parametrize("output", ["identity", "softmax"])
-def test_torch_cpu_scores_go_through_numpy_where_training_does(monkeypatch, output):
-    """On NumPy's BLAS a torch model's validation scores and ``score`` run no torch op (its
-    threads would spin beside NumPy's BLAS), and agree with torch's own to a rounding."""
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("output", ["identity", "softmax", "logistic"])
+def test_torch_cpu_scores_go_through_numpy_where_training_does(
+    monkeypatch, output, dtype, weighted
+):
+    """On NumPy's BLAS a torch model's validation split, validation scores and ``score``
+    make no torch product or row gather (its threads would spin beside NumPy's BLAS), and
+    agree with torch's own to a rounding; an overflow stays silent, as on torch."""
     torch = pytest.importorskip("torch")
     from xpmlp import backend
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3))
-    T = np.eye(2)[rng.integers(0, 2, 60)] if output == "softmax" else rng.normal(size=(60, 2))
+    T = np.eye(2)[rng.integers(0, 2, 60)] if output != "identity" else rng.normal(size=(60, 2))
+    sw = rng.uniform(0.5, 2.0, size=60) if weighted else None
     runs = {}
     for on_torch in (True, False):
         monkeypatch.setattr(backend, "TORCH_BLAS", on_torch)
-        net = xpmlp.MLP([3, 5, 2], "tanh", output, backend="torch", dtype="float64", seed=1)
-        calls, real = [], torch.Tensor.__matmul__  # the products of the scores
-        spy = lambda *a, calls=calls, real=real: calls.append(1) or real(*a)  # noqa: E731
-        monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
-        hist = net.fit(X, T, epochs=3, batch_size=10, validation_fraction=0.2)
-        score = net.score(X, T)
-        monkeypatch.setattr(torch.Tensor, "__matmul__", real)
+        net = xpmlp.MLP([3, 5, 2], "relu", output, backend="torch", dtype=dtype, seed=1)
+        calls, reals = [], {}
+        for cls, name in ((torch.Tensor, "__matmul__"), (torch, "index_select")):
+            reals[cls, name] = real = getattr(cls, name)
+            spy = lambda *a, real=real, calls=calls, **k: calls.append(1) or real(*a, **k)  # noqa: E731
+            setattr(cls, name, spy)
+        try:
+            kw = {"validation_fraction": 0.2, "sample_weight": sw}
+            hist = net.fit(X, T, epochs=3, batch_size=10, **kw)
+            score = net.score(X, T)
+            big = net.score(X * 1e25, T)  # float32 overflows, silently (pytest: errors)
+        finally:
+            for (cls, name), real in reals.items():
+                setattr(cls, name, real)
         assert (len(calls) > 0) is on_torch
-        runs[on_torch] = (hist["val_score"], score)
-    np.testing.assert_allclose(runs[False][0], runs[True][0], rtol=1e-12)
-    assert runs[False][1] == pytest.approx(runs[True][1], rel=1e-12)
+        runs[on_torch] = (hist["val_score"], score, big)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(runs[False][0], runs[True][0], rtol=rtol)
+    assert runs[False][1] == pytest.approx(runs[True][1], rel=rtol)
+
+
+@pytest.mark.parametrize("torch_blas", [False, True])
+def test_take_rows_and_all_finite_of_torch_tensors_in_either_mode(monkeypatch, torch_blas):
+    torch = pytest.importorskip("torch")
+    from xpmlp import backend
+
+    monkeypatch.setattr(backend, "TORCH_BLAS", torch_blas)
+    xp, _ = xpmlp.resolve("torch")
+    A = torch.arange(12.0, dtype=torch.float32).reshape(4, 3).T.contiguous().T  # column-major
+    idx = np.array([3, 0, 2])
+    rows = backend.take_rows(A, idx, xp=xp)
+    assert type(rows) is torch.Tensor and rows.dtype == A.dtype
+    assert torch.equal(rows, A[torch.as_tensor(idx)])
+    G = torch.ones((4, 2), requires_grad=True)
+    assert backend.take_rows(G, idx, xp=xp).requires_grad  # autograd's tensors stay torch's
+    assert backend.all_finite(xp=xp)
+    assert backend.all_finite(A, rows, xp=xp)
+    assert not backend.all_finite(A, torch.tensor([1.0, float("inf")]), xp=xp)

@@ -346,7 +346,7 @@ def take_rows(A, idx: np.ndarray, *, xp, device=None) -> Any:
     """The rows ``idx`` (host integers) of ``A``: by NumPy for torch CPU tensors trained on
     NumPy's BLAS (:func:`torch_blas`), as a tensor on the result's memory."""
     views = numpy_views([A], xp)
-    if views is not None:
+    if views is not None and not A.requires_grad:
         return sys.modules["torch"].from_numpy(np.take(views[0], idx, axis=0))
     return xp.take(A, xp.asarray(idx, device=device), axis=0)
 
@@ -358,6 +358,8 @@ def all_finite(*arrays, xp) -> bool:
     twice as fast) prove it where all are finite; else, maybe an overflow, it looks
     closer. Torch CPU tensors trained on NumPy's BLAS are read through NumPy (workload A's
     X took 1.7 ms so, 11.8 ms on torch)."""
+    if not arrays:
+        return True
     views = numpy_views(arrays, xp)
     if views is not None:
         arrays, xp = views, array_api_compat.array_namespace(*views)

@@ -367,12 +367,16 @@ class MLP:
         CPU tensors trained on NumPy's BLAS are scored through NumPy views of them
         (:func:`backend.numpy_views`) where the activation and output are xpmlp's own, so
         that the score between two epochs wakes no torch threads beside NumPy's BLAS."""
-        xp, arrays = self.xp, [*weights, X, T, *([] if sw is None else [sw])]
-        views = numpy_views(arrays, xp) if all(own_functions(self)) else None
-        if views is not None:
-            xp, n = array_api_compat.array_namespace(*views), len(weights)
-            weights, (X, T, *sw) = views[:n], views[n:]
-            sw = sw[0] if sw else None
+        arrays = [*weights, X, T, *([] if sw is None else [sw])]
+        views = numpy_views(arrays, self.xp) if all(own_functions(self)) else None
+        if views is None:
+            return self._metric(weights, X, T, sw, xp=self.xp)
+        n, xp = len(weights), array_api_compat.array_namespace(*views)
+        with np.errstate(all="ignore"):  # silent on overflow, as torch is
+            return self._metric(views[:n], *views[n:], *([None] if sw is None else []), xp=xp)
+
+    def _metric(self, weights, X, T, sw, *, xp):
+        """:meth:`_score` in namespace ``xp``."""
         Y = network.predict(weights, X, activation=self.activation, output=self.output, xp=xp)
         if self.output.name == "identity":
             return r2_score(T, Y, sw, xp=xp)
