@@ -1,4 +1,5 @@
-"""The fast path on torch CPU tensors (``_fast.TorchPlan``) gives the pure path's numbers."""
+"""The fast path on torch CPU tensors (``_fast.ViewsPlan``, ``_fast.TorchPlan``) gives the pure
+path's numbers."""
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ def route(request, monkeypatch):
     monkeypatch.setattr(_fast, "TORCH_PASS_SIZE", size)
     monkeypatch.setattr(backend, "TORCH_BLAS", request.param != "numpy-blas")
     return request.param
+
+
+PLANS = {"torch-ops": _fast.TorchPlan, "numpy-ops": _fast.TorchPlan, "numpy-blas": _fast.ViewsPlan}
 
 
 def spy(monkeypatch):
@@ -62,14 +66,14 @@ def assert_same(runs):
 @pytest.mark.parametrize("activation", ["tanh", "logistic", "relu", "identity"])
 @pytest.mark.parametrize("batch_size", [1, 5, None])
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_sgd_on_torch_matches_pure_path(monkeypatch, activation, batch_size, shuffle):
+def test_sgd_on_torch_matches_pure_path(monkeypatch, route, activation, batch_size, shuffle):
     plans = spy(monkeypatch)
     runs = train_both(
         monkeypatch, [3, 6, 4, 2], activation=activation, batch_size=batch_size,
         learning_rate=0.05, shuffle=shuffle,
     )  # fmt: skip
     assert_same(runs)
-    assert plans[0] is None and type(plans[1]) is _fast.TorchPlan
+    assert plans[0] is None and type(plans[1]) is PLANS[route]
     (*_, W_fast, W0, _) = runs[1]
     # the caller's tensors, trained in place
     assert all(W is W_in for W, W_in in zip(W_fast, W0))
@@ -163,7 +167,7 @@ def test_float32_on_torch_matches_pure_path(monkeypatch):
         np.testing.assert_allclose(W.numpy(), W_ref.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_plan_takes_plain_cpu_tensors_only(monkeypatch):
+def test_plan_takes_plain_cpu_tensors_only(monkeypatch, route):
     monkeypatch.setattr(_fast, "ENABLED", True)
     X, T = torch.ones((6, 3), dtype=torch.float64), torch.ones((6, 2), dtype=torch.float64)
     W = [torch.zeros((4, 4), dtype=torch.float64), torch.zeros((2, 5), dtype=torch.float64)]
@@ -176,7 +180,7 @@ def test_plan_takes_plain_cpu_tensors_only(monkeypatch):
             config=train.Config(batch_size=2), xp=None,
         )  # fmt: skip
 
-    assert type(plan(W)) is _fast.TorchPlan
+    assert type(plan(W)) is PLANS[route]
     grad = [W[0].clone().requires_grad_(), W[1]]
     assert plan(grad) is None  # autograd's tensors stay with torch
     assert plan([torch.nn.Parameter(W[0]), W[1]]) is None

@@ -43,8 +43,9 @@ It computes the same quantities (DESIGN.md, section 1) as :mod:`network` and :mo
   ``w_n = s_n / S`` instead of ``1/N`` and the L2 term by ``alpha / S`` (``S = sum s_n`` of
   the batch), as in :func:`train.loss_and_gradients`.
 
-Torch CPU tensors take the same plan (:class:`TorchPlan`) on NumPy views of their memory,
-trained in place. Where torch's BLAS is MKL on an Intel CPU, the products run on it
+Torch CPU tensors take the same plan (:class:`ViewsPlan`) on NumPy views of their memory,
+trained in place. Where torch's BLAS is MKL on an Intel CPU (:class:`TorchPlan`), the
+products run on it
 (workload A's eight GEMMs ran 1.2-1.3x as fast on it as on NumPy's OpenBLAS on a 2-core
 Xeon) and, on large arrays, ``h`` and the batch gather on torch's threads; elsewhere
 (MKL's products on a 2-core AMD EPYC ran 0.5-0.6x as fast) everything runs as for NumPy.
@@ -316,8 +317,8 @@ KERNELS = _load_kernels()
 def plan(
     weights, X, T, *, sample_weight, activation, output, optimizer, opt_state, config, xp
 ) -> Plan | None:
-    """A :class:`Plan` for this training call (a :class:`TorchPlan` for torch CPU tensors),
-    or ``None`` where the pure path must run."""
+    """A :class:`Plan` for this training call (a :class:`ViewsPlan` or :class:`TorchPlan`
+    for torch CPU tensors), or ``None`` where the pure path must run."""
     if not ENABLED or config.clip_norm:
         return None
     views = None
@@ -357,7 +358,9 @@ def plan(
     ):
         return None
     args = (weights, X, T, sample_weight, activation, output, optimizer, config, xp)
-    return Plan(*args) if views is None else TorchPlan(views, *args)
+    if views is None:
+        return Plan(*args)
+    return (TorchPlan if torch_blas() else ViewsPlan)(views, *args)
 
 
 def _kind(optimizer) -> str | None:
@@ -973,25 +976,45 @@ class _TorchGemm:
         self.C.addmm_(A, B, beta=self.beta, alpha=float(alpha))
 
 
-class TorchPlan(Plan):
+class ViewsPlan(Plan):
     """The plan for torch CPU tensors: it trains NumPy views of their memory in place, as
-    :class:`Plan` (the same buffers, ufunc passes and kernels). Where torch's BLAS is the
-    faster (:func:`backend.torch_blas`), the large products run on it, and the large
-    passes of h and the gather on torch's threads; else it is a :class:`Plan` throughout."""
+    :class:`Plan` (the same buffers, BLAS, ufunc passes and kernels), and hands back the
+    tensors. Where torch's BLAS is the faster (:func:`backend.torch_blas`), the plan is a
+    :class:`TorchPlan`."""
 
     def __init__(self, views, *args):
         self.views = views
-        self.on_torch = torch_blas()
-        # torch's threads spin between its products: the BLAS's threads beside them made
-        # workload A's epoch 9x slower (5x with the products on NumPy's BLAS and tanh on
-        # torch's threads). Beside torch's products the kernels keep to this thread, and
-        # NumPy's products run with no torch op beside them.
-        self.pooled = not self.on_torch
         super().__init__(*args)
 
-    def _large(self, A, B):
+    def epoch(self, weights, idx, opt_state, learning_rate, progress=None):
+        v, t = self.views.view, self.views.tensor
+        back = lambda W, S: ([t(A) for A in W], _map_state(S, t))  # noqa: E731 (the tensors)
+        views = {}  # an interrupted epoch's progress, in NumPy views
+        try:
+            weights, opt_state, total = super().epoch(
+                [v(W) for W in weights], idx, _map_state(opt_state, v), learning_rate, views
+            )
+        except KeyboardInterrupt:
+            if progress is not None and views:
+                progress["weights"], progress["opt_state"] = back(
+                    views["weights"], views["opt_state"]
+                )
+            raise
+        return (*back(weights, opt_state), total)  # total: NumPy's
+
+
+class TorchPlan(ViewsPlan):
+    """:class:`ViewsPlan` with the large products on torch's BLAS (MKL) and the large
+    passes of h and the gather on torch's threads."""
+
+    # torch's threads spin between its products: the BLAS's threads beside them made
+    # workload A's epoch 9x slower; the kernels keep to this thread
+    pooled = False
+
+    @staticmethod
+    def _large(A, B):
         """Whether ``A @ B`` goes to torch's BLAS: small products cost less through NumPy."""
-        return self.on_torch and A.shape[0] * A.shape[1] * B.shape[1] >= TORCH_GEMM_SIZE
+        return A.shape[0] * A.shape[1] * B.shape[1] >= TORCH_GEMM_SIZE
 
     def _mm(self, A, B, C):
         if not self._large(A, B):
@@ -1007,7 +1030,7 @@ class TorchPlan(Plan):
         return lambda x: call(1.0, b=x)
 
     def _gemm_ok(self, *arrays):
-        return self.on_torch or super()._gemm_ok(*arrays)
+        return True
 
     def _gemm(self, A, B, C, beta):
         if not self._large(A, B) and super()._gemm_ok(A, B, C):
@@ -1019,41 +1042,23 @@ class TorchPlan(Plan):
     # pass stays one kernel pass: four torch passes took twice its time on workload A.
     def _h_ops(self, Z, flat):
         torch, name = self.views.torch, self.activation.name
-        if not self._torch_pass(flat.size) or name not in ("tanh", "relu"):
+        if flat.size < TORCH_PASS_SIZE or name not in ("tanh", "relu"):
             return super()._h_ops(Z, flat)
         z = torch.from_numpy(flat)
         if name == "tanh":
             return [(partial(torch.tanh, out=z), (z,))]
         return [(partial(torch.maximum, out=z), (z, torch.zeros((), dtype=z.dtype)))]
 
-    def _torch_pass(self, size):
-        """Whether a pass over ``size`` elements runs on torch's threads."""
-        return self.on_torch and size >= TORCH_PASS_SIZE
-
     def _copies_rows(self, X):
-        # torch's index_select into the strided buffer: one pass
-        return self.on_torch or super()._copies_rows(X)
+        return True  # torch's index_select into the strided buffer: one pass
 
     def _gather(self, s, e, idx):
-        if self.pregather or idx is None or not self._torch_pass((e - s) * self.X.shape[1]):
+        if self.pregather or idx is None or (e - s) * self.X.shape[1] < TORCH_PASS_SIZE:
             return super()._gather(s, e, idx)
         torch, t, i = self.views.torch, self.views.tensor, self.idx[s:e]
         for src, out in self._gather_pairs(e - s):  # src: the caller's tensor
             torch.index_select(t(src), 0, i, out=torch.from_numpy(out))
 
     def epoch(self, weights, idx, opt_state, learning_rate, progress=None):
-        v, t = self.views.view, self.views.tensor
         self.idx = None if idx is None else self.views.torch.from_numpy(idx)  # the gather's
-        back = lambda W, S: ([t(A) for A in W], _map_state(S, t))  # noqa: E731 (the tensors)
-        views = {}  # an interrupted epoch's progress, in NumPy views
-        try:
-            weights, opt_state, total = super().epoch(
-                [v(W) for W in weights], idx, _map_state(opt_state, v), learning_rate, views
-            )
-        except KeyboardInterrupt:
-            if progress is not None and views:
-                progress["weights"], progress["opt_state"] = back(
-                    views["weights"], views["opt_state"]
-                )
-            raise
-        return (*back(weights, opt_state), total)  # total: NumPy's
+        return super().epoch(weights, idx, opt_state, learning_rate, progress)
