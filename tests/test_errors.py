@@ -608,6 +608,10 @@ def test_train_refuses_targets_and_weights_of_other_rows(monkeypatch, fast):
             train.train(W, X, state=train.LoopState(), **given, **kw)
         for w, b in zip(W, before):
             np.testing.assert_array_equal(w, b)
+    # layers that do not chain: named before any product
+    broken = [W[0], np.zeros((2, 7))]
+    with pytest.raises(ValueError, match=r"weights\[1\] has shape \(2, 7\); accepted: \(n_2, 5\)"):
+        train.train(broken, X, T, state=train.LoopState(), **kw)
     # names resolve as MLP's: the same numbers as the objects
     from xpmlp import optim
     from xpmlp.activations import get_activation

@@ -24,7 +24,6 @@ from ._checks import (
     check_int,
     check_nonneg,
     check_positive,
-    check_shape,
 )
 from .activations import Activation, get_activation
 from .backend import all_finite, copy_array, device_of, is_writeable
@@ -196,8 +195,9 @@ def train(
     activation, output = get_activation(activation), get_output(output)
     optimizer = get_optimizer(optimizer)
     N = X.shape[0]
-    # T and the sample weights row for row with X: the fast path's gather does not check them
-    check_shape(X.shape, "X", weights[0].shape[1] - 1)
+    # layers that chain, X entering them, T and the sample weights row for row with X: the
+    # fast path's products and gather do not check them
+    network.check_network(weights, X)
     K = weights[-1].shape[0]
     if tuple(T.shape) != (N, K):
         raise ValueError(f"T has shape {tuple(T.shape)}; accepted: ({N}, {K}), a row per sample")
