@@ -372,8 +372,9 @@ class MLP:
         if views is None:
             return self._metric(weights, X, T, sw, xp=self.xp)
         n, xp = len(weights), array_api_compat.array_namespace(*views)
+        X, T, *sw = views[n:]
         with np.errstate(all="ignore"):  # silent on overflow, as torch is
-            return self._metric(views[:n], *views[n:], *([None] if sw is None else []), xp=xp)
+            return self._metric(views[:n], X, T, sw[0] if sw else None, xp=xp)
 
     def _metric(self, weights, X, T, sw, *, xp):
         """:meth:`_score` in namespace ``xp``."""
