@@ -62,7 +62,7 @@ import peers  # noqa: E402
 # not peers; xpmlp-torch: MLP.fit on the torch backend, and the limit of torch's BLAS
 OWN = ("xpmlp", "xpmlp (loop only)", "xpmlp-pure", "GEMM-only limit")
 OWN += ("xpmlp-torch", "GEMM-only limit (torch)")
-LIMITS = {"GEMM-only limit": "xpmlp", "GEMM-only limit (torch)": "xpmlp-torch"}  # pairs
+LIMITS = ("GEMM-only limit", "GEMM-only limit (torch)")  # each runs beside its pair()
 PAUSE_S = 0.25  # let the other libraries' worker threads go idle before each timed run
 
 
@@ -230,13 +230,13 @@ def time_workload(wl, args, log):
     # a GEMM-only limit runs right beside its xpmlp (after it, then before it, in turn), so
     # that their paired ratio sees the machine as it was for both
     keys = {r.key for r in runners}
-    limits = [r for r in runners if r.key in LIMITS and LIMITS[r.key] in keys]
+    limits = [r for r in runners if pair(r.key) in keys]
     others = [r for r in runners if r not in limits]
     for rep in range(args.repeats):
         k = rep % len(others)
         order = others[k:] + others[:k]  # rotate the order each repeat
         for limit in limits:
-            i = next(i for i, r in enumerate(order) if r.key == LIMITS[limit.key])
+            i = next(i for i, r in enumerate(order) if r.key == pair(limit.key))
             order.insert(i + 1 - rep % 2, limit)
         for r in order:
             r.reset()
@@ -629,18 +629,13 @@ def report(results, meta, args):
                 f"Spread above 20 % ({', '.join(noisy)}): the machine was busy or the repeats "
                 "too few, so ratios here are uncertain by as much; more --repeats narrow them."
             )
-        if key == "A" and "xpmlp-torch" in by and torch_plan_on_torch_blas():
+        if key == "A" and "xpmlp-torch" in by:
+            blas = "torch's" if limit_of("xpmlp-torch") == LIMITS[1] else "NumPy's"
             add(
-                "xpmlp's plan for torch tensors does its products on torch's BLAS here: its "
-                "row gives its % of the GEMM-only limit (torch), the same products on torch's "
-                "BLAS, as that row does; the other rows, of the GEMM-only limit on NumPy's."
-            )
-        elif key == "A" and "xpmlp-torch" in by:
-            add(
-                "xpmlp's plan for torch tensors does its products on NumPy's BLAS here (torch's "
-                "is not MKL on an Intel CPU): its row gives its % of the GEMM-only limit on "
-                "NumPy's BLAS, as the other rows do; the GEMM-only limit (torch) row, if any, "
-                "of torch's own."
+                f"xpmlp's plan for torch tensors does its products on {blas} BLAS here (torch's "
+                "only where it is MKL on an Intel CPU): its row gives its % of the GEMM-only "
+                f"limit on {blas} BLAS; the GEMM-only limit (torch) row, if any, of torch's "
+                "own; the other rows, of the GEMM-only limit on NumPy's."
             )
         add(f"Loss before training {res['loss0']:.6g}; xpmlp after {res['ref_loss']:.6g}.")
         if "xpmlp-pure" in by:
@@ -672,7 +667,7 @@ def report(results, meta, args):
         lim_t = limit_of("xpmlp-torch") if xt and key == "A" else None
         if lim_t in by:
             met, how = of_limit(goal, by[lim_t], xt)
-            which = " (torch)" if lim_t != "GEMM-only limit" else " on NumPy's BLAS"
+            which = " (torch)" if lim_t == LIMITS[1] else " on NumPy's BLAS"
             claim_t = f"A >= {goal}% of the GEMM-only limit{which}, backend torch"
             targets.append((claim_t, met, how))
         if xt and peers_:
@@ -777,15 +772,23 @@ def report(results, meta, args):
     return "\n".join(L)
 
 
+def pair(limit):
+    """The runner a GEMM-only limit runs beside and is the limit of: NumPy's, xpmlp's;
+    torch's, xpmlp's on the torch backend where its plan does the products on torch's
+    BLAS; else None."""
+    if limit == LIMITS[0]:
+        return "xpmlp"
+    if limit == LIMITS[1] and peers.available("torch") and torch_plan_on_torch_blas():
+        return "xpmlp-torch"
+    return None
+
+
 def limit_of(key):
-    """The GEMM-only limit a row of workload A is measured against: its own BLAS's (the
-    limit paired with it in LIMITS; xpmlp's on the torch backend only where its plan does
-    the products on torch's BLAS), else NumPy's."""
+    """The GEMM-only limit a row of workload A is measured against: its own, the one it is
+    the pair of, else NumPy's."""
     if key in LIMITS:
         return key
-    if key == "xpmlp-torch" and not torch_plan_on_torch_blas():
-        return "GEMM-only limit"
-    return next((limit for limit, own in LIMITS.items() if own == key), "GEMM-only limit")
+    return next((limit for limit in LIMITS if pair(limit) == key), LIMITS[0])
 
 
 @functools.cache
@@ -838,7 +841,9 @@ WL: dict = {}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(  # no abbreviations: shown_argv drops --out by its full name
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
+    )
     p.add_argument(
         "--quick",
         action="store_true",
