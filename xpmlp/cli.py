@@ -228,9 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     history = dict(net.history)  # a new model: this fit's, also when interrupted
     if classify and n_val:
-        history["val_score"] = val_scores[: len(history["loss"])]  # those of whole epochs
-    final = f"final training loss {history['loss'][-1]:.5g}" if history["loss"] else "no epochs"
-    print(f"{final} after {_duration(seconds)}")
+        history["val_score"] = val_scores  # a callback's, after each whole epoch
+    print(f"final training loss {history['loss'][-1]:.5g} after {_duration(seconds)}")
     if n_val:
         print(f"held-out {format_metrics(_scores(net, Xva, held, meta))}")
     if args.save:

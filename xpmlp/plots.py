@@ -107,7 +107,7 @@ def plot_history(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # not 1.25
 
     curve(axes[0], loss, "C0")
-    if loss.size and np.all(loss > 0):
+    if np.all(loss > 0):
         axes[0].set_yscale("log")
     axes[0].set(xlabel="epoch", ylabel="training loss", title="Loss")
     if panels == 2:
